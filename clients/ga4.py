@@ -1,0 +1,464 @@
+"""GA4 ``/g/collect``: the hits gtag.js sends to a server container.
+
+When a site sets ``server_container_url``, gtag.js sends its own wire format
+to us instead of to google-analytics.com. Google does not document this
+format (the Measurement Protocol is a different, JSON one:
+https://developers.google.com/analytics/devguides/collection/protocol/ga4/reference);
+the names below are the ones gtag.js sends, as in the captured hits in
+``tests/fixtures/ga4/``. Fields get sGTM's common event data names
+(https://developers.google.com/tag-platform/tag-manager/server-side/common-event-data).
+
+Wire rules that surprised us:
+
+- A GET carries one event. A POST batches: the parameters every event shares
+  (``tid``, ``cid``, ``dl``, consent ...) sit in the query string and each body
+  line is one event whose parameters override the query's. A POST with an
+  empty body is one event in the query string: gtag.js often sends a single
+  event that way.
+- Event parameters come typed by prefix: ``ep.x`` is a string and ``epn.x`` a
+  number. A dataLayer number becomes ``epn.`` even for an id, so
+  ``transaction_id`` and ``event_id`` are read as text from either, and
+  ``value`` as a number from either.
+- Items are ``pr1`` ... ``prN``, one parameter each: ``~``-separated pieces, each
+  a two-letter code and its value (``idSKU-1~nmMug~pr12.5~qt2``). Custom item
+  parameters come as pairs ``k<n><name>`` / ``v<n><value>``. A ``~`` inside a
+  value is escaped once more, so each piece is URL-decoded after splitting.
+  An index of several digits is ambiguous in ``v<n>`` (``v105``); the longest
+  index that has a matching ``k<n>`` wins.
+- User-provided data (enhanced conversions) arrives already hashed in the
+  browser, in ``em=tv.1~em.<sha256>~pn.<sha256>~fn0.<sha256>...``, each digest
+  in base64url without padding (hex is accepted too). We keep lowercase hex,
+  the form the tags and sGTM's ``sha256_*`` fields use. A piece that is not a
+  32-byte digest is dropped: it is either garbage or an unhashed value, and
+  neither may pass as a hash.
+- Click ids are not parameters: they are in the page URL (``dl``) query.
+- ``_fbp`` / ``_fbc`` arrive as first-party cookies, because the server
+  container shares the site's domain.
+- An empty numeric parameter (``epn.value=``, ``pr1=idA~qt``) is an absent
+  one, not an error: a page whose dataLayer holds "" for an optional number
+  should not lose its purchase hit. Text that is not a finite number is a 400.
+- Consent is in ``gcs`` and ``gcd`` (decoded in ``gateway.consent``); ``gcd`` is
+  the richer one and wins for every signal it sets. Signals neither carries
+  stay unset so the container's default applies later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from typing import Any, Literal
+from urllib.parse import unquote, unquote_plus
+
+from pydantic import Field, PrivateAttr, ValidationError
+
+from gateway.client import ClientConfig, ClientResult, RawRequest
+from gateway.consent import decode_gcd, decode_gcs
+from gateway.cookies import read_cookies
+from gateway.errors import BadRequest
+from gateway.event import Address, Consent, Event, UserData
+
+ROUTES = [("GET", "/g/collect"), ("POST", "/g/collect")]
+
+
+class Config(ClientConfig):
+    type: Literal["ga4"]
+    measurement_ids: list[str] | None = Field(
+        None, description="GA4 measurement ids (tid) accepted; a hit for any other id gets 400. Unset accepts all."
+    )
+    _allowed: frozenset[str] | None = PrivateAttr(None)
+
+    def model_post_init(self, context: Any, /) -> None:
+        self._allowed = None if self.measurement_ids is None else frozenset(self.measurement_ids)
+
+
+# Parameters copied to an event field as they are.
+_TEXT_FIELDS = {
+    "cid": "client_id",
+    "uid": "user_id",
+    "dl": "page_location",
+    "dr": "page_referrer",
+    "dt": "page_title",
+    "ul": "language",
+    "sr": "screen_resolution",
+}
+# Event parameters with their own event field, whichever prefix brings them.
+_ID_PARAMS = frozenset({"transaction_id", "event_id"})
+_NUMBER_PARAMS = frozenset({"value", "tax", "shipping"})
+
+_ITEM_TEXT = {
+    "id": "item_id",
+    "nm": "item_name",
+    "br": "item_brand",
+    "ca": "item_category",
+    "c2": "item_category2",
+    "c3": "item_category3",
+    "c4": "item_category4",
+    "c5": "item_category5",
+    "va": "item_variant",
+    "cp": "coupon",
+    "af": "affiliation",
+    "li": "item_list_id",
+    "ln": "item_list_name",
+    "lo": "location_id",
+    "cn": "creative_name",
+    "cs": "creative_slot",
+    "pi": "promotion_id",
+    "pn": "promotion_name",
+}
+_ITEM_FLOAT = {"pr": "price", "ds": "discount"}
+_ITEM_INT = {"qt": "quantity", "lp": "index"}
+_MAX_ITEMS_INDEX_DIGITS = 3  # pr1 ... pr999; GA4 itself keeps 200
+
+_EM_USER = {"em": "sha256_email_address", "pn": "sha256_phone_number"}
+_EM_ADDRESS = {"fn0": "sha256_first_name", "ln0": "sha256_last_name", "sa0": "sha256_street"}
+
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_INT = re.compile(r"[+-]?\d{1,15}", re.ASCII)
+_MAX_NUMBER_TEXT = 64
+_MAX_SAFE_INT = 2**53  # beyond this a JSON number loses precision in every vendor's parser
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
+_B64URL_DIGEST = re.compile(r"[A-Za-z0-9_-]{43}=?")
+_CLICK_ID = re.compile(r"[?&#](gclid|gbraid|wbraid|fbclid)=([^&#]*)")
+_MAX_EVENT_NAME = 200
+_FB_COOKIES = frozenset({"_fbp", "_fbc"})
+
+
+def parse(raw: RawRequest, config: Config) -> ClientResult:
+    query = _params(raw.query_string, "query")
+    shared = _Shared(raw, config)
+    lines = _body_lines(raw) if raw.method == "POST" and raw.body else []
+    if not lines:
+        return ClientResult([_event(query, shared)], status=204)
+    events = []
+    for number, line in lines:
+        params = dict(query)
+        try:
+            params.update(_params(line, f"body line {number}"))
+            events.append(_event(params, shared))
+        except BadRequest as exc:
+            raise BadRequest(exc.status, exc.error, field=exc.field, detail={"field": exc.field, "line": number}) from None
+    return ClientResult(events, status=204)
+
+
+class _Shared:
+    """What every event of one request takes from the request itself."""
+
+    __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at")
+
+    def __init__(self, raw: RawRequest, config: Config) -> None:
+        self.allowed = config._allowed
+        self.ip = raw.client_ip
+        self.user_agent = raw.headers.get("user-agent") or None
+        cookies = read_cookies(raw.headers.get("cookie"), _FB_COOKIES)
+        self.fbp = cookies.get("_fbp")
+        self.fbc = cookies.get("_fbc")
+        self.received_at = raw.received_at
+
+
+def _body_lines(raw: RawRequest) -> list[tuple[int, str]]:
+    try:
+        text = raw.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "body is not valid UTF-8", field="body") from None
+    # Lines end in \r\n or \n; gtag.js never sends a raw \r inside a line.
+    return [(i, line.rstrip("\r")) for i, line in enumerate(text.split("\n"), 1) if line.strip()]
+
+
+def _params(text: str, where: str) -> dict[str, str]:
+    """URL-encoded ``a=1&b=2`` -> dict; the last of repeated names wins."""
+    if not text.isascii():
+        text = _utf8_text(text, where)
+    out: dict[str, str] = {}
+    for piece in text.split("&"):
+        if not piece:
+            continue
+        key, _, value = piece.partition("=")
+        if "%" in key or "+" in key:
+            key = _unquote_plus(key, where)
+        if not key:
+            continue
+        if "%" in value or "+" in value:
+            value = _unquote_plus(value, key)
+        if "\x00" in value:
+            raise BadRequest(400, "parameter contains a NUL character", field=key)
+        out[key] = value
+    return out
+
+
+def _utf8_text(text: str, where: str) -> str:
+    """Raw non-ASCII bytes in a query string, which the app hands over as latin-1, read as UTF-8."""
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeEncodeError:  # already text (a caller that decoded it), not bytes in disguise
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(400, "not valid UTF-8", field=where) from None
+        return text
+    except UnicodeDecodeError:
+        raise BadRequest(400, "not valid UTF-8", field=where) from None
+
+
+def _unquote_plus(text: str, field: str) -> str:
+    try:
+        return unquote_plus(text, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "not valid UTF-8", field=field) from None
+
+
+def _event(params: dict[str, str], shared: _Shared) -> Event:
+    name = params.get("en")
+    if not name:
+        raise BadRequest(400, "missing event name", field="en")
+    if len(name) > _MAX_EVENT_NAME:
+        raise BadRequest(400, f"event name longer than {_MAX_EVENT_NAME} characters", field="en")
+    tid = params.get("tid") or None
+    if shared.allowed is not None and tid not in shared.allowed:
+        raise BadRequest(400, "measurement id not accepted here", field="tid")
+
+    data: dict[str, Any] = {
+        "event_name": name,
+        "timestamp": shared.received_at,
+        "ip_override": shared.ip,
+        "user_agent": shared.user_agent,
+        "fbp": shared.fbp,
+        "fbc": shared.fbc,
+    }
+    extra: dict[str, Any] = {}
+    user_properties: dict[str, Any] | None = None
+    items: list[tuple[int, str, str]] | None = None
+    currency_param = "cu" if params.get("cu") else None
+
+    for key, value in params.items():
+        field = _TEXT_FIELDS.get(key)
+        if field is not None:
+            if value:
+                data[field] = value
+            continue
+        prefix, dot, pname = key.partition(".")
+        if dot:
+            if not pname:
+                continue
+            if prefix == "ep" or prefix == "epn":
+                if pname in _ID_PARAMS:
+                    # text wins when a page sends both forms
+                    if value and (prefix == "ep" or not params.get(f"ep.{pname}")):
+                        data[pname] = value
+                elif pname in _NUMBER_PARAMS:
+                    if value and (prefix == "epn" or not params.get(f"epn.{pname}")):
+                        data[pname] = _number(value, key)
+                elif pname == "currency":
+                    if currency_param is None and value:
+                        currency_param = key
+                elif prefix == "ep":
+                    extra[pname] = value
+                elif value:
+                    extra[pname] = _json_number(value, key)
+            elif prefix == "up" or (prefix == "upn" and value):
+                if user_properties is None:
+                    user_properties = {}
+                user_properties[pname] = value if prefix == "up" else _json_number(value, key)
+            continue
+        if key.startswith("pr") and 2 < len(key) <= 2 + _MAX_ITEMS_INDEX_DIGITS:
+            index = key[2:]
+            if index.isascii() and index.isdigit():
+                if items is None:
+                    items = []
+                items.append((int(index), key, value))
+
+    if currency_param is not None:
+        data["currency"] = _currency(params[currency_param], currency_param)
+    if items is not None:
+        items.sort(key=lambda entry: entry[0])
+        built = [item for _, key, value in items if (item := _item(value, key))]
+        if built:
+            data["items"] = built
+    if user_properties is not None:
+        data["user_properties"] = user_properties
+    em = params.get("em")
+    if em:
+        data["user_data"] = _user_data(em)
+    location = data.get("page_location")
+    if location is not None:
+        _click_ids(location, data)
+
+    # Protocol parameters last, so a custom ep.<name> cannot replace them.
+    if tid is not None:
+        extra["measurement_id"] = tid
+    sid = params.get("sid")
+    if sid:
+        extra["ga_session_id"] = sid
+    sct = params.get("sct")
+    if sct and _INT.fullmatch(sct):
+        extra["ga_session_number"] = int(sct)
+    npa = params.get("npa")
+    if npa:
+        extra["npa"] = npa  # non-personalised ads flag as the page set it
+    data["extra"] = extra
+    data["consent"] = _consent(params.get("gcs"), params.get("gcd"))
+
+    try:
+        return Event(**data)
+    except ValidationError as exc:  # a safety net: every field is checked above
+        raise BadRequest(400, "invalid event", detail=exc.errors(include_input=False, include_url=False)) from None
+
+
+def _consent(gcs: str | None, gcd: str | None) -> Consent:
+    states = decode_gcs(gcs) if gcs else {}
+    if gcd:
+        states.update(decode_gcd(gcd))
+    return Consent(**states)
+
+
+def _number(text: str, field: str) -> float:
+    if len(text) > _MAX_NUMBER_TEXT or not _NUMBER.fullmatch(text):
+        raise BadRequest(400, "not a number", field=field)
+    number = float(text)
+    if not math.isfinite(number):
+        raise BadRequest(400, "not a finite number", field=field)
+    return number
+
+
+def _json_number(text: str, field: str) -> int | float:
+    """A number for ``extra``: integers stay integers, so ``epn.count=3`` reads as 3."""
+    if _INT.fullmatch(text):
+        return int(text)
+    return _number(text, field)
+
+
+def _integer(text: str, field: str) -> int:
+    number = _number(text, field)
+    if not number.is_integer() or abs(number) > _MAX_SAFE_INT:
+        raise BadRequest(400, "not an integer", field=field)
+    return int(number)
+
+
+def _currency(text: str, field: str) -> str:
+    code = text.upper()
+    if len(code) != 3 or not code.isascii() or not code.isalpha():
+        raise BadRequest(400, "not a 3-letter currency code", field=field)
+    return code
+
+
+def _item(text: str, param: str) -> dict[str, Any] | None:
+    item: dict[str, Any] = {}
+    custom_keys: dict[str, str] | None = None
+    custom_values: list[str] | None = None
+    for piece in text.split("~"):
+        if len(piece) < 3:  # a code without a value says nothing
+            continue
+        code = piece[:2]
+        head, second = piece[0], piece[1]
+        if (head == "k" or head == "v") and "0" <= second <= "9":
+            if head == "k":
+                end = 2
+                while end < len(piece) and "0" <= piece[end] <= "9":
+                    end += 1
+                if custom_keys is None:
+                    custom_keys = {}
+                custom_keys[piece[1:end]] = piece[end:]
+            else:
+                if custom_values is None:
+                    custom_values = []
+                custom_values.append(piece[1:])
+            continue
+        field = _ITEM_TEXT.get(code)
+        if field is not None:
+            item[field] = _decode_piece(piece[2:], param)
+            continue
+        field = _ITEM_FLOAT.get(code)
+        if field is not None:
+            item[field] = _number(_decode_piece(piece[2:], param), f"{param}.{code}")
+            continue
+        field = _ITEM_INT.get(code)
+        if field is not None:
+            item[field] = _integer(_decode_piece(piece[2:], param), f"{param}.{code}")
+    if custom_keys and custom_values:
+        for key, value in _pair_custom(custom_keys, custom_values):
+            key = _decode_piece(key, param)
+            if key:
+                item.setdefault(key, _decode_piece(value, param))  # a standard field wins over a custom one
+    return item or None
+
+
+def _pair_custom(keys: dict[str, str], tails: list[str]) -> list[tuple[str, str]]:
+    """Match ``v<n>`` pieces to ``k<n>`` pieces; the longest index with a key wins."""
+    pairs = []
+    taken: set[str] = set()
+    for tail in tails:
+        digits = 0
+        while digits < len(tail) and "0" <= tail[digits] <= "9":
+            digits += 1
+        for n in range(digits, 0, -1):
+            index = tail[:n]
+            if index in keys and index not in taken:
+                taken.add(index)
+                pairs.append((keys[index], tail[n:]))
+                break
+    return pairs
+
+
+def _decode_piece(text: str, param: str) -> str:
+    if "%" not in text:
+        return text
+    try:
+        decoded = unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "not valid UTF-8", field=param) from None
+    if "\x00" in decoded:
+        raise BadRequest(400, "parameter contains a NUL character", field=param)
+    return decoded
+
+
+def _user_data(text: str) -> UserData | None:
+    user: dict[str, str] = {}
+    address: dict[str, str] = {}
+    for piece in text.split("~"):
+        key, dot, value = piece.partition(".")
+        if not dot:
+            continue
+        field = _EM_USER.get(key)
+        target = user
+        if field is None:
+            field = _EM_ADDRESS.get(key)
+            target = address
+            if field is None:
+                continue
+        digest = _digest(value)
+        if digest is not None:
+            target[field] = digest
+    if not user and not address:
+        return None
+    return UserData(**user, address=Address(**address) if address else None)
+
+
+def _digest(text: str) -> str | None:
+    """A SHA-256 digest in hex or base64url -> lowercase hex; anything else -> None."""
+    if len(text) == 64 and _HEX_DIGEST.fullmatch(text):
+        return text.lower()
+    if _B64URL_DIGEST.fullmatch(text):
+        try:
+            raw = base64.urlsafe_b64decode(text[:43] + "=")
+        except (binascii.Error, ValueError):
+            return None
+        if len(raw) == 32:
+            return raw.hex()
+    return None
+
+
+def _click_ids(location: str, data: dict[str, Any]) -> None:
+    if "clid=" not in location and "braid=" not in location:
+        return
+    for match in _CLICK_ID.finditer(location):
+        name, value = match.group(1), match.group(2)
+        if name in data or not value:
+            continue  # the first one in the URL wins
+        if "%" in value or "+" in value:
+            try:
+                value = unquote_plus(value, errors="strict")
+            except UnicodeDecodeError:
+                continue
+        if value and "\x00" not in value:
+            data[name] = value

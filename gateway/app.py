@@ -1,0 +1,259 @@
+"""The Starlette application: one adapter for every client, plus health and metrics.
+
+The request path is: read the body (bounded), resolve the client address,
+``client.parse`` -> ``Pipeline.process`` -> ``storage.enqueue`` (one durable
+commit, shared with concurrent requests by group commit) -> the client's
+response. Delivery happens later, in the dispatcher; nothing after the commit
+runs before the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import metrics
+from gateway.client import RawRequest
+from gateway.config import ClientEntry, Container, load_container_file
+from gateway.dispatcher import Dispatcher, dry_run_recorder
+from gateway.errors import BadRequest
+from gateway.netaddr import resolve_client_ip
+from gateway.pipeline import Pipeline
+from gateway.sender import Sender, SenderContext
+from gateway.storage import open_storage
+from gateway.storage.base import Storage, StorageUnavailable
+from tags import DESTINATIONS
+
+log = logging.getLogger("gateway.app")
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+CONFIG_ENV = "GATEWAY_CONFIG"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(exc: BadRequest) -> Response:
+    return json_response(exc.status, exc.body(), exc.headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest(400, "invalid Content-Length header", field="headers.content-length")
+        if int(declared) > limit:
+            raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def build_senders(container: Container, storage: Storage, now: Callable[[], datetime]) -> dict[str, Sender]:
+    ctx = SenderContext(
+        record_dry_run=dry_run_recorder(storage, now),
+        now=now,
+        request_timeout=container.file.delivery.request_timeout.total_seconds(),
+    )
+    senders: dict[str, Sender] = {}
+    for destination, module in DESTINATIONS.items():
+        tags = [t.config for t in container.tags if t.destination == destination]
+        if tags:
+            senders[destination] = module.Sender(container.destinations.get(destination), tags, ctx)
+    return senders
+
+
+class Gateway:
+    """The running pieces of one gateway process, built from one container."""
+
+    def __init__(
+        self,
+        container: Container,
+        *,
+        storage: Storage | None = None,
+        run_dispatcher: bool = True,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.container = container
+        self.now = now
+        self.pipeline = Pipeline(container)
+        self.storage = storage or open_storage(container.file.storage)
+        self.run_dispatcher = run_dispatcher
+        self.dispatcher = Dispatcher(self.storage, build_senders(container, self.storage, now), container.file.delivery, now=now)
+        self.limits = container.file.limits
+        self.max_depth = container.file.storage.max_outbox_depth
+        self.pending_estimate = 0
+        self._depth_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.storage.open()
+        self.pending_estimate = await self.storage.pending_count()
+        if self.run_dispatcher:
+            await self.dispatcher.start()
+        self._depth_task = asyncio.create_task(self._watch_depth())
+
+    async def stop(self) -> None:
+        if self._depth_task is not None:
+            self._depth_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._depth_task
+        if self.run_dispatcher:
+            await self.dispatcher.stop()
+        await self.storage.close()
+
+    async def _watch_depth(self) -> None:
+        """Refresh the outbox depth used for backpressure, off the request path."""
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                self.pending_estimate = await self.storage.pending_count()
+
+    async def handle(self, request: Request, entry: ClientEntry, client_name: str) -> Response:
+        status = 500
+        try:
+            response = await self._handle(request, entry, client_name)
+            status = response.status_code
+            return response
+        except BadRequest as exc:
+            status = exc.status
+            return error_response(exc)
+        except StorageUnavailable:
+            status = 503
+            metrics.STORAGE_ERRORS.labels("enqueue").inc()
+            log.error("storage cannot commit; answering 503", extra={"client": client_name})
+            return json_response(503, {"error": "storage unavailable", "detail": None}, {"Retry-After": "5"})
+        except Exception as exc:
+            log.error("unexpected error", extra={"client": client_name, "error": type(exc).__name__}, exc_info=False)
+            return json_response(500, {"error": "internal error", "detail": None})
+        finally:
+            metrics.REQUESTS.labels(client_name, str(status)).inc()
+
+    async def _handle(self, request: Request, entry: ClientEntry, client_name: str) -> Response:
+        body = await read_body(request, self.limits.max_body_bytes)
+        peer = request.client.host if request.client else None
+        headers = request.headers
+        raw = RawRequest(
+            method=request.method,
+            path=request.scope["path"],
+            query_string=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+            client_ip=resolve_client_ip(peer, headers.get("x-forwarded-for"), self.container.trusted_proxies),
+            received_at=self.now(),
+        )
+        result = entry.module.parse(raw, entry.config)
+        if len(result.events) > self.limits.max_events_per_request:
+            raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request", field="body")
+        outcome = self.pipeline.process(result.events, client_name)
+        for event in result.events:
+            metrics.EVENTS.labels(client_name, metrics.event_name_label(event.event_name)).inc()
+        if outcome.deliveries or result.request_key:
+            if self.pending_estimate >= self.max_depth:
+                raise BadRequest(503, "outbox full, try again later", headers={"Retry-After": "30"})
+            await self.storage.enqueue(outcome.deliveries, self.now(), result.request_key)
+            self.pending_estimate += len(outcome.deliveries)
+            if self.run_dispatcher:
+                self.dispatcher.wake()
+        return Response(result.body, status_code=result.status, media_type=result.media_type, headers=result.headers)
+
+
+def _route_for(path: str, entries: dict[str, tuple[ClientEntry, str]], gateway_ref: list[Gateway]) -> Route:
+    allowed = ", ".join(sorted(entries))
+
+    async def endpoint(request: Request) -> Response:
+        target = entries.get(request.method)
+        if target is None:
+            return json_response(
+                405, {"error": "method not allowed", "detail": {"allowed": sorted(entries)}}, {"Allow": allowed}
+            )
+        return await gateway_ref[0].handle(request, target[0], target[1])
+
+    return Route(path, endpoint, methods=ALL_METHODS)
+
+
+def create_app(
+    container: Container,
+    *,
+    storage: Storage | None = None,
+    run_dispatcher: bool = True,
+    now: Callable[[], datetime] = utcnow,
+) -> Starlette:
+    gateway = Gateway(container, storage=storage, run_dispatcher=run_dispatcher, now=now)
+    ref = [gateway]
+
+    by_path: dict[str, dict[str, tuple[ClientEntry, str]]] = {}
+    for entry in container.clients:
+        name = entry.config.type
+        for method, path in entry.module.ROUTES:
+            by_path.setdefault(path, {})[method] = (entry, name)
+    routes = [_route_for(path, methods, ref) for path, methods in by_path.items()]
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def healthz(request: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        storage_ok = await gateway.storage.ping()
+        dispatcher_ok = gateway.dispatcher.alive or not gateway.run_dispatcher
+        ok = storage_ok and dispatcher_ok
+        return json_response(200 if ok else 503, {"storage": storage_ok, "dispatcher": dispatcher_ok})
+
+    routes += [
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        message = "not found" if status == 404 else (getattr(exc, "detail", None) or "error")
+        return json_response(status, {"error": message, "detail": None}, dict(getattr(exc, "headers", None) or {}))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        log.info("gateway started", extra={"clients": [c.config.type for c in container.clients],
+                                           "tags": [t.config.name for t in container.tags]})
+        try:
+            yield
+        finally:
+            started = time.monotonic()
+            await gateway.stop()
+            log.info("gateway stopped", extra={"shutdown_seconds": round(time.monotonic() - started, 3)})
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.gateway = gateway
+    return app
+
+
+def app_from_env() -> Starlette:
+    """uvicorn factory: the container path comes from GATEWAY_CONFIG (set by ``gateway serve``)."""
+    from gateway.logs import configure_logging
+
+    configure_logging()
+    return create_app(load_container_file(os.environ[CONFIG_ENV]))

@@ -1,0 +1,166 @@
+"""The ``gateway`` command: serve, validate, and the operator's storage commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Sequence
+
+import orjson
+
+from gateway.config import Container, load_container_file
+from gateway.errors import ConfigError
+from gateway.storage import open_storage
+from gateway.storage.base import Storage
+
+DEFAULT_PORT = 8080
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("GATEWAY_CONFIG"),
+        help="container file (default: $GATEWAY_CONFIG)",
+    )
+
+
+def _load(path: str | None) -> Container:
+    if not path:
+        raise SystemExit("gateway: no container file: pass --config FILE or set GATEWAY_CONFIG")
+    try:
+        return load_container_file(path)
+    except FileNotFoundError:
+        raise SystemExit(f"gateway: {path}: no such file") from None
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+
+
+async def _with_storage(container: Container, action: Callable[[Storage], Awaitable[Any]]) -> Any:
+    storage = open_storage(container.file.storage)
+    await storage.open()
+    try:
+        return await action(storage)
+    finally:
+        await storage.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _load(args.config)  # refuse to start on a bad file, with every error listed
+    import uvicorn
+
+    os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its metrics here; /metrics adds them up.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
+    from gateway.logs import configure_logging
+
+    configure_logging(args.log_level)
+    uvicorn.run(
+        "gateway.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=args.graceful_timeout,
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    container = _load(args.file)
+    print(
+        f"{args.file}: ok ({len(container.clients)} clients, {len(container.triggers)} triggers, "
+        f"{len(container.tags)} tags)"
+    )
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    container = _load(args.config)
+    if args.action == "list":
+        letters = asyncio.run(_with_storage(container, lambda s: s.list_dead_letters(args.limit)))
+        _print_json([
+            {"id": d.id, "destination": d.destination, "tag": d.tag, "batch_key": d.batch_key,
+             "idempotency_key": d.idempotency_key, "attempts": d.attempts, "code": d.code,
+             "message": d.message, "created_at": d.created_at, "failed_at": d.failed_at}
+            for d in letters
+        ])
+        return 0
+    ids = args.id or None
+    now = datetime.now(timezone.utc)
+    count = asyncio.run(_with_storage(container, lambda s: s.replay_dead_letters(ids, now)))
+    print(f"replayed {count} dead letter(s)")
+    return 0
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    container = _load(args.config)
+    records = asyncio.run(_with_storage(container, lambda s: s.list_dry_runs(args.last)))
+    _print_json([
+        {"id": r.id, "destination": r.destination, "batch_key": r.batch_key, "items": r.item_count,
+         "recorded_at": r.recorded_at, "request": r.request}
+        for r in records
+    ])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="Server-side tagging gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    _config_arg(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default=None)
+    serve.add_argument("--graceful-timeout", type=int, default=20, help="seconds to finish in-flight requests on SIGTERM")
+    serve.set_defaults(func=cmd_serve)
+
+    validate = sub.add_parser("validate", help="check a container file and print every error")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_validate)
+
+    dead = sub.add_parser("dead-letters", help="list or replay items that could not be delivered")
+    dead_sub = dead.add_subparsers(dest="action", required=True)
+    dl_list = dead_sub.add_parser("list")
+    _config_arg(dl_list)
+    dl_list.add_argument("--limit", type=int, default=100)
+    dl_replay = dead_sub.add_parser("replay")
+    _config_arg(dl_replay)
+    dl_replay.add_argument("--id", type=int, action="append", help="dead letter id (repeatable); default: all")
+    for p in (dl_list, dl_replay):
+        p.set_defaults(func=cmd_dead_letters)
+
+    deliveries = sub.add_parser("deliveries", help="show recorded dry-run requests")
+    deliveries_sub = deliveries.add_subparsers(dest="action", required=True)
+    d_list = deliveries_sub.add_parser("list")
+    _config_arg(d_list)
+    d_list.add_argument("--last", type=int, default=10)
+    d_list.set_defaults(func=cmd_deliveries)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

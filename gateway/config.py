@@ -1,0 +1,282 @@
+"""The container file: loading, ``${VAR}`` substitution, validation, compilation.
+
+Everything that can be decided once is decided here, at load: client and tag
+configs are validated by their own modules' models, triggers are compiled to
+predicates, tag configs are resolved to their trigger and destination. A bad
+file is reported all at once, one "key.path: message" line per problem, so
+``gateway validate`` is useful on the first run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.client import ClientConfig
+from gateway.durations import Duration
+from gateway.errors import ConfigError
+from gateway.event import ConsentState
+from gateway.tag import TagConfig
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConsentDefaults(_Section):
+    ad_storage: ConsentState = "denied"
+    analytics_storage: ConsentState = "denied"
+    ad_user_data: ConsentState = "denied"
+    ad_personalization: ConsentState = "denied"
+
+
+class ConsentSection(_Section):
+    default: ConsentDefaults = Field(default_factory=ConsentDefaults, description="Assumed for a signal a request does not carry.")
+
+
+class ServerSection(_Section):
+    trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs whose X-Forwarded-For is believed.")
+
+
+class StorageSection(_Section):
+    url: str = Field("sqlite:///data/gateway.db", description="sqlite:///path or postgresql://user:pass@host:port/db")
+    synchronous: Literal["full", "normal"] = Field(
+        "full", description="SQLite fsync policy: full survives power loss, normal only process crashes."
+    )
+    max_outbox_depth: int = Field(1_000_000, ge=1, description="Above this many pending items collection answers 503.")
+
+
+class LimitsSection(_Section):
+    max_body_bytes: int = Field(65536, ge=1, description="Larger request bodies get 413.")
+    max_events_per_request: int = Field(100, ge=1, description="Batched hits or beacons with more events get 400.")
+
+
+class DebugSection(_Section):
+    enabled: bool = False
+    token: str = ""
+    keep_last: int = Field(1000, ge=1)
+
+
+class DeliverySection(_Section):
+    max_attempts: int = Field(10, ge=1, description="Sends tried before an item is dead-lettered.")
+    backoff_initial: Duration = Field(timedelta(seconds=1), description="Wait before the first retry.")
+    backoff_max: Duration = Field(timedelta(minutes=10), description="Longest wait between retries.")
+    lease: Duration = Field(timedelta(seconds=60), description="How long a claimed batch is reserved for one dispatcher.")
+    poll_interval: Duration = Field(timedelta(milliseconds=200), description="How often the dispatcher looks for due work.")
+    retention: Duration = Field(timedelta(days=7), description="How long delivered items are kept (for idempotency and audit).")
+    concurrency: int = Field(8, ge=1, description="Batches in flight at once.")
+    request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one outgoing request.")
+
+
+class ContainerFile(_Section):
+    consent: ConsentSection = Field(default_factory=ConsentSection)
+    server: ServerSection = Field(default_factory=ServerSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    debug: DebugSection = Field(default_factory=DebugSection)
+    delivery: DeliverySection = Field(default_factory=DeliverySection)
+    clients: list[dict[str, Any]] = Field(default_factory=list)
+    destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    triggers: dict[str, Any] = Field(default_factory=dict)
+    tags: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientEntry:
+    module: ModuleType
+    config: ClientConfig
+
+
+@dataclass(frozen=True, slots=True)
+class TagEntry:
+    module: ModuleType
+    config: TagConfig
+    trigger: Any  # rules.Trigger
+    destination: str
+
+
+@dataclass(slots=True)
+class Container:
+    """A loaded, validated, compiled container: what the running gateway uses."""
+
+    file: ContainerFile
+    clients: list[ClientEntry]
+    destinations: dict[str, Any]  # destination name -> its validated config (None when it has none)
+    triggers: dict[str, Any]
+    tags: list[TagEntry]
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+
+    @property
+    def consent_defaults(self) -> ConsentDefaults:
+        return self.file.consent.default
+
+
+def substitute_env(value: Any, path: str, errors: list[str], env: dict[str, str]) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string value."""
+    if isinstance(value, str):
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env and env[name] != "":
+                return env[name]
+            if default is not None:
+                return default
+            if name in env:
+                return ""
+            errors.append(f"{path}: environment variable {name} is not set")
+            return ""
+
+        return _VAR.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: substitute_env(v, f"{path}.{k}" if path else str(k), errors, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, f"{path}[{i}]", errors, env) for i, v in enumerate(value)]
+    return value
+
+
+def format_validation_error(prefix: str, exc: ValidationError) -> list[str]:
+    """pydantic errors as "path: message" lines, never echoing the input value."""
+    lines = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = prefix
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        lines.append(f"{loc}: {err['msg']}")
+    return lines
+
+
+def _mentions(errors: list[str], path: str) -> bool:
+    """True when an error is already reported at ``path`` or below it."""
+    return any(e.startswith((f"{path}.", f"{path}:", f"{path}[")) for e in errors)
+
+
+def _validate_sections(data: dict[str, Any], errors: list[str]) -> ContainerFile:
+    """Each top-level section on its own, so one bad section does not hide the others' errors."""
+    sections: dict[str, Any] = {}
+    for key, value in data.items():
+        field = ContainerFile.model_fields.get(key)
+        if field is None:
+            errors.append(f"{key}: unknown section; expected one of {', '.join(ContainerFile.model_fields)}")
+            continue
+        try:
+            single = ContainerFile.model_validate({key: value})
+        except ValidationError as exc:
+            errors.extend(format_validation_error("", exc))
+            continue
+        sections[key] = getattr(single, key)
+    file = ContainerFile()
+    for key, value in sections.items():
+        setattr(file, key, value)
+    return file
+
+
+def load_container_file(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Container:
+    text = Path(path).read_text(encoding="utf-8")
+    return load_container_text(text, env)
+
+
+def load_container_text(text: str, env: dict[str, str] | None = None) -> Container:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"(file): not valid YAML: {exc}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["(file): the top level must be a mapping"])
+    return load_container_data(raw, env)
+
+
+def load_container_data(raw: dict[str, Any], env: dict[str, str] | None = None) -> Container:
+    # Imported here: the registries import every client and tag module, which
+    # import gateway's model modules; keeping this lazy avoids a cycle.
+    import rules
+    from clients import CLIENTS
+    from tags import DESTINATIONS, TAGS
+
+    errors: list[str] = []
+    data = substitute_env(raw, "", errors, dict(os.environ) if env is None else env)
+    file = _validate_sections(data, errors)
+
+    proxies = []
+    for i, cidr in enumerate(file.server.trusted_proxies):
+        try:
+            proxies.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            errors.append(f"server.trusted_proxies[{i}]: not an IP network")
+
+    clients: list[ClientEntry] = []
+    seen_types: set[str] = set()
+    for i, spec in enumerate(file.clients):
+        path = f"clients[{i}]"
+        ctype = spec.get("type") if isinstance(spec, dict) else None
+        module = CLIENTS.get(ctype) if isinstance(ctype, str) else None
+        if module is None:
+            errors.append(f"{path}.type: unknown client type; expected one of {', '.join(sorted(CLIENTS))}")
+            continue
+        if ctype in seen_types:
+            errors.append(f"{path}.type: client {ctype} is configured twice")
+        seen_types.add(ctype)
+        try:
+            clients.append(ClientEntry(module, module.Config.model_validate(spec)))
+        except ValidationError as exc:
+            errors.extend(format_validation_error(f"{path} ({ctype})", exc))
+
+    destinations: dict[str, Any] = {}
+    for name, spec in file.destinations.items():
+        module = DESTINATIONS.get(name)
+        if module is None or module.Config is None:
+            errors.append(f"destinations.{name}: unknown destination; expected one of "
+                          + ", ".join(sorted(k for k, m in DESTINATIONS.items() if m.Config is not None)))
+            continue
+        try:
+            destinations[name] = module.Config.model_validate(spec or {})
+        except ValidationError as exc:
+            errors.extend(format_validation_error(f"destinations.{name}", exc))
+
+    triggers = rules.compile_valid_triggers(file.triggers, errors)
+
+    tags: list[TagEntry] = []
+    names: set[str] = set()
+    for i, spec in enumerate(file.tags):
+        name = spec.get("name") if isinstance(spec, dict) else None
+        path = f"tags[{i}]" + (f" ({name})" if isinstance(name, str) else "")
+        ttype = spec.get("type") if isinstance(spec, dict) else None
+        module = TAGS.get(ttype) if isinstance(ttype, str) else None
+        if module is None:
+            errors.append(f"{path}.type: unknown tag type; expected one of {', '.join(sorted(TAGS))}")
+            continue
+        trigger_name = spec.get("trigger")
+        trigger = triggers.get(trigger_name) if isinstance(trigger_name, str) else None
+        if isinstance(trigger_name, str) and trigger is None and not _mentions(errors, f"triggers.{trigger_name}"):
+            errors.append(f"{path}.trigger: no trigger named {trigger_name!r} in triggers")
+        try:
+            config = module.Config.model_validate(spec)
+        except ValidationError as exc:
+            errors.extend(format_validation_error(path, exc))
+            continue
+        if config.name in names:
+            errors.append(f"{path}.name: another tag has this name")
+        names.add(config.name)
+        dest = module.DESTINATION
+        dest_module = DESTINATIONS[dest]
+        if dest_module.Config is not None and dest not in destinations and not _mentions(errors, f"destinations.{dest}"):
+            errors.append(f"{path}: tag type {ttype} needs a destinations.{dest} section")
+        tags.append(TagEntry(module, config, trigger, dest))
+
+    if errors:
+        raise ConfigError(errors)
+    for dest, module in DESTINATIONS.items():
+        if module.Config is None:
+            destinations.setdefault(dest, None)
+    return Container(file, clients, destinations, triggers, tags, tuple(proxies))

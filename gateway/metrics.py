@@ -1,0 +1,95 @@
+"""Prometheus metrics, prefixed ``gateway_``.
+
+Works with several uvicorn workers: ``gateway serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` before any worker imports this module, and
+``/metrics`` then aggregates every worker's files (prometheus-client's
+multiprocess mode). Labels never carry personal data; event names, which
+senders choose, are bounded in number so a hostile client cannot explode the
+label space.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+REQUESTS = Counter("gateway_requests", "HTTP requests by client and response status.", ["client", "status"])
+EVENTS = Counter("gateway_events", "Events built by clients.", ["client", "event_name"])
+CONSENT = Counter(
+    "gateway_consent_decisions", "Consent state applied to events, per signal and source.", ["signal", "state", "source"]
+)
+PII_REDACTED = Counter("gateway_consent_redactions", "Events whose personal data consent removed.", ["kind"])
+TAG_FIRES = Counter("gateway_tag_fires", "Tags fired, by tag name.", ["tag"])
+TAG_SKIPPED = Counter("gateway_tag_skipped", "Events a fired tag could not turn into a delivery, by reason.", ["tag", "reason"])
+DELIVERIES = Counter(
+    "gateway_deliveries", "Delivery results per item, by destination, outcome and vendor code.", ["destination", "outcome", "code"]
+)
+DEAD_LETTERS = Counter("gateway_dead_letters", "Items moved to the dead-letter table.", ["destination", "code"])
+RETRIES = Counter("gateway_delivery_retries", "Items scheduled for another attempt.", ["destination"])
+SEND_LATENCY = Histogram(
+    "gateway_delivery_request_seconds",
+    "Duration of one outgoing vendor request.",
+    ["destination"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DELIVERY_LAG = Histogram(
+    "gateway_delivery_lag_seconds",
+    "Time from the item's commit to its delivery.",
+    ["destination"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400),
+)
+BATCH_SIZE = Histogram(
+    "gateway_delivery_batch_size",
+    "Items per outgoing vendor request.",
+    ["destination"],
+    buckets=(1, 2, 5, 10, 50, 100, 250, 500, 1000, 2000),
+)
+OUTBOX_DEPTH = Gauge("gateway_outbox_depth", "Items waiting in the outbox.", ["destination"], multiprocess_mode="max")
+OUTBOX_OLDEST = Gauge(
+    "gateway_outbox_oldest_age_seconds", "Age of the oldest waiting item.", ["destination"], multiprocess_mode="max"
+)
+DESTINATION_PAUSED = Gauge(
+    "gateway_destination_paused",
+    "1 while a destination key is stopped for bad credentials.",
+    ["destination", "reason"],
+    multiprocess_mode="max",
+)
+TOKEN_REFRESHES = Counter("gateway_token_refreshes", "OAuth access-token refreshes by outcome.", ["destination", "outcome"])
+STORAGE_ERRORS = Counter("gateway_storage_errors", "Commits that failed; the request got 503.", ["operation"])
+
+_EVENT_NAME = re.compile(r"^[A-Za-z0-9_]{1,40}$")
+_MAX_EVENT_NAMES = 200
+_seen_event_names: set[str] = set()
+
+
+def event_name_label(name: str) -> str:
+    """A bounded label for an event name: a client could send millions of names."""
+    if name in _seen_event_names:
+        return name
+    if not _EVENT_NAME.match(name) or len(_seen_event_names) >= _MAX_EVENT_NAMES:
+        return "(other)"
+    _seen_event_names.add(name)
+    return name
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition for /metrics, aggregated across workers when there are several."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

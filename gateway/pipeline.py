@@ -1,0 +1,72 @@
+"""Events to deliveries: consent, then rules, then tags. Pure apart from metrics.
+
+This is the middle of the request path, after a client has parsed the
+request and before the outbox commit. Nothing here does I/O, so a request's
+whole fate is decided before the single durable write that precedes its 2xx.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from gateway import metrics
+from gateway.config import Container
+from gateway.consent import ConsentDecision, apply_consent
+from gateway.delivery import Delivery
+from gateway.event import CONSENT_SIGNALS, Event
+from gateway.tag import Skip
+
+log = logging.getLogger("gateway.pipeline")
+
+
+@dataclass(slots=True)
+class Outcome:
+    deliveries: list[Delivery] = field(default_factory=list)
+    decisions: list[ConsentDecision] = field(default_factory=list)
+    fired: list[tuple[int, str]] = field(default_factory=list)  # (event index, tag name)
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)  # (event index, tag name, reason)
+
+
+class Pipeline:
+    def __init__(self, container: Container) -> None:
+        self.defaults = container.consent_defaults
+        # Resolved once: the loop below runs for every tag of every event.
+        self._consent_children: dict[tuple[str, str | None, bool], object] = {}
+        self.tags = [(t.trigger.matches, t.module.build, t.config, t.config.name) for t in container.tags]
+
+    def process(self, events: list[Event], client: str = "") -> Outcome:
+        outcome = Outcome()
+        for index, event in enumerate(events):
+            decision = apply_consent(event, self.defaults)
+            outcome.decisions.append(decision)
+            self._count_consent(event, decision)
+            if decision.removed:
+                metrics.PII_REDACTED.labels("user_data" if "user_data" in decision.removed else "other").inc()
+            for matches, build, config, name in self.tags:
+                if not matches(event):
+                    continue
+                metrics.TAG_FIRES.labels(name).inc()
+                outcome.fired.append((index, name))
+                try:
+                    outcome.deliveries.extend(build(event, config))
+                except Skip as skip:
+                    metrics.TAG_SKIPPED.labels(name, skip.reason).inc()
+                    outcome.skipped.append((index, name, skip.reason))
+                    log.info("tag skipped event", extra={"tag": name, "reason": skip.reason, "client": client})
+                except Exception as exc:  # a tag bug must not fail the request or lose the others' deliveries
+                    metrics.TAG_SKIPPED.labels(name, "error").inc()
+                    outcome.skipped.append((index, name, "error"))
+                    # The exception's type only: its message may quote event data.
+                    log.error("tag failed to build", extra={"tag": name, "client": client, "error": type(exc).__name__})
+        return outcome
+
+    def _count_consent(self, event: Event, decision: ConsentDecision) -> None:
+        consent = event.consent
+        for signal in CONSENT_SIGNALS:
+            key = (signal, getattr(consent, signal), signal in decision.defaulted)
+            child = self._consent_children.get(key)
+            if child is None:
+                child = metrics.CONSENT.labels(signal, key[1] or "unset", "default" if key[2] else "request")
+                self._consent_children[key] = child
+            child.inc()

@@ -1,0 +1,108 @@
+"""The destination sender interface, and dry-run recording shared by all senders.
+
+A sender takes a batch of outbox items for one batch key, makes one vendor
+request (or several, when the vendor forces a split) and returns one
+``Result`` per item, in order. It owns its HTTP session, its credentials and
+the reading of the vendor's answers; tags never do I/O.
+
+In ``dry_run`` mode a sender builds exactly the request it would send and
+hands it to the recorder instead of the network, then reports every item
+delivered. That is how the sample container shows the whole flow without any
+vendor credentials.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, ClassVar
+
+import orjson
+
+from gateway.delivery import Result
+from gateway.tag import TagConfig
+
+# Header names whose values are credentials: recorded as "***".
+SECRET_HEADERS = frozenset({"authorization", "developer-token", "x-api-key", "cookie"})
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+    def for_record(self) -> dict[str, Any]:
+        """The request as stored for dry-run and debugging, credentials masked."""
+        headers = {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in self.headers.items()}
+        try:
+            body: Any = orjson.loads(self.body) if self.body else None
+        except orjson.JSONDecodeError:
+            body = self.body.decode("utf-8", "replace")
+        return {"method": self.method, "url": _mask_query_secrets(self.url), "headers": headers, "body": body}
+
+
+def _mask_query_secrets(url: str) -> str:
+    if "access_token=" not in url:
+        return url
+    head, _, tail = url.partition("access_token=")
+    _, amp, rest = tail.partition("&")
+    return f"{head}access_token=***{amp}{rest}"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingItem:
+    """An outbox item handed to a sender."""
+
+    id: int
+    idempotency_key: str
+    item: dict[str, Any]
+    tag: str
+    attempts: int  # sends tried before this one
+    created_at: datetime
+
+
+DryRunRecorder = Callable[[str, str, OutgoingRequest, int], Awaitable[None]]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(slots=True)
+class SenderContext:
+    """What the gateway gives every sender."""
+
+    record_dry_run: DryRunRecorder
+    now: Callable[[], datetime] = _utcnow
+    request_timeout: float = 30.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Sender(abc.ABC):
+    """One per destination; built once at start-up from its config and tags."""
+
+    destination: ClassVar[str]
+    max_batch_size: int = 1
+    flush_interval: float = 0.0  # seconds an incomplete batch may wait to fill
+
+    def __init__(self, config: Any, tags: list[TagConfig], ctx: SenderContext) -> None:
+        self.config = config
+        self.tags = tags
+        self.ctx = ctx
+
+    async def start(self) -> None:
+        """Open sessions; called once inside the running event loop."""
+
+    async def close(self) -> None:
+        """Close sessions; called once at shutdown."""
+
+    def paused(self, batch_key: str) -> bool:
+        """True while sending for this key is stopped (e.g. revoked credentials); items stay pending."""
+        return False
+
+    @abc.abstractmethod
+    async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
+        """Send one batch; one result per item, in the same order."""

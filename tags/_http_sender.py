@@ -1,0 +1,132 @@
+"""The http_request destination: one request per item, to the URL of the tag that built it.
+
+There is no ``destinations.http_request`` section: URL, method, headers and
+mode are all on the tag, found by the item's batch key (the tag's name).
+
+How an answer is read, following the usual webhook conventions:
+- 2xx: delivered.
+- 408, 425, 429 and 5xx: retry later, no sooner than ``Retry-After`` (seconds
+  or an HTTP date; RFC 9110 section 10.2.3).
+- any other status, redirects included (they are not followed: a moved
+  endpoint is a config change, not something to guess): permanent failure,
+  dead-lettered with code ``http_<status>`` and at most 200 characters of the
+  answer, which may echo what was sent.
+- no connection, or no answer in time: retry, ``connection_error`` / ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Literal, cast
+
+import aiohttp
+import orjson
+
+from gateway import sender
+from gateway.delivery import Result
+from gateway.sender import OutgoingRequest, PendingItem, SenderContext
+from gateway.tag import TagConfig
+from tags import http_request
+
+Config = None
+
+RETRY_STATUSES = frozenset({408, 425, 429})
+MESSAGE_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    method: str
+    url: str
+    headers: dict[str, str]
+    mode: Literal["live", "dry_run"]
+
+
+class Sender(sender.Sender):
+    destination = "http_request"
+    max_batch_size = 1
+
+    def __init__(self, config: None, tags: list[TagConfig], ctx: SenderContext) -> None:
+        super().__init__(config, tags, ctx)
+        self._targets = {tag.name: _target(tag) for tag in tags}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.ctx.request_timeout))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
+        target = self._targets.get(batch_key)
+        if target is None:
+            # The tag was removed from the config; replay the dead letters once it is back.
+            return [Result.permanent("unknown_tag", "no http_request tag with this name in the config")] * len(items)
+        return [await self._send_one(target, batch_key, item) for item in items]
+
+    async def _send_one(self, target: _Target, batch_key: str, item: PendingItem) -> Result:
+        request = OutgoingRequest(target.method, target.url, target.headers, orjson.dumps(item.item))
+        if target.mode == "dry_run":
+            await self.ctx.record_dry_run(self.destination, batch_key, request, 1)
+            return Result.delivered("dry_run")
+        if self._session is None:
+            raise RuntimeError("http_request sender used before start()")
+        try:
+            async with self._session.request(
+                request.method, request.url, headers=request.headers, data=request.body, allow_redirects=False
+            ) as response:
+                status = response.status
+                if 200 <= status < 300:
+                    return Result.delivered(f"http_{status}")
+                message = await _short_message(response)
+                if status in RETRY_STATUSES or status >= 500:
+                    retry_after = _retry_after(response.headers.get("Retry-After"), self.ctx)
+                    return Result.retry(f"http_{status}", message, retry_after)
+                return Result.permanent(f"http_{status}", message)
+        except asyncio.TimeoutError:
+            return Result.retry("timeout", "no answer within delivery.request_timeout")
+        except aiohttp.ClientError as exc:
+            return Result.retry("connection_error", type(exc).__name__)
+
+
+def _target(tag: TagConfig) -> _Target:
+    config = cast(http_request.Config, tag)
+    headers = dict(config.headers)
+    if not any(name.lower() == "content-type" for name in headers):
+        headers = {"Content-Type": "application/json", **headers}
+    return _Target(config.method, config.url, headers, config.mode)
+
+
+async def _short_message(response: aiohttp.ClientResponse) -> str:
+    head = f"HTTP {response.status}"
+    try:
+        chunk = await response.content.read(MESSAGE_CHARS * 4)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return head
+    text = " ".join(chunk.decode("utf-8", "replace").split())[:MESSAGE_CHARS]
+    return f"{head}: {text}" if text else head
+
+
+def _retry_after(value: str | None, ctx: SenderContext) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if 0 <= seconds < float("inf") else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - ctx.now()).total_seconds())

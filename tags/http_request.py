@@ -1,0 +1,82 @@
+"""Forward the event, as JSON, to an HTTP endpoint of your own (a webhook, a data warehouse's collector).
+
+The body is the whole event after consent was applied (``Event.to_json_dict``:
+sGTM's key names, empty fields left out), one request per event, with
+``Content-Type: application/json`` and the tag's own headers. The receiver may
+see the same event more than once (delivery is at least once, like any
+webhook); ``event_id`` in the body is the key to deduplicate on.
+
+The idempotency key falls back to a hash of the body when the event has no
+``event_id``, so that the same hit sent twice is stored once: the hash is over
+sorted keys, because two clients may build the same event in a different
+key order.
+
+Sending, retries and the reading of the answer are in ``tags/_http_sender.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Literal
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import Field, field_validator
+
+from gateway.delivery import Delivery
+from gateway.event import Event
+from gateway.tag import TagConfig
+
+DESTINATION = "http_request"
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an HTTP header name (RFC 9110 token)
+# Set by the HTTP client from the body and URL; a value from the config would corrupt the request.
+_RESERVED_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection"})
+
+
+class Config(TagConfig):
+    type: Literal["http_request"] = Field(description="Forward each event as JSON to an HTTP endpoint.")
+    url: str = Field(description="The endpoint, an http:// or https:// URL.")
+    method: Literal["POST", "PUT"] = Field("POST", description="HTTP method of the request.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra request headers, e.g. Authorization; credentials are masked in dry-run records.",
+    )
+    mode: Literal["live", "dry_run"] = Field(
+        "live", description="live sends; dry_run records the exact request instead of sending it."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError("must be an http:// or https:// URL") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError("header names may hold letters, digits and !#$%&'*+-.^_`|~ only")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name} is set by the gateway and cannot be configured")
+            if "\r" in header or "\n" in header:
+                raise ValueError(f"the value of header {name} contains a line break")
+        return value
+
+
+def build(event: Event, config: Config) -> list[Delivery]:
+    item = event.to_json_dict()
+    if event.event_id:
+        key = f"{DESTINATION}:{config.name}:{event.event_id}"
+    else:
+        digest = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        key = f"{DESTINATION}:{config.name}:{digest}"
+    return [Delivery(destination=DESTINATION, batch_key=config.name, idempotency_key=key, item=item, tag=config.name)]

@@ -1,0 +1,323 @@
+"""The dispatcher over a real SQLite outbox, the real http_request sender and a fake endpoint.
+
+Time is a clock the test moves, so retries and leases are checked without
+sleeping; only the start/stop tests run the background loop in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+from prometheus_client import REGISTRY
+
+from gateway.config import DeliverySection
+from gateway.delivery import Delivery, Result
+from gateway.dispatcher import Dispatcher, dry_run_recorder
+from gateway.event import Event
+from gateway.sender import PendingItem, Sender, SenderContext
+from gateway.storage.sqlite import SQLiteStorage
+from tags import _http_sender, http_request
+from tests.fakes.http_sink import HttpSink, Reply
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class ScriptedSender(Sender):
+    """A destination whose answers the test decides; records each batch it was given."""
+
+    destination = "scripted"
+
+    def __init__(self, answer: Callable[[list[PendingItem]], Any] | None = None, *, max_batch_size: int = 1,
+                 flush_interval: float = 0.0) -> None:
+        super().__init__(None, [], SenderContext(record_dry_run=_no_recording))
+        self.answer = answer or (lambda items: [Result.delivered()] * len(items))
+        self.max_batch_size = max_batch_size
+        self.flush_interval = flush_interval
+        self.batches: list[list[str]] = []
+        self.is_paused = False
+        self.closed = False
+
+    def paused(self, batch_key: str) -> bool:
+        return self.is_paused
+
+    async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
+        self.batches.append([item.idempotency_key for item in items])
+        answer = self.answer(items)
+        return await answer if asyncio.iscoroutine(answer) else answer
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def _no_recording(*args: Any) -> None:
+    raise AssertionError("not a dry-run sender")
+
+
+def settings(**overrides: Any) -> DeliverySection:
+    values = {"max_attempts": 10, "backoff_initial": "1s", "backoff_max": "60s", "poll_interval": "10ms",
+              "request_timeout": "2s", "lease": "60s"}
+    return DeliverySection.model_validate(values | overrides)
+
+
+def hook_tag(url: str, **overrides: Any) -> http_request.Config:
+    return http_request.Config.model_validate({"name": "hook", "type": "http_request", "trigger": "all", "url": url} | overrides)
+
+
+def scripted(key: str) -> Delivery:
+    return Delivery("scripted", "key", key, {"n": key}, "scripted_tag")
+
+
+def counter(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
+    store = SQLiteStorage(str(tmp_path / "outbox.db"))
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[HttpSink]:
+    async with HttpSink() as running:
+        yield running
+
+
+@pytest.fixture
+async def make_http_dispatcher(storage: SQLiteStorage, sink: HttpSink, clock: Clock) -> Any:
+    made: list[Dispatcher] = []
+
+    async def make(delivery: DeliverySection | None = None, **tag_overrides: Any) -> Dispatcher:
+        ctx = SenderContext(record_dry_run=dry_run_recorder(storage, clock), now=clock, request_timeout=2.0)
+        sender = _http_sender.Sender(None, [hook_tag(f"{sink.url}/events", **tag_overrides)], ctx)
+        await sender.start()
+        dispatcher = Dispatcher(storage, {"http_request": sender}, delivery or settings(), now=clock, rng=random.Random(7))
+        made.append(dispatcher)
+        return dispatcher
+
+    yield make
+    for dispatcher in made:
+        for sender in dispatcher.senders.values():
+            await sender.close()
+
+
+async def enqueue_purchase(storage: SQLiteStorage, clock: Clock, url: str = "http://unused.test/") -> dict[str, Any]:
+    event = Event(event_name="purchase", event_id="ev-1", timestamp=T0, value=42.0, currency="EUR")
+    (delivery,) = http_request.build(event, hook_tag(url))
+    await storage.enqueue([delivery], clock())
+    return delivery.item
+
+
+async def test_an_item_is_retried_through_server_errors_and_a_429_then_delivered(
+    storage: SQLiteStorage, sink: HttpSink, clock: Clock, make_http_dispatcher: Any
+) -> None:
+    dispatcher = await make_http_dispatcher()
+    item = await enqueue_purchase(storage, clock)
+    sink.script(500, 503, Reply(429, headers={"Retry-After": "120"}), 200)
+    retries_before = counter("gateway_delivery_retries_total", destination="http_request")
+
+    assert await dispatcher.run_once() == 1  # 500: retry within 1s
+    clock.advance(1)
+    assert await dispatcher.run_once() == 1  # 503: retry within 2s
+    clock.advance(2)
+    assert await dispatcher.run_once() == 1  # 429: retry after 120s, not the 2-4s backoff
+    clock.advance(119)
+    assert await dispatcher.run_once() == 0
+    clock.advance(1)
+    assert await dispatcher.run_once() == 1
+
+    assert [(r.status, r.method, r.path, r.json()) for r in sink.requests] == [
+        (500, "POST", "/events", item), (503, "POST", "/events", item),
+        (429, "POST", "/events", item), (200, "POST", "/events", item),
+    ]
+    assert await storage.pending_count() == 0
+    assert await storage.list_dead_letters() == []
+    assert counter("gateway_delivery_retries_total", destination="http_request") - retries_before == 3
+
+
+async def test_an_item_is_dead_lettered_after_max_attempts_and_delivered_once_replayed(
+    storage: SQLiteStorage, sink: HttpSink, clock: Clock, make_http_dispatcher: Any
+) -> None:
+    dispatcher = await make_http_dispatcher(settings(max_attempts=3))
+    await enqueue_purchase(storage, clock)
+    sink.script(500, 500, 502)
+    for _ in range(3):
+        assert await dispatcher.run_once() == 1
+        clock.advance(60)
+
+    (letter,) = await storage.list_dead_letters()
+    assert (letter.idempotency_key, letter.attempts, letter.code) == ("http_request:hook:ev-1", 3, "http_502")
+    assert await storage.pending_count() == 0
+
+    assert await storage.replay_dead_letters(None, clock()) == 1
+    assert await dispatcher.run_once() == 1
+    assert [r.status for r in sink.requests] == [500, 500, 502, 200]
+    assert await storage.list_dead_letters() == []
+    assert await storage.pending_count() == 0
+
+
+async def test_a_refused_item_is_dead_lettered_at_once_with_a_short_message(
+    storage: SQLiteStorage, sink: HttpSink, clock: Clock, make_http_dispatcher: Any
+) -> None:
+    dispatcher = await make_http_dispatcher()
+    await enqueue_purchase(storage, clock)
+    sink.script(Reply(422, body=b'{"error": "' + b"x" * 1000 + b'"}'))
+    assert await dispatcher.run_once() == 1
+    (letter,) = await storage.list_dead_letters()
+    assert (letter.attempts, letter.code) == (1, "http_422")
+    assert letter.message is not None and letter.message.startswith('HTTP 422: {"error": "xxx')
+    assert len(letter.message) <= 220
+
+
+async def test_retry_waits_grow_exponentially_with_jitter_up_to_the_cap(storage: SQLiteStorage) -> None:
+    dispatcher = Dispatcher(storage, {}, settings(backoff_initial="1s", backoff_max="60s"), rng=random.Random(1))
+    for attempts in range(12):
+        base = min(60.0, 2.0**attempts)
+        delays = [dispatcher.backoff_delay(attempts) for _ in range(50)]
+        assert all(base / 2 <= d <= base for d in delays)
+        assert len(set(delays)) > 1  # jittered, not synchronised
+
+
+async def test_a_failing_sender_makes_its_batch_a_retry_with_code_exception(storage: SQLiteStorage, clock: Clock) -> None:
+    def boom(items: list[PendingItem]) -> list[Result]:
+        raise RuntimeError("vendor SDK bug")
+
+    dispatcher = Dispatcher(storage, {"scripted": ScriptedSender(boom)}, settings(max_attempts=1), now=clock)
+    await storage.enqueue([scripted("a")], clock())
+    assert await dispatcher.run_once() == 1
+    assert [(d.idempotency_key, d.code, d.message) for d in await storage.list_dead_letters()] == [
+        ("a", "exception", "RuntimeError")
+    ]
+
+
+async def test_a_sender_answering_the_wrong_number_of_results_retries_the_whole_batch(
+    storage: SQLiteStorage, clock: Clock
+) -> None:
+    sender = ScriptedSender(lambda items: [Result.delivered()], max_batch_size=2)
+    dispatcher = Dispatcher(storage, {"scripted": sender}, settings(), now=clock, rng=random.Random(3))
+    await storage.enqueue([scripted("a"), scripted("b")], clock())
+    assert await dispatcher.run_once() == 2
+    assert await storage.pending_count() == 2
+    assert await dispatcher.run_once() == 0  # both wait for their retry
+    clock.advance(1)
+    sender.answer = lambda items: [Result.delivered()] * len(items)
+    assert await dispatcher.run_once() == 2
+    assert sender.batches == [["a", "b"], ["a", "b"]]
+    assert await storage.pending_count() == 0
+
+
+async def test_a_send_that_outlives_the_request_timeout_is_retried(storage: SQLiteStorage, clock: Clock) -> None:
+    async def hang() -> list[Result]:
+        await asyncio.sleep(10)
+        return []
+
+    dispatcher = Dispatcher(storage, {"scripted": ScriptedSender(lambda items: hang())},
+                            settings(max_attempts=1, request_timeout="50ms"), now=clock)
+    await storage.enqueue([scripted("a")], clock())
+    assert await dispatcher.run_once() == 1
+    assert [d.code for d in await storage.list_dead_letters()] == ["timeout"]
+
+
+async def test_a_backlog_goes_out_in_full_batches_and_the_rest_waits_to_fill(storage: SQLiteStorage, clock: Clock) -> None:
+    sender = ScriptedSender(max_batch_size=3, flush_interval=30)
+    dispatcher = Dispatcher(storage, {"scripted": sender}, settings(), now=clock)
+    await storage.enqueue([scripted(f"k{i}") for i in range(7)], clock())
+    assert await dispatcher.run_once() == 6
+    assert sender.batches == [["k0", "k1", "k2"], ["k3", "k4", "k5"]]
+    clock.advance(29)
+    assert await dispatcher.run_once() == 0
+    clock.advance(1)
+    assert await dispatcher.run_once() == 1
+    assert sender.batches[2:] == [["k6"]]
+
+
+async def test_a_paused_key_keeps_its_items_pending(storage: SQLiteStorage, clock: Clock) -> None:
+    sender = ScriptedSender()
+    sender.is_paused = True
+    dispatcher = Dispatcher(storage, {"scripted": sender}, settings(), now=clock)
+    await storage.enqueue([scripted("a")], clock())
+    assert await dispatcher.run_once() == 0
+    assert await storage.pending_count() == 1
+    sender.is_paused = False
+    assert await dispatcher.run_once() == 1
+    assert sender.batches == [["a"]]
+
+
+async def test_items_of_a_destination_without_sender_stay_pending(storage: SQLiteStorage, clock: Clock) -> None:
+    dispatcher = Dispatcher(storage, {}, settings(), now=clock)
+    await storage.enqueue([scripted("a")], clock())
+    assert await dispatcher.run_once() == 0
+    assert await storage.pending_count() == 1
+
+
+async def test_outbox_gauges_follow_the_pending_items(storage: SQLiteStorage, clock: Clock) -> None:
+    dispatcher = Dispatcher(storage, {"scripted": ScriptedSender()}, settings(), now=clock)
+    await storage.enqueue([scripted("a"), scripted("b")], clock())
+    clock.advance(90)
+    await dispatcher.update_outbox_metrics()
+    assert counter("gateway_outbox_depth", destination="scripted") == 2
+    assert counter("gateway_outbox_oldest_age_seconds", destination="scripted") == 90
+    await dispatcher.run_once()
+    await dispatcher.update_outbox_metrics()
+    assert counter("gateway_outbox_depth", destination="scripted") == 0
+
+
+async def test_the_running_loop_delivers_after_a_wake_and_stops_cleanly(
+    storage: SQLiteStorage, sink: HttpSink, clock: Clock, make_http_dispatcher: Any
+) -> None:
+    dispatcher = await make_http_dispatcher(settings(poll_interval="5s"))
+    sender = dispatcher.senders["http_request"]
+    await dispatcher.start()
+    assert dispatcher.alive
+    await enqueue_purchase(storage, clock)
+    dispatcher.wake()
+    async with asyncio.timeout(2):
+        while await storage.pending_count():
+            await asyncio.sleep(0.01)
+    await dispatcher.stop(timeout=1)
+    assert not dispatcher.alive
+    assert [r.status for r in sink.requests] == [200]
+    assert sender._session is None  # closed by stop()
+
+
+async def test_stop_releases_the_lease_of_a_batch_still_in_flight(storage: SQLiteStorage, clock: Clock) -> None:
+    started = asyncio.Event()
+
+    async def never_answers() -> list[Result]:
+        started.set()
+        await asyncio.Event().wait()
+        return []
+
+    sender = ScriptedSender(lambda items: never_answers())
+    dispatcher = Dispatcher(storage, {"scripted": sender}, settings(poll_interval="5ms"), now=clock)
+    await storage.enqueue([scripted("a")], clock())
+    await dispatcher.start()
+    async with asyncio.timeout(2):
+        await started.wait()
+    await dispatcher.stop(timeout=0.05)
+    assert sender.closed
+    claimed = await storage.claim("scripted", "key", 10, clock(), timedelta(seconds=60))
+    assert [p.idempotency_key for p in claimed] == ["a"]
