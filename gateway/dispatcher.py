@@ -243,6 +243,14 @@ class Dispatcher:
             results = [Result.retry("exception", type(exc).__name__)] * len(items)
         metrics.SEND_LATENCY.labels(destination).observe(time.monotonic() - started)
         metrics.BATCH_SIZE.labels(destination).observe(len(items))
+        if sender.paused(batch_key) and all(r.outcome == "retry" for r in results):
+            # The sender stopped for bad credentials during this send: the items
+            # wait for new credentials without losing an attempt to it.
+            try:
+                await self.storage.release([item.id for item in items])
+            except StorageUnavailable:
+                metrics.STORAGE_ERRORS.labels("release").inc()  # the leases expire on their own
+            return len(items)
         await self._settle(destination, batch_key, items, results)
         return len(items)
 

@@ -7,12 +7,23 @@ delivers its items). A destination module has ``Config`` (its section under
 
 from types import ModuleType
 
-from tags import _http_sender, http_request
+from tags import (
+    _google_ads_sender,
+    _http_sender,
+    google_ads_call_conversion,
+    google_ads_click_conversion,
+    google_ads_conversion_adjustment,
+    http_request,
+)
 
 TAGS: dict[str, ModuleType] = {
+    "google_ads_call_conversion": google_ads_call_conversion,
+    "google_ads_click_conversion": google_ads_click_conversion,
+    "google_ads_conversion_adjustment": google_ads_conversion_adjustment,
     "http_request": http_request,
 }
 
 DESTINATIONS: dict[str, ModuleType] = {
+    "google_ads": _google_ads_sender,
     "http_request": _http_sender,
 }

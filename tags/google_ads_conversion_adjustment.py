@@ -1,0 +1,148 @@
+"""Conversion adjustments for Google Ads (``uploadConversionAdjustments``): refunds, cancellations, enhancements.
+
+References: https://developers.google.com/google-ads/api/docs/conversions/upload-adjustments,
+https://developers.google.com/google-ads/api/docs/conversions/enhance-conversions and
+https://developers.google.com/google-ads/api/reference/rpc/latest/ConversionAdjustment.
+
+The event's ``adjustment`` (filled by the order ledger) says what happened;
+this tag turns it into one ``ConversionAdjustment``:
+- ``RETRACTION`` removes the conversion, ``RESTATEMENT`` replaces its value
+  (``restatementValue.adjustedValue`` is the value after the change, not the
+  difference), ``ENHANCEMENT`` adds hashed user identifiers (email, phone,
+  address) and the user agent to a conversion uploaded by the Google tag.
+- The conversion is named the way it was uploaded: by ``orderId`` when it had
+  one, else by ``gclidDateTimePair`` (gclid and the original conversion time,
+  formatted exactly as at upload). Never both: Google refuses that
+  (GCLID_DATE_TIME_PAIR_AND_ORDER_ID_BOTH_SET). Enhancements always need the
+  order id.
+- ``adjustmentDateTime`` is the event's time and must not precede the
+  conversion (ADJUSTMENT_PRECEDES_CONVERSION); a second restatement needs a
+  later adjustment time or Google drops it as a duplicate.
+- Google cannot adjust a conversion it has not processed yet, so the item
+  waits ``delay_after_conversion`` after the upload (``Delivery.not_before``);
+  CONVERSION_NOT_FOUND and TOO_RECENT_CONVERSION are then retried for
+  ``retry_horizon`` (read by the sender through the item's tag) before they
+  count as permanent.
+- Retractions after the conversion action's click-through window, and
+  restatements of conversions older than Google's 54 days, would be refused:
+  they are skipped with a reason instead of dead-lettered.
+
+The idempotency key is the ledger's ``adjustment_id``, so a redelivered refund
+webhook maps to the same outbox item.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from gateway.delivery import Delivery
+from gateway.durations import Duration
+from gateway.event import Event
+from gateway.identity import clean
+from gateway.identity.google import EmailRule
+from gateway.tag import Skip
+from tags._google_ads import (
+    DEFAULT_RETRY_HORIZON,
+    DESTINATION,
+    RESTATEMENT_WINDOW,
+    GoogleAdsTagConfig,
+    batch_key,
+    check_region,
+    consented_user_data,
+    format_time,
+    user_identifiers,
+)
+
+__all__ = ["DESTINATION", "Config", "build"]
+
+
+class Config(GoogleAdsTagConfig):
+    type: Literal["google_ads_conversion_adjustment"] = Field(
+        description="Upload retractions, restatements and enhancements of conversions to Google Ads."
+    )
+    delay_after_conversion: Duration = Field(
+        timedelta(hours=6),
+        description="Hold an adjustment back this long after its conversion was uploaded, so Google has processed it.",
+    )
+    retry_horizon: Duration = Field(
+        DEFAULT_RETRY_HORIZON,
+        description="How long CONVERSION_NOT_FOUND and TOO_RECENT_CONVERSION are retried (from the item's creation).",
+    )
+    click_through_window: Duration = Field(
+        timedelta(days=90),
+        description="The conversion action's click-through window; "
+        "a retraction later than this after the conversion is not sent.",
+    )
+    email_rule: EmailRule = Field(
+        "gmail", description="Email normalisation for enhancements: gmail, all_domains or gmail_dots."
+    )
+    default_region: str | None = Field(
+        None, description="Region for phone numbers written without a country code, e.g. DE (two letters)."
+    )
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return check_region(value)
+
+
+def build(event: Event, config: Config) -> list[Delivery]:
+    adjustment = event.adjustment
+    if adjustment is None:
+        raise Skip("no_adjustment")
+    conversion_time = adjustment.conversion_time
+    if conversion_time is not None:
+        if event.timestamp < conversion_time:
+            raise Skip("adjustment_precedes_conversion")
+        age = event.timestamp - conversion_time
+        if adjustment.type == "RETRACTION" and age > config.click_through_window:
+            raise Skip("outside_click_through_window")
+        if adjustment.type == "RESTATEMENT" and age > RESTATEMENT_WINDOW:
+            raise Skip("outside_restatement_window")
+
+    item: dict[str, Any] = {
+        "conversionAction": config.conversion_action,
+        "adjustmentType": adjustment.type,
+        "adjustmentDateTime": format_time(event.timestamp, config.tz),
+    }
+    order_id = clean(adjustment.order_id) or clean(event.transaction_id)
+    if adjustment.type == "ENHANCEMENT" or adjustment.uploaded_with_order_id:
+        if order_id is None:
+            raise Skip("no_order_id")
+        item["orderId"] = order_id
+    else:
+        gclid = clean(adjustment.gclid) or clean(event.gclid)
+        if gclid is None:
+            raise Skip("no_gclid")
+        if conversion_time is None:
+            raise Skip("no_conversion_time")
+        item["gclidDateTimePair"] = {"gclid": gclid, "conversionDateTime": format_time(conversion_time, config.tz)}
+
+    if adjustment.type == "RESTATEMENT":
+        if adjustment.adjusted_value is None:
+            raise Skip("no_adjusted_value")
+        restated: dict[str, Any] = {"adjustedValue": float(adjustment.adjusted_value)}
+        currency = clean(adjustment.currency) or clean(event.currency)
+        if currency is not None:
+            restated["currencyCode"] = currency.upper()
+        item["restatementValue"] = restated
+    elif adjustment.type == "ENHANCEMENT":
+        user_data = consented_user_data(event)
+        identifiers = [] if user_data is None else user_identifiers(
+            user_data, email_rule=config.email_rule, default_region=config.default_region, with_address=True
+        )
+        if not identifiers:
+            raise Skip("no_user_identifiers")
+        item["userIdentifiers"] = identifiers
+        user_agent = clean(event.user_agent)
+        if user_agent is not None:
+            item["userAgent"] = user_agent
+
+    uploaded = adjustment.conversion_uploaded_at or conversion_time
+    key = f"{DESTINATION}:adjustment:{config.customer_id}:{config.conversion_action_id}:{adjustment.adjustment_id}"
+    return [Delivery(destination=DESTINATION, batch_key=batch_key(config.customer_id, "adjustment"),
+                     idempotency_key=key, item=item, tag=config.name,
+                     not_before=None if uploaded is None else uploaded + config.delay_after_conversion)]
