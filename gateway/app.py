@@ -5,6 +5,13 @@ The request path is: read the body (bounded), resolve the client address,
 commit, shared with concurrent requests by group commit) -> the client's
 response. Delivery happens later, in the dispatcher; nothing after the commit
 runs before the response.
+
+A request with order events (a purchase, refund or cancellation with a
+transaction id) takes the ledger's path instead: ``storage.record_orders``
+reads the ledger rows of its orders, runs ``Ledger.run`` (ledger decisions,
+then the pipeline) and writes the deliveries, the ledger changes and the
+request key in the same transaction. A small task sweeps the held refunds
+(``orders.sweep_interval``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ from gateway.client import RawRequest
 from gateway.config import ClientEntry, Container, load_container_file
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.errors import BadRequest
+from gateway.event import Event
+from gateway.ledger import LEDGER_DESTINATION, ORDER_NOT_FOUND, LedgerState, LedgerWrite, order_id_of
 from gateway.netaddr import resolve_client_ip
+from gateway.orders import Ledger
 from gateway.pipeline import Pipeline
 from gateway.sender import Sender, SenderContext
 from gateway.storage import open_storage
@@ -85,6 +95,24 @@ def build_senders(container: Container, storage: Storage, now: Callable[[], date
     return senders
 
 
+def click_tags_send_order_id(container: Container) -> dict[str, bool]:
+    """Tag name -> send_order_id, for the tags that upload click conversions with that option."""
+    out: dict[str, bool] = {}
+    for tag in container.tags:
+        send = getattr(tag.config, "send_order_id", None)
+        if isinstance(send, bool):
+            out[tag.config.name] = send
+    return out
+
+
+def log_ledger(write: LedgerWrite, client: str) -> None:
+    """One line per ledger decision: order and change ids and a code, nothing personal."""
+    for note in write.notes:
+        level = logging.WARNING if note.what in ("retained_value_disagrees", "currency_mismatch") else logging.INFO
+        log.log(level, "order ledger", extra={"client": client, "order_id": note.order_id,
+                                               "change_id": note.change_id, "decision": note.what})
+
+
 class Gateway:
     """The running pieces of one gateway process, built from one container."""
 
@@ -99,6 +127,8 @@ class Gateway:
         self.container = container
         self.now = now
         self.pipeline = Pipeline(container)
+        self.orders = container.file.orders
+        self.ledger = Ledger(self.pipeline.process, click_tags_send_order_id(container), self.orders.hold_unknown_refunds)
         self.storage = storage or open_storage(container.file.storage)
         self.run_dispatcher = run_dispatcher
         self.dispatcher = Dispatcher(self.storage, build_senders(container, self.storage, now), container.file.delivery, now=now)
@@ -106,6 +136,7 @@ class Gateway:
         self.max_depth = container.file.storage.max_outbox_depth
         self.pending_estimate = 0
         self._depth_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.storage.open()
@@ -113,12 +144,14 @@ class Gateway:
         if self.run_dispatcher:
             await self.dispatcher.start()
         self._depth_task = asyncio.create_task(self._watch_depth())
+        self._sweep_task = asyncio.create_task(self._sweep_orders_loop())
 
     async def stop(self) -> None:
-        if self._depth_task is not None:
-            self._depth_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._depth_task
+        for task in (self._depth_task, self._sweep_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.run_dispatcher:
             await self.dispatcher.stop()
         await self.storage.close()
@@ -129,6 +162,32 @@ class Gateway:
             await asyncio.sleep(1.0)
             with contextlib.suppress(Exception):
                 self.pending_estimate = await self.storage.pending_count()
+
+    async def _sweep_orders_loop(self) -> None:
+        interval = self.orders.sweep_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_orders()
+            except StorageUnavailable:
+                metrics.STORAGE_ERRORS.labels("sweep_held").inc()
+            except Exception as exc:  # noqa: BLE001 - the sweep must outlive any one failure
+                log.error("order sweep failed", extra={"error": type(exc).__name__})
+
+    async def sweep_orders(self) -> None:
+        """Apply held changes whose order is known now, dead-letter expired ones, prune old orders."""
+        now = self.now()
+        sweep = await self.storage.sweep_held(now, lambda state: self.ledger.release(state, now), self.orders.retention)
+        if sweep.released.deliveries:
+            self.pending_estimate += len(sweep.released.deliveries)
+            if self.run_dispatcher:
+                self.dispatcher.wake()
+        log_ledger(sweep.released, "sweep")
+        if sweep.expired:
+            metrics.DEAD_LETTERS.labels(LEDGER_DESTINATION, ORDER_NOT_FOUND).inc(sweep.expired)
+            log.warning("held order changes expired", extra={"changes": sweep.expired, "code": ORDER_NOT_FOUND})
+        if sweep.pruned:
+            log.info("pruned orders past orders.retention", extra={"orders": sweep.pruned})
 
     async def handle(self, request: Request, entry: ClientEntry, client_name: str) -> Response:
         status = 500
@@ -166,17 +225,42 @@ class Gateway:
         result = entry.module.parse(raw, entry.config)
         if len(result.events) > self.limits.max_events_per_request:
             raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request", field="body")
-        outcome = self.pipeline.process(result.events, client_name)
         for event in result.events:
             metrics.EVENTS.labels(client_name, metrics.event_name_label(event.event_name)).inc()
-        if outcome.deliveries or result.request_key:
-            if self.pending_estimate >= self.max_depth:
-                raise BadRequest(503, "outbox full, try again later", headers={"Retry-After": "30"})
-            await self.storage.enqueue(outcome.deliveries, self.now(), result.request_key)
-            self.pending_estimate += len(outcome.deliveries)
-            if self.run_dispatcher:
-                self.dispatcher.wake()
+        order_ids = [oid for oid in map(order_id_of, result.events) if oid is not None]
+        if order_ids:
+            await self._record_orders(result.events, order_ids, result.request_key, client_name)
+        else:
+            outcome = self.pipeline.process(result.events, client_name)
+            if outcome.deliveries or result.request_key:
+                self._check_depth()
+                await self.storage.enqueue(outcome.deliveries, self.now(), result.request_key)
+                self._enqueued(len(outcome.deliveries))
         return Response(result.body, status_code=result.status, media_type=result.media_type, headers=result.headers)
+
+    async def _record_orders(self, events: list[Event], order_ids: list[str], request_key: str | None, client: str) -> None:
+        """The ledger's path: read, decide, process and write in one storage transaction."""
+        self._check_depth()
+        now = self.now()
+
+        def step(state: LedgerState) -> LedgerWrite:  # runs inside the storage's write transaction
+            return self.ledger.run(events, client, state, now)
+
+        write = await self.storage.record_orders(order_ids, step, now, request_key)
+        if write is None:
+            log.info("redelivered request ignored", extra={"client": client, "orders": order_ids})
+            return
+        log_ledger(write, client)
+        self._enqueued(len(write.deliveries))
+
+    def _check_depth(self) -> None:
+        if self.pending_estimate >= self.max_depth:
+            raise BadRequest(503, "outbox full, try again later", headers={"Retry-After": "30"})
+
+    def _enqueued(self, count: int) -> None:
+        self.pending_estimate += count
+        if count and self.run_dispatcher:
+            self.dispatcher.wake()
 
 
 def _route_for(path: str, entries: dict[str, tuple[ClientEntry, str]], gateway_ref: list[Gateway]) -> Route:

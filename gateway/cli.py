@@ -15,7 +15,7 @@ import orjson
 from gateway.config import Container, load_container_file
 from gateway.errors import ConfigError
 from gateway.storage import open_storage
-from gateway.storage.base import Storage
+from gateway.storage.base import OrderHistory, Storage
 
 DEFAULT_PORT = 8080
 
@@ -120,6 +120,52 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
+def order_report(history: OrderHistory) -> dict[str, Any]:
+    """The ledger entry and every delivery made for the order: ids, amounts, times, outcomes; nothing personal."""
+    order = history.order
+    entry = None
+    if order is not None:
+        entry = {
+            "order_id": order.order_id, "value": order.value, "currency": order.currency,
+            "refunded": order.refunded, "retained": order.retained,
+            "retracted": order.retracted_at is not None, "retracted_at": order.retracted_at,
+            "conversion_time": order.conversion_time, "conversion_uploaded_at": order.recorded_at,
+            "uploaded_with_order_id": order.uploaded_with_order_id,
+            "gclid": order.gclid, "gbraid": order.gbraid, "wbraid": order.wbraid,
+            "consent": dict(order.consent), "source": order.source,
+        }
+    return {
+        "order": entry,
+        "changes": [
+            {"change_id": c.change_id, "kind": c.kind, "amount": c.amount, "currency": c.currency,
+             "occurred_at": c.occurred_at, "decision": c.action, "reason": c.reason, "retained_after": c.retained,
+             "recorded_at": c.recorded_at}
+            for c in history.changes
+        ],
+        "held": [
+            {"change_id": h.change_id, "kind": h.event.get("event_name"), "amount": h.event.get("value"),
+             "held_at": h.held_at, "expires_at": h.expires_at}
+            for h in history.held
+        ],
+        "deliveries": [
+            {"destination": d.destination, "tag": d.tag, "idempotency_key": d.idempotency_key, "status": d.status,
+             "attempts": d.attempts, "code": d.code, "message": d.message, "created_at": d.created_at,
+             "settled_at": d.settled_at, "next_attempt_at": d.next_attempt_at}
+            for d in history.deliveries
+        ],
+    }
+
+
+def cmd_orders(args: argparse.Namespace) -> int:
+    container = _load(args.config)
+    history = asyncio.run(_with_storage(container, lambda s: s.order_history(args.order_id)))
+    if history.order is None and not (history.held or history.deliveries or history.changes):
+        print(f"gateway: no order {args.order_id} in the ledger", file=sys.stderr)
+        return 1
+    _print_json(order_report(history))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="Server-side tagging gateway.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(d_list)
     d_list.add_argument("--last", type=int, default=10)
     d_list.set_defaults(func=cmd_deliveries)
+
+    orders = sub.add_parser("orders", help="show what the order ledger holds for an order")
+    orders_sub = orders.add_subparsers(dest="action", required=True)
+    o_show = orders_sub.add_parser("show", help="the ledger entry, its refunds and every delivery made for it")
+    o_show.add_argument("order_id")
+    _config_arg(o_show)
+    o_show.set_defaults(func=cmd_orders)
     return parser
 
 

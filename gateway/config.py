@@ -79,6 +79,25 @@ class DeliverySection(_Section):
     request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one outgoing request.")
 
 
+class OrdersSection(_Section):
+    """The order ledger, fed by the order clients (order_webhook, shopify, woocommerce) and by purchase hits."""
+
+    hold_unknown_refunds: Duration = Field(
+        timedelta(hours=72),
+        description="How long a refund or cancellation of an order the ledger has not seen waits for that order; "
+        "then it is dead-lettered with the code order_not_found.",
+    )
+    sweep_interval: Duration = Field(
+        timedelta(seconds=60), gt=timedelta(0),
+        description="How often held refunds are checked for their order and for expiry.",
+    )
+    retention: Duration = Field(
+        timedelta(days=180),
+        description="How long an order stays in the ledger after its conversion was recorded; "
+        "a refund after that is held and dead-lettered like one for an unknown order.",
+    )
+
+
 class ContainerFile(_Section):
     consent: ConsentSection = Field(default_factory=ConsentSection)
     server: ServerSection = Field(default_factory=ServerSection)
@@ -86,6 +105,7 @@ class ContainerFile(_Section):
     limits: LimitsSection = Field(default_factory=LimitsSection)
     debug: DebugSection = Field(default_factory=DebugSection)
     delivery: DeliverySection = Field(default_factory=DeliverySection)
+    orders: OrdersSection = Field(default_factory=OrdersSection)
     clients: list[dict[str, Any]] = Field(default_factory=list)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     triggers: dict[str, Any] = Field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""The storage interface: outbox, dead letters, dry-run records, request keys.
+"""The storage interface: outbox, dead letters, dry-run records, request keys, the order ledger.
 
 Two backends keep to it: SQLite (default; one file, WAL, group commit) and
 PostgreSQL (several gateway instances share one database). Every write that
@@ -8,6 +8,18 @@ Outbox items move pending -> delivered (kept for ``delivery.retention`` so
 that a re-enqueued idempotency key stays a no-op) or pending -> dead letter.
 A claimed item carries a lease: a dispatcher that dies mid-send leaves it to
 be claimed again once the lease runs out.
+
+The order ledger (``gateway.ledger``) lives here too. ``record_orders`` is
+the one way to change it: inside its write transaction it loads the ledger
+rows of the request's orders, calls a pure ``step`` with them (the ledger's
+decisions and the pipeline: CPU only), and writes what the step returns
+(deliveries, ledger rows, the request key) before it commits. Reading,
+deciding and writing are one transaction, so two refunds of one order that
+arrive together are decided one after the other, the second from the
+first's result. SQLite gets that from its single writer (and ``BEGIN
+IMMEDIATE`` across processes); PostgreSQL does it with ``SELECT ... FOR
+UPDATE`` on the order rows, plus a transaction-level advisory lock on each
+order id, so that two first sightings of one order cannot both insert it.
 """
 
 from __future__ import annotations
@@ -15,10 +27,13 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from gateway.delivery import Delivery
+from gateway.ledger import AppliedChange, Held, LedgerState, LedgerWrite, Order
 from gateway.sender import PendingItem
+
+LedgerStep = Callable[[LedgerState], LedgerWrite]
 
 
 class StorageUnavailable(Exception):
@@ -73,6 +88,41 @@ class DestinationStats:
     destination: str
     pending: int
     oldest_created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDelivery:
+    """An outbox item or dead letter made for an order, with where it stands."""
+
+    destination: str
+    tag: str
+    idempotency_key: str
+    status: str  # pending | delivered | dead
+    attempts: int
+    code: str | None
+    message: str | None
+    created_at: datetime
+    settled_at: datetime | None  # delivered or dead-lettered at
+    next_attempt_at: datetime | None  # pending items only
+
+
+@dataclass(frozen=True, slots=True)
+class OrderHistory:
+    """Everything the gateway holds about one order (``gateway orders show``)."""
+
+    order: Order | None
+    changes: list[AppliedChange]
+    held: list[Held]
+    deliveries: list[OrderDelivery]
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one ``sweep_held`` did."""
+
+    released: LedgerWrite  # held changes applied to orders that exist now
+    expired: int  # held changes dead-lettered as order_not_found
+    pruned: int  # orders dropped after orders.retention
 
 
 class Storage(abc.ABC):
@@ -143,8 +193,50 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def replay_dead_letters(self, ids: Sequence[int] | None, now: datetime) -> int:
-        """Move dead letters (all when ``ids`` is None) back to the outbox as new pending items; returns how many."""
+        """Move dead letters (all when ``ids`` is None) back to the outbox as new pending items; returns how many.
+
+        A held change that expired (destination ``order_ledger``) goes back to
+        the held changes instead, for as long as it was held the first time,
+        so that it is applied once its order is known.
+        """
 
     @abc.abstractmethod
     async def prune(self, now: datetime, retention: timedelta) -> int:
         """Delete delivered items and request keys older than ``retention``."""
+
+    # -- the order ledger ------------------------------------------------------------
+    # Not abstract (yet) only so that a backend written alongside can be built before it has
+    # a ledger; every backend must implement all three (the contract tests check them).
+
+    async def record_orders(
+        self, order_ids: Sequence[str], step: LedgerStep, now: datetime, request_key: str | None = None
+    ) -> LedgerWrite | None:
+        """Load the ledger for ``order_ids``, call ``step``, store what it returns, in one transaction.
+
+        ``step`` gets the orders that exist among ``order_ids`` and the changes
+        held for them, and returns a ``LedgerWrite``: its deliveries are stored
+        as ``enqueue`` stores them, its orders are upserted, its changes
+        appended, its holds added and its released holds deleted, and each
+        (order id, idempotency key) is remembered for ``order_history``.
+        Returns None (and writes nothing, without calling ``step``) when
+        ``request_key`` was stored before. ``step`` runs while the write
+        transaction is open: it must be quick and do no I/O.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no order ledger yet")
+
+    async def sweep_held(self, now: datetime, step: LedgerStep, retention: timedelta | None = None) -> Sweep:
+        """Housekeeping of the ledger, in one transaction.
+
+        Held changes whose order exists now are given to ``step`` with their
+        orders (their results are stored as ``record_orders`` stores them);
+        held changes past ``expires_at`` whose order is still unknown move to
+        the dead letters (destination ``order_ledger``, code
+        ``order_not_found``); orders recorded more than ``retention`` ago are
+        deleted with their changes.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no order ledger yet")
+
+    async def order_history(self, order_id: str) -> OrderHistory:
+        """The ledger row, its changes, what is held for it, and every delivery made for it."""
+        raise NotImplementedError(f"{type(self).__name__} has no order ledger yet")
+

@@ -15,7 +15,9 @@ Several processes (uvicorn workers) may share one file: ``BEGIN IMMEDIATE``
 takes the write lock up front, and ``busy_timeout`` lets a writer wait for
 another process's commit instead of failing at once.
 
-Times are stored as unix seconds (REAL, UTC); items as orjson bytes.
+Times are stored as unix seconds (REAL, UTC); items as orjson bytes. The
+order ledger's tables and SQL are in ``sqlite_ledger``; its operations run
+through the same writer, so a ledger decision commits with its deliveries.
 """
 
 from __future__ import annotations
@@ -32,15 +34,20 @@ from typing import Any, Callable, Sequence, TypeVar
 import orjson
 
 from gateway.delivery import Delivery
+from gateway.ledger import LEDGER_DESTINATION, LedgerWrite
 from gateway.sender import PendingItem
+from gateway.storage import sqlite_ledger
 from gateway.storage.base import (
     DeadLetter,
     DestinationStats,
     DryRunRecord,
     GroupInfo,
+    LedgerStep,
+    OrderHistory,
     Retry,
     Storage,
     StorageUnavailable,
+    Sweep,
 )
 
 T = TypeVar("T")
@@ -97,6 +104,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE TABLE request_keys (key TEXT PRIMARY KEY, created_at REAL NOT NULL) WITHOUT ROWID",
         "CREATE INDEX request_keys_created ON request_keys (created_at)",
     ),
+    sqlite_ledger.MIGRATION,  # the order ledger
 ]
 
 _INSERT_ITEM = """INSERT OR IGNORE INTO outbox
@@ -485,6 +493,10 @@ class SQLiteStorage(Storage):
             else:
                 rows = [r for i in wanted for r in conn.execute(select + " WHERE id = ?", (i,)).fetchall()]
             for id_, dest, key, ikey, tag, item, created in rows:
+                if dest == LEDGER_DESTINATION:  # an expired held change: held again, not sent
+                    sqlite_ledger.rehold(conn, item, now)
+                    conn.execute("DELETE FROM dead_letters WHERE id = ?", (id_,))
+                    continue
                 values = (dest, key, ikey, tag, item, created, ts)
                 if conn.execute(_INSERT_ITEM, values).rowcount == 0:
                     # The key came back meanwhile (the same request was sent again): keep both, told apart.
@@ -515,6 +527,39 @@ class SQLiteStorage(Storage):
             total += items + keys
             if items < PRUNE_CHUNK and keys < PRUNE_CHUNK:
                 return total
+
+    # -- the order ledger ------------------------------------------------------------
+
+    async def record_orders(
+        self, order_ids: Sequence[str], step: LedgerStep, now: datetime, request_key: str | None = None
+    ) -> LedgerWrite | None:
+        ids = list(order_ids)
+        ts = _ts(now)
+
+        def op(conn: sqlite3.Connection) -> LedgerWrite | None:
+            if request_key is not None:
+                cur = conn.execute("INSERT OR IGNORE INTO request_keys (key, created_at) VALUES (?, ?)", (request_key, ts))
+                if cur.rowcount == 0:
+                    return None
+            write = step(sqlite_ledger.load_state(conn, ids))
+            sqlite_ledger.write_ledger(conn, write, now, _INSERT_ITEM)
+            return write
+
+        return await self._write(op)
+
+    async def sweep_held(self, now: datetime, step: LedgerStep, retention: timedelta | None = None) -> Sweep:
+        def op(conn: sqlite3.Connection) -> Sweep:
+            state = sqlite_ledger.releasable(conn)
+            released = step(state) if state.held else LedgerWrite()
+            sqlite_ledger.write_ledger(conn, released, now, _INSERT_ITEM)
+            expired = sqlite_ledger.expire_held(conn, now)
+            pruned = 0 if retention is None else sqlite_ledger.prune_orders(conn, now, retention)
+            return Sweep(released, expired, pruned)
+
+        return await self._write(op)
+
+    async def order_history(self, order_id: str) -> OrderHistory:
+        return await self._read(lambda c: sqlite_ledger.history(c, order_id))
 
 
 def _set_all(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -18,11 +20,13 @@ import pytest
 from gateway.config import StorageSection
 from gateway.delivery import Delivery
 from gateway.errors import ConfigError
+from gateway.ledger import AppliedChange, Held, LedgerState, LedgerWrite, Order
 from gateway.storage import SQLiteStorage, open_storage
 from gateway.storage.base import (
     DeadLetter,
     DestinationStats,
     GroupInfo,
+    OrderDelivery,
     Retry,
     Storage,
     StorageUnavailable,
@@ -239,6 +243,176 @@ async def test_dry_run_records_are_listed_newest_first(storage: Storage) -> None
 
 async def test_ping_answers_while_open(storage: Storage) -> None:
     assert await storage.ping() is True
+
+
+# -- the order ledger (contract) ---------------------------------------------------
+
+ORDER = Order(order_id="ORD-1", conversion_time=datetime(2026, 2, 27, 9, 30, 15, 123456, tzinfo=timezone.utc),
+              recorded_at=T0, value=Decimal("129.95"), currency="EUR", gclid="gclid-1",
+              consent=(("ad_storage", "granted"), ("ad_user_data", "denied")), uploaded_with_order_id=False,
+              source="order_webhook")
+
+
+def refund_of(order: Order, change_id: str, amount: str, now: datetime) -> tuple[Order, AppliedChange]:
+    refunded = order.refunded + Decimal(amount)
+    updated = replace(order, refunded=refunded, last_adjusted_at=now, change_ids=order.change_ids | {change_id})
+    return updated, AppliedChange("ORD-1", change_id, "refund", now, now, "RESTATEMENT", "partial_refund",
+                                  Decimal(amount), "EUR", order.value - refunded if order.value else None)
+
+
+def held(change_id: str, held_at: datetime, hours: float, order_id: str = "ORD-1") -> Held:
+    return Held(order_id, change_id, {"event_name": "refund", "transaction_id": order_id, "value": 5.0,
+                                      "timestamp": held_at.isoformat(), "extra": {"refund_id": change_id}},
+                held_at, held_at + timedelta(hours=hours))
+
+
+def opening(order: Order = ORDER, *keys: str) -> Callable[[LedgerState], LedgerWrite]:
+    def step(state: LedgerState) -> LedgerWrite:
+        write = LedgerWrite(orders={order.order_id: order})
+        for key in keys:
+            write.deliveries.append(delivery(key))
+            write.order_deliveries.append((order.order_id, key))
+        return write
+    return step
+
+
+async def test_record_orders_gives_the_step_what_earlier_steps_stored(storage: Storage) -> None:
+    seen: list[LedgerState] = []
+
+    def refund_step(state: LedgerState) -> LedgerWrite:
+        seen.append(state)
+        order, change = refund_of(state.orders["ORD-1"], "r1", "30.00", at(5))
+        return LedgerWrite(orders={"ORD-1": order}, changes=[change])
+
+    def look(state: LedgerState) -> LedgerWrite:
+        seen.append(state)
+        return LedgerWrite()
+
+    await storage.record_orders(["ORD-1"], opening(ORDER, "click-1"), T0)
+    await storage.record_orders(["ORD-1", "ORD-2"], refund_step, at(5))
+    await storage.record_orders(["ORD-1"], look, at(6))
+
+    assert seen[0] == LedgerState(orders={"ORD-1": ORDER}, held=[])
+    assert seen[1].orders == {"ORD-1": replace(ORDER, refunded=Decimal("30.00"), last_adjusted_at=at(5),
+                                               change_ids=frozenset({"r1"}))}
+    assert await keys_claimed(storage, at(6)) == ["click-1"]
+
+
+async def test_record_orders_with_a_request_key_seen_before_neither_calls_the_step_nor_writes(storage: Storage) -> None:
+    calls: list[LedgerState] = []
+
+    def step(state: LedgerState) -> LedgerWrite:
+        calls.append(state)
+        return opening(ORDER, "click-1")(state)
+
+    assert await storage.record_orders(["ORD-1"], step, T0, request_key="shopify:wh-1") is not None
+    assert await storage.record_orders(["ORD-1"], step, at(1), request_key="shopify:wh-1") is None
+    assert await storage.enqueue([delivery("x")], at(2), request_key="shopify:wh-1") is False
+    assert len(calls) == 1
+
+
+async def test_a_failing_step_leaves_nothing_behind(storage: Storage) -> None:
+    def broken(state: LedgerState) -> LedgerWrite:
+        raise ValueError("a bug in a tag")
+
+    with pytest.raises(ValueError):
+        await storage.record_orders(["ORD-1"], broken, T0, request_key="req-1")
+
+    assert await storage.record_orders(["ORD-1"], lambda s: LedgerWrite(), at(1), request_key="req-1") is not None
+    assert (await storage.order_history("ORD-1")).order is None
+
+
+async def test_concurrent_refunds_of_one_order_are_decided_one_after_the_other(storage: Storage) -> None:
+    await storage.record_orders(["ORD-1"], opening(), T0)
+    retained_seen: list[Decimal] = []
+
+    def refund_step(n: int) -> Callable[[LedgerState], LedgerWrite]:
+        def step(state: LedgerState) -> LedgerWrite:
+            order, change = refund_of(state.orders["ORD-1"], f"r{n}", "1.00", at(n))
+            retained_seen.append(order.retained)  # type: ignore[arg-type]
+            return LedgerWrite(orders={"ORD-1": order}, changes=[change])
+        return step
+
+    await asyncio.gather(*(storage.record_orders(["ORD-1"], refund_step(n), at(n)) for n in range(1, 41)))
+
+    history = await storage.order_history("ORD-1")
+    assert history.order is not None and history.order.refunded == Decimal("40.00")
+    assert sorted(retained_seen, reverse=True) == [Decimal("129.95") - n for n in range(1, 41)]
+    assert len(history.changes) == 40
+
+
+async def test_held_changes_are_released_to_the_step_once_their_order_exists(storage: Storage) -> None:
+    await storage.record_orders(["ORD-1"], lambda s: LedgerWrite(hold=[held("r1", T0, 72)]), T0)
+    assert [h.change_id for h in (await storage.order_history("ORD-1")).held] == ["r1"]
+
+    def arrive(state: LedgerState) -> LedgerWrite:
+        (waiting,) = state.held
+        return LedgerWrite(orders={"ORD-1": ORDER}, release=[waiting.id])  # type: ignore[list-item]
+
+    await storage.record_orders(["ORD-1"], arrive, at(10))
+
+    assert (await storage.order_history("ORD-1")).held == []
+
+
+async def test_an_expired_hold_becomes_an_order_not_found_dead_letter_and_replay_holds_it_again(storage: Storage) -> None:
+    await storage.record_orders(["ORD-9"], lambda s: LedgerWrite(hold=[held("r1", T0, 1, "ORD-9")]), T0)
+    nothing = lambda s: LedgerWrite()  # noqa: E731
+
+    assert (await storage.sweep_held(at(3599), nothing)).expired == 0
+    assert (await storage.sweep_held(at(3600), nothing)).expired == 1
+
+    (letter,) = await storage.list_dead_letters()
+    assert (letter.destination, letter.batch_key, letter.code, letter.attempts) == ("order_ledger", "ORD-9", "order_not_found", 0)
+    assert letter.item["event"]["extra"] == {"refund_id": "r1"}
+    assert [(d.status, d.code) for d in (await storage.order_history("ORD-9")).deliveries] == [("dead", "order_not_found")]
+
+    assert await storage.replay_dead_letters(None, at(7200)) == 1
+    (again,) = (await storage.order_history("ORD-9")).held
+    assert (again.held_at, again.expires_at, await storage.pending_count()) == (at(7200), at(10800), 0)
+
+
+async def test_a_sweep_applies_held_changes_whose_order_is_known(storage: Storage) -> None:
+    await storage.record_orders(["ORD-1"], lambda s: LedgerWrite(orders={"ORD-1": ORDER}, hold=[held("r1", T0, 1)]), T0)
+
+    def release(state: LedgerState) -> LedgerWrite:
+        return LedgerWrite(deliveries=[delivery("adj-1")], order_deliveries=[("ORD-1", "adj-1")],
+                           release=[h.id for h in state.held if h.id is not None])
+
+    sweep = await storage.sweep_held(at(10), release)
+
+    assert ([d.idempotency_key for d in sweep.released.deliveries], sweep.expired) == (["adj-1"], 0)
+    assert (await storage.order_history("ORD-1")).held == []
+    assert await keys_claimed(storage, at(10)) == ["adj-1"]
+
+
+async def test_a_sweep_drops_orders_past_retention(storage: Storage) -> None:
+    await storage.record_orders(["ORD-1"], opening(), T0)
+    await storage.record_orders(["ORD-2"], opening(replace(ORDER, order_id="ORD-2", recorded_at=at(86400))), at(86400))
+
+    sweep = await storage.sweep_held(at(86400 * 2), lambda s: LedgerWrite(), retention=timedelta(days=1, hours=1))
+
+    assert sweep.pruned == 1
+    assert (await storage.order_history("ORD-1")).order is None
+    assert (await storage.order_history("ORD-2")).order is not None
+
+
+async def test_order_history_shows_the_order_its_changes_and_every_delivery_with_its_outcome(storage: Storage) -> None:
+    await storage.record_orders(["ORD-1"], opening(ORDER, "click-1", "meta-1", "hook-1"), T0)
+    order, change = refund_of(ORDER, "r1", "30.00", at(5))
+    await storage.record_orders(["ORD-1"], lambda s: LedgerWrite(orders={"ORD-1": order}, changes=[change]), at(5))
+    click, meta, hook = await storage.claim("http_request", "hook", 10, at(6), LEASE)
+    await storage.settle(at(7), delivered=[click.id], retries=[Retry(hook.id, at(60), "http_500", "HTTP 500")],
+                         dead=[(meta.id, "http_400", "HTTP 400")])
+
+    history = await storage.order_history("ORD-1")
+
+    assert history.order == order
+    assert history.changes == [change]
+    assert sorted(history.deliveries, key=lambda d: d.idempotency_key) == [
+        OrderDelivery("http_request", "hook", "click-1", "delivered", 0, None, None, T0, at(7), None),
+        OrderDelivery("http_request", "hook", "hook-1", "pending", 1, "http_500", "HTTP 500", T0, None, at(60)),
+        OrderDelivery("http_request", "hook", "meta-1", "dead", 1, "http_400", "HTTP 400", T0, at(7), None),
+    ]
 
 
 # -- SQLite only ------------------------------------------------------------------
