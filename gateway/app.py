@@ -39,6 +39,7 @@ from gateway.errors import BadRequest
 from gateway.event import Event
 from gateway.ledger import LEDGER_DESTINATION, ORDER_NOT_FOUND, LedgerState, LedgerWrite, order_id_of
 from gateway.netaddr import resolve_client_ip
+from gateway.openapi import build_openapi
 from gateway.orders import Ledger
 from gateway.pipeline import Pipeline
 from gateway.sender import Sender, SenderContext
@@ -307,7 +308,13 @@ def create_app(
         ok = storage_ok and dispatcher_ok
         return json_response(200 if ok else 503, {"storage": storage_ok, "dispatcher": dispatcher_ok})
 
+    openapi_body = orjson.dumps(build_openapi(container))
+
+    async def openapi(request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
+
     routes += [
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
