@@ -10,10 +10,12 @@ from types import ModuleType
 from tags import (
     _google_ads_sender,
     _http_sender,
+    _meta_sender,
     google_ads_call_conversion,
     google_ads_click_conversion,
     google_ads_conversion_adjustment,
     http_request,
+    meta_capi,
 )
 
 TAGS: dict[str, ModuleType] = {
@@ -21,9 +23,11 @@ TAGS: dict[str, ModuleType] = {
     "google_ads_click_conversion": google_ads_click_conversion,
     "google_ads_conversion_adjustment": google_ads_conversion_adjustment,
     "http_request": http_request,
+    "meta_capi": meta_capi,
 }
 
 DESTINATIONS: dict[str, ModuleType] = {
     "google_ads": _google_ads_sender,
     "http_request": _http_sender,
+    "meta": _meta_sender,
 }

@@ -21,7 +21,7 @@ _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 # Values forms and order systems put where they have nothing; hashing them
 # would send every such customer as the same "person".
 PLACEHOLDERS = frozenset(
-    {"", "null", "none", "undefined", "n/a", "na", "-", "--", "0", "unknown", "test", "nil", "[object object]"}
+    {"", "null", "none", "undefined", "n/a", "-", "--", "0", "unknown", "test", "nil", "[object object]"}
 )
 
 
