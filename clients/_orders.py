@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from pydantic import ValidationError
 
+from clients._time import parse_iso
 from gateway.consent import consent_from_mapping
 from gateway.errors import BadRequest
 from gateway.event import CONSENT_SIGNALS, Address, Consent, Event, UserData
@@ -43,6 +44,18 @@ ORDER_SOURCE = "order_system"
 CLICK_IDS = ("gclid", "gbraid", "wbraid")
 _MAX_AMOUNT = Decimal("1e12")
 _SIGNALS = frozenset(CONSENT_SIGNALS)
+
+# JSON Schema pieces the order clients' OpenAPI descriptions share.
+MONEY_SCHEMA: dict[str, Any] = {
+    "oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": "^[0-9]{1,12}(\\.[0-9]{1,6})?$"}],
+    "description": "A non-negative amount below 10^12, a JSON number or decimal text.",
+}
+TEXT_SCHEMA: dict[str, Any] = {"oneOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]}
+CONSENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {k: {"type": "string", "enum": ["granted", "denied"]} for k in CONSENT_SIGNALS},
+}
 
 
 # -- signatures ----------------------------------------------------------------------------------
@@ -142,20 +155,15 @@ def currency(value: Any, field: str, *, required: bool = False) -> str | None:
 
 
 def timestamp(value: Any, field: str, *, naive_is_utc: bool = False) -> datetime | None:
-    """An ISO 8601 time as UTC; one without an offset only where the sender documents UTC (``*_gmt``)."""
+    """An ISO 8601 time as UTC, between 1970 and 2100.
+
+    One without an offset is accepted only where the sender documents UTC (``*_gmt``).
+    """
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise BadRequest(400, f"{field} must be an ISO 8601 time", field=field)
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise BadRequest(400, f"{field} must be an ISO 8601 time", field=field) from None
-    if moment.tzinfo is None:
-        if not naive_is_utc:
-            raise BadRequest(400, f"{field} needs a time zone offset", field=field)
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    return parse_iso(value, field, naive_is_utc=naive_is_utc)
 
 
 def stable_id(*parts: object) -> str:

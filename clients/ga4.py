@@ -62,6 +62,72 @@ from gateway.event import Address, Consent, Event, UserData
 ROUTES = [("GET", "/g/collect"), ("POST", "/g/collect")]
 
 
+def _param(name: str, description: str, schema: dict[str, Any] | None = None, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+# What gtag.js sends, as far as the gateway reads it; any other parameter is ignored, and any
+# ``ep.<name>`` / ``epn.<name>`` / ``up.<name>`` is taken (only a few are listed here).
+_QUERY = [
+    _param("v", "Protocol version; gtag.js sends 2.", {"type": "string", "enum": ["2"]}),
+    _param("tid", "GA4 measurement id; checked against the client's measurement_ids when set.",
+           {"type": "string", "pattern": "^G-[A-Z0-9]{4,12}$"}),
+    _param("cid", "Client id (the _ga cookie's two numbers), becomes client_id.", {"type": "string", "maxLength": 100}),
+    _param("en", "Event name (required in the query or in each body line).",
+           {"type": "string", "minLength": 1, "maxLength": 200}, required=True),
+    _param("dl", "Page URL; gclid, gbraid, wbraid and fbclid are read from its query.", {"type": "string", "format": "uri"}),
+    _param("dr", "Referrer URL.", {"type": "string"}),
+    _param("dt", "Page title.", {"type": "string"}),
+    _param("ul", "Browser language.", {"type": "string", "maxLength": 35}),
+    _param("sr", "Screen resolution.", {"type": "string", "pattern": "^[0-9]{1,5}x[0-9]{1,5}$"}),
+    _param("uid", "User id set by the site.", {"type": "string"}),
+    _param("sid", "Session id.", {"type": "string", "pattern": "^[0-9]{1,20}$"}),
+    _param("sct", "Session number.", {"type": "integer", "minimum": 0}),
+    _param("npa", "Non-personalised ads flag.", {"type": "string", "enum": ["0", "1"]}),
+    _param("gcs", "Consent Mode: G1 then ad_storage and analytics_storage as 1 (granted), 0 (denied) or -.",
+           {"type": "string", "pattern": "^G1[01-]{2}$"}),
+    _param("gcd", "Consent Mode v2 letter code, e.g. 13r3r3r2r5l1; wins over gcs for every signal it sets.",
+           {"type": "string", "pattern": "^[0-9a-z]{2,64}$"}),
+    _param("cu", "Currency, three letters.", {"type": "string", "pattern": "^[A-Za-z]{3}$"}),
+    _param("em", "Hashed user data: tv.1~em.<sha256>~pn.<sha256>~fn0.<sha256>..., digests in base64url or hex.",
+           {"type": "string"}),
+    _param("ep.transaction_id", "Order id; with a purchase it opens the order in the ledger.", {"type": "string"}),
+    _param("ep.event_id", "Event id shared with the browser's own tags, for deduplication.", {"type": "string"}),
+    _param("epn.value", "Value, a number.", {"type": "number"}),
+    _param("epn.tax", "Tax, a number.", {"type": "number"}),
+    _param("epn.shipping", "Shipping, a number.", {"type": "number"}),
+    _param("ep.currency", "Currency, when cu is absent.", {"type": "string", "pattern": "^[A-Za-z]{3}$"}),
+    _param("pr1", "First item: ~-separated two-letter codes and values (idSKU-1~nmMug~pr12.5~qt2); pr2 ... likewise.",
+           {"type": "string"}),
+    _param("pr2", "Second item, as pr1.", {"type": "string"}),
+    _param("up.user_type", "A user property (any up.<name>; upn.<name> for numbers).", {"type": "string"}),
+]
+_HIT_RESPONSES = {"204": {"description": "Accepted: the hit's deliveries are stored before this answer."}}
+
+# The OpenAPI operations of this client (served at /openapi.json by gateway.openapi).
+OPENAPI: dict[str, dict[str, Any]] = {
+    "GET /g/collect": {
+        "operationId": "ga4_collect_get",
+        "summary": "One GA4 event, as gtag.js sends it to a server container",
+        "parameters": _QUERY,
+        "responses": _HIT_RESPONSES,
+    },
+    "POST /g/collect": {
+        "operationId": "ga4_collect_post",
+        "summary": "A batch of GA4 events: shared parameters in the query, one event per body line",
+        "parameters": [{**p, "required": False} for p in _QUERY],
+        "requestBody": {
+            "required": False,
+            "description": "Each line holds one event's URL-encoded parameters, which override the query's. "
+                           "An empty body is one event made of the query alone.",
+            "content": {"text/plain": {"schema": {"type": "string", "example": "en=page_view&dt=Home\nen=scroll"}}},
+        },
+        "responses": _HIT_RESPONSES,
+    },
+}
+
+
 class Config(ClientConfig):
     type: Literal["ga4"]
     measurement_ids: list[str] | None = Field(
@@ -130,7 +196,7 @@ def parse(raw: RawRequest, config: Config) -> ClientResult:
     shared = _Shared(raw, config)
     lines = _body_lines(raw) if raw.method == "POST" and raw.body else []
     if not lines:
-        return ClientResult([_event(query, shared)], status=204)
+        return ClientResult([_event(query, shared)], status=204, consent_sources=shared.consent_sources)
     events = []
     for number, line in lines:
         params = dict(query)
@@ -139,13 +205,13 @@ def parse(raw: RawRequest, config: Config) -> ClientResult:
             events.append(_event(params, shared))
         except BadRequest as exc:
             raise BadRequest(exc.status, exc.error, field=exc.field, detail={"field": exc.field, "line": number}) from None
-    return ClientResult(events, status=204)
+    return ClientResult(events, status=204, consent_sources=shared.consent_sources)
 
 
 class _Shared:
     """What every event of one request takes from the request itself."""
 
-    __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at")
+    __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at", "consent_sources")
 
     def __init__(self, raw: RawRequest, config: Config) -> None:
         self.allowed = config._allowed
@@ -155,6 +221,7 @@ class _Shared:
         self.fbp = cookies.get("_fbp")
         self.fbc = cookies.get("_fbc")
         self.received_at = raw.received_at
+        self.consent_sources: list[dict[str, str]] = []  # per event: signal -> "gcs" | "gcd", for the debugger
 
 
 def _body_lines(raw: RawRequest) -> list[tuple[int, str]]:
@@ -297,7 +364,7 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     if npa:
         extra["npa"] = npa  # non-personalised ads flag as the page set it
     data["extra"] = extra
-    data["consent"] = _consent(params.get("gcs"), params.get("gcd"))
+    data["consent"] = _consent(params.get("gcs"), params.get("gcd"), shared.consent_sources)
 
     try:
         return Event(**data)
@@ -305,10 +372,14 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
         raise BadRequest(400, "invalid event", detail=exc.errors(include_input=False, include_url=False)) from None
 
 
-def _consent(gcs: str | None, gcd: str | None) -> Consent:
+def _consent(gcs: str | None, gcd: str | None, sources: list[dict[str, str]]) -> Consent:
     states = decode_gcs(gcs) if gcs else {}
+    note = dict.fromkeys(states, "gcs")
     if gcd:
-        states.update(decode_gcd(gcd))
+        from_gcd = decode_gcd(gcd)
+        states.update(from_gcd)
+        note.update(dict.fromkeys(from_gcd, "gcd"))
+    sources.append(note)
     return Consent(**states)
 
 

@@ -15,12 +15,13 @@ success. Requests without an ``Origin`` header (servers, curl) are accepted.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import Field, ValidationError
 
+from clients._time import from_unix_ms, parse_iso
 from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.consent import consent_from_mapping
 from gateway.cookies import read_cookies
@@ -29,9 +30,92 @@ from gateway.event import EVENT_FIELDS, Event
 
 ROUTES = [("POST", "/collect"), ("OPTIONS", "/collect")]
 
+_STRING = {"type": "string"}
+_NUMBER = {"type": "number"}
+_CONSENT_STATE = {"type": "string", "enum": ["granted", "denied"]}
+_ADDRESS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {k: _STRING for k in ("first_name", "last_name", "street", "city", "region", "postal_code", "country",
+                                         "sha256_first_name", "sha256_last_name", "sha256_street")},
+}
+# One event in the event model's own keys; a key the model does not know goes to ``extra``.
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event_name"],
+    "additionalProperties": True,
+    "properties": {
+        "event_name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "timestamp": {"description": "ISO 8601 with an offset, or unix milliseconds; between 1970 and 2100. "
+                                     "Default: the time of receipt.",
+                      "oneOf": [{"type": "string", "format": "date-time"},
+                                {"type": "integer", "minimum": 0, "maximum": 4102444799999}]},
+        **{k: _STRING for k in ("client_id", "user_id", "event_id", "ip_override", "user_agent", "page_location",
+                                "page_referrer", "page_title", "language", "screen_resolution", "transaction_id",
+                                "gclid", "gbraid", "wbraid", "fbclid", "fbc", "fbp")},
+        "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+        "value": _NUMBER, "tax": _NUMBER, "shipping": _NUMBER,
+        "items": {"type": "array", "items": {"type": "object"}},
+        "user_data": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                **{k: _STRING for k in ("email_address", "phone_number", "sha256_email_address", "sha256_phone_number",
+                                        "gender", "date_of_birth", "external_id")},
+                "address": _ADDRESS,
+            },
+        },
+        "user_properties": {"type": "object"},
+        "consent": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {k: _CONSENT_STATE for k in ("ad_storage", "analytics_storage", "ad_user_data",
+                                                        "ad_personalization")},
+        },
+        "extra": {"type": "object", "description": "Anything else; objects and lists nest 32 levels deep at most."},
+    },
+}
+_PAYLOAD = {
+    "oneOf": [
+        EVENT_SCHEMA,
+        {"type": "object", "required": ["events"], "additionalProperties": False,
+         "properties": {"events": {"type": "array", "minItems": 1, "items": EVENT_SCHEMA}}},
+    ]
+}
+_ORIGIN = {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string", "format": "uri"},
+           "description": "A browser's origin; it must be in allowed_origins. Requests without one (servers) are accepted."}
+
+# The OpenAPI operations of this client (served at /openapi.json by gateway.openapi).
+OPENAPI: dict[str, dict[str, Any]] = {
+    "POST /collect": {
+        "operationId": "json_beacon_collect",
+        "summary": "One event, or {\"events\": [...]}, from navigator.sendBeacon or fetch",
+        "parameters": [_ORIGIN],
+        "requestBody": {
+            "required": True,
+            "description": "JSON; sendBeacon sends it as text/plain to avoid a CORS preflight, and that is parsed as JSON too.",
+            "content": {"application/json": {"schema": _PAYLOAD}, "text/plain": {"schema": {"type": "string"}}},
+        },
+        "responses": {"204": {"description": "Accepted: the events' deliveries are stored before this answer."}},
+    },
+    "OPTIONS /collect": {
+        "operationId": "json_beacon_preflight",
+        "summary": "CORS preflight",
+        "parameters": [
+            {**_ORIGIN, "required": True},
+            {"name": "Access-Control-Request-Method", "in": "header", "required": False,
+             "schema": {"type": "string", "enum": ["POST"]}},
+        ],
+        "responses": {"204": {"description": "The origin is allowed; the CORS headers say what it may send."}},
+    },
+}
+
 _CONTENT_TYPES = frozenset({"application/json", "text/plain"})
 _COOKIES = frozenset({"_fbp", "_fbc"})
 _PREFLIGHT_MAX_AGE = "86400"
+# Objects and lists inside one event, at most. Deeper data has no use in any
+# tag, and the outbox serialises items with orjson, which stops at 255 levels.
+MAX_DEPTH = 32
 
 
 class Config(ClientConfig):
@@ -53,23 +137,35 @@ def _parse_timestamp(value: Any, path: str) -> datetime:
     if isinstance(value, bool):
         raise BadRequest(400, "timestamp must be ISO 8601 or unix milliseconds", field=path)
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or not 0 <= value < 253402300800000:
+        if not math.isfinite(value):
             raise BadRequest(400, "timestamp out of range", field=path)
-        return datetime.fromtimestamp(value / 1000, timezone.utc)
+        return from_unix_ms(value, path, "timestamp")
     if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadRequest(400, "timestamp must be ISO 8601 or unix milliseconds", field=path) from None
-        if parsed.tzinfo is None:
-            raise BadRequest(400, "timestamp needs a time zone offset", field=path)
-        return parsed.astimezone(timezone.utc)
+        return parse_iso(value, path, name="timestamp", not_iso="timestamp must be ISO 8601 or unix milliseconds")
     raise BadRequest(400, "timestamp must be ISO 8601 or unix milliseconds", field=path)
+
+
+def _depth(value: Any) -> int:
+    """How many objects and lists are nested in ``value`` at its deepest point (iterative: no recursion limit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def _build_event(obj: Any, path: str, raw: RawRequest, cookies: dict[str, str]) -> Event:
     if not isinstance(obj, dict):
         raise BadRequest(400, "an event must be a JSON object", field=path)
+    if _depth(obj) > MAX_DEPTH:
+        raise BadRequest(400, f"an event may nest objects and lists {MAX_DEPTH} levels deep at most", field=path)
     data: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in obj.items():

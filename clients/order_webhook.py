@@ -42,6 +42,45 @@ REFUNDS = frozenset({"partial_refund", "full_refund", "refund"})
 EVENTS = PURCHASES | REFUNDS | {"cancelled"}
 _CUSTOMER = ("email", "phone", "first_name", "last_name", "street", "city", "region", "postal_code", "country")
 
+_MONEY, _TEXT = _orders.MONEY_SCHEMA, _orders.TEXT_SCHEMA
+_BODY = {
+    "type": "object",
+    "required": ["order_id", "event"],
+    "additionalProperties": True,
+    "properties": {
+        "order_id": _TEXT,
+        "event": {"type": "string", "enum": ["order_created", "order_paid", "partial_refund", "full_refund", "refund",
+                                             "cancelled"]},
+        "order_value": _MONEY, "refund_amount": _MONEY, "retained_value": _MONEY,
+        "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+        "updated_at": {"type": "string", "format": "date-time", "description": "With an offset; between 1970 and 2100."},
+        "event_id": _TEXT, "refund_id": _TEXT,
+        "items_returned": {"type": "array", "items": {"type": "object", "properties": {
+            "sku": _TEXT, "item_id": _TEXT, "quantity": {"type": "integer"}, "price": _MONEY}}},
+        "gclid": _TEXT, "gbraid": _TEXT, "wbraid": _TEXT,
+        "customer": {"type": "object", "properties": {k: {"type": "string"} for k in _CUSTOMER}},
+        "consent": _orders.CONSENT_SCHEMA,
+    },
+}
+
+# The OpenAPI operations of this client (served at /openapi.json by gateway.openapi).
+OPENAPI: dict[str, dict[str, Any]] = {
+    "POST /webhooks/order-update": {
+        "operationId": "order_webhook_update",
+        "summary": "One order update (created, paid, refunded, cancelled) from any order system",
+        "parameters": [
+            {"name": "X-Signature", "in": "header", "required": True,
+             "description": "sha256=<hex HMAC-SHA256 of the raw body, keyed with the client's secret>",
+             "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"}},
+            {"name": "Idempotency-Key", "in": "header", "required": False,
+             "description": "Makes a redelivery a no-op that still answers 200 (default: the body's event_id).",
+             "schema": {"type": "string", "maxLength": 200}},
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY}}},
+        "responses": {"200": {"description": "Recorded, or recognised as a redelivery."}},
+    },
+}
+
 
 class Config(ClientConfig):
     type: Literal["order_webhook"]

@@ -50,6 +50,60 @@ ROUTES = [("POST", "/webhooks/shopify")]
 PURCHASE_TOPICS = frozenset({"orders/create", "orders/paid"})
 TOPICS = PURCHASE_TOPICS | {"orders/cancelled", "refunds/create"}
 
+_MONEY, _TEXT = _orders.MONEY_SCHEMA, _orders.TEXT_SCHEMA
+_TIME = {"type": "string", "format": "date-time"}
+_NAMED = {"type": "array", "items": {"type": "object", "properties": {"name": {"type": "string"}, "value": {}}}}
+_LINE_ITEM = {"type": "object", "properties": {
+    "sku": _TEXT, "variant_id": _TEXT, "product_id": _TEXT, "title": {"type": "string"},
+    "quantity": {"type": "integer"}, "price": _MONEY}}
+_ORDER = {
+    "type": "object",
+    "required": ["id"],
+    "description": "An order (orders/create, orders/paid, orders/cancelled), as Shopify's Admin API shows it.",
+    "properties": {
+        "id": _TEXT, "total_price": _MONEY, "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+        "total_price_set": {"type": "object", "properties": {"presentment_money": {"type": "object", "properties": {
+            "amount": _MONEY, "currency_code": {"type": "string", "pattern": "^[A-Za-z]{3}$"}}}}},
+        "processed_at": _TIME, "created_at": _TIME, "cancelled_at": _TIME, "updated_at": _TIME,
+        "landing_site": {"type": "string"}, "note_attributes": _NAMED, "email": {"type": "string"},
+        "phone": {"type": "string"}, "customer": {"type": "object"}, "billing_address": {"type": "object"},
+        "client_details": {"type": "object"}, "line_items": {"type": "array", "items": _LINE_ITEM},
+    },
+}
+_REFUND = {
+    "type": "object",
+    "required": ["id", "order_id"],
+    "description": "A refund (refunds/create).",
+    "properties": {
+        "id": _TEXT, "order_id": _TEXT, "processed_at": _TIME, "created_at": _TIME,
+        "transactions": {"type": "array", "items": {"type": "object", "properties": {
+            "kind": {"type": "string"}, "status": {"type": "string"}, "amount": _MONEY,
+            "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"}}}},
+        "refund_line_items": {"type": "array", "items": {"type": "object", "properties": {
+            "quantity": {"type": "integer"}, "line_item": _LINE_ITEM}}},
+    },
+}
+
+# The OpenAPI operations of this client (served at /openapi.json by gateway.openapi).
+OPENAPI: dict[str, dict[str, Any]] = {
+    "POST /webhooks/shopify": {
+        "operationId": "shopify_webhook",
+        "summary": "A Shopify order or refund webhook",
+        "parameters": [
+            {"name": "X-Shopify-Hmac-Sha256", "in": "header", "required": True,
+             "description": "Base64 HMAC-SHA256 of the raw body, keyed with the app's client secret.",
+             "schema": {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$"}},
+            {"name": "X-Shopify-Topic", "in": "header", "required": True,
+             "schema": {"type": "string", "enum": sorted(TOPICS)}},
+            {"name": "X-Shopify-Webhook-Id", "in": "header", "required": False,
+             "description": "The same for every retry of one delivery: a retry is a no-op that answers 200.",
+             "schema": {"type": "string", "maxLength": 200}},
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"anyOf": [_ORDER, _REFUND]}}}},
+        "responses": {"200": {"description": "Recorded, or recognised as a redelivery."}},
+    },
+}
+
 
 class Config(ClientConfig):
     type: Literal["shopify"]

@@ -52,6 +52,53 @@ ORDER_TOPICS = frozenset({"order.created", "order.updated"})
 QUIET_TOPICS = frozenset({"order.deleted", "order.restored"})
 _PING = re.compile(rb"^webhook_id=\d{1,20}$")
 
+_MONEY, _TEXT = _orders.MONEY_SCHEMA, _orders.TEXT_SCHEMA
+_GMT = {"type": "string", "description": "UTC, ISO 8601 without an offset, e.g. 2026-04-23T12:31:09"}
+_ORDER = {
+    "type": "object",
+    "required": ["id", "status"],
+    "description": "The order exactly as WooCommerce's REST API returns it.",
+    "properties": {
+        "id": _TEXT, "number": _TEXT, "status": {"type": "string"},
+        "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"}, "total": _MONEY,
+        "date_paid_gmt": _GMT, "date_created_gmt": _GMT, "date_modified_gmt": _GMT,
+        "meta_data": {"type": "array", "items": {"type": "object", "properties": {"key": {"type": "string"}, "value": {}}}},
+        "billing": {"type": "object"},
+        "refunds": {"type": "array", "items": {"type": "object", "required": ["id", "total"], "properties": {
+            "id": _TEXT, "total": {"type": "string", "pattern": "^-?[0-9]{1,12}(\\.[0-9]{1,6})?$"}}}},
+        "line_items": {"type": "array", "items": {"type": "object"}},
+        "customer_ip_address": {"type": "string"}, "customer_user_agent": {"type": "string"},
+    },
+}
+
+# The OpenAPI operations of this client (served at /openapi.json by gateway.openapi).
+OPENAPI: dict[str, dict[str, Any]] = {
+    "POST /webhooks/woocommerce": {
+        "operationId": "woocommerce_webhook",
+        "summary": "A WooCommerce order webhook, or the ping sent when a webhook is saved",
+        "parameters": [
+            {"name": "X-WC-Webhook-Signature", "in": "header", "required": False,
+             "description": "Base64 HMAC-SHA256 of the raw body with the webhook's secret; required on every "
+                            "delivery except the ping (a form body webhook_id=N).",
+             "schema": {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$"}},
+            {"name": "X-WC-Webhook-Topic", "in": "header", "required": False,
+             "schema": {"type": "string", "enum": sorted(ORDER_TOPICS | QUIET_TOPICS)}},
+            {"name": "X-WC-Webhook-Delivery-ID", "in": "header", "required": False,
+             "description": "The same for a delivery sent twice: the second is a no-op that answers 200.",
+             "schema": {"type": "string", "maxLength": 200}},
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": _ORDER},
+                "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["webhook_id"],
+                                                                 "properties": {"webhook_id": {"type": "integer", "minimum": 0}}}},
+            },
+        },
+        "responses": {"200": {"description": "Recorded, a ping, or recognised as a redelivery."}},
+    },
+}
+
 
 class Config(ClientConfig):
     type: Literal["woocommerce"]

@@ -12,6 +12,15 @@ reads the ledger rows of its orders, runs ``Ledger.run`` (ledger decisions,
 then the pipeline) and writes the deliveries, the ledger changes and the
 request key in the same transaction. A small task sweeps the held refunds
 (``orders.sweep_interval``).
+
+Backpressure: nothing on the request path grows with the load. Above
+``MAX_INFLIGHT`` requests in progress a new one is answered 503 before its
+body is read, so the bodies held in memory and the storage's commit queue
+are bounded by that number; above ``storage.max_outbox_depth`` pending items
+(refreshed every second off the request path, and counted up by each
+commit in between) a request that would store something is answered 503,
+so the outbox stops growing while a destination is down. Both answers carry
+``Retry-After`` and a JSON body; nothing of such a request is stored.
 """
 
 from __future__ import annotations
@@ -27,13 +36,14 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import metrics
 from gateway.client import RawRequest
 from gateway.config import ClientEntry, Container, load_container_file
+from gateway.debug import attach as attach_debug, bind_ledger_step, install as install_debug, note_parsed
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.errors import BadRequest
 from gateway.event import Event
@@ -52,6 +62,15 @@ log = logging.getLogger("gateway.app")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CONFIG_ENV = "GATEWAY_CONFIG"
 
+# Collection requests in progress at once, per process. Each holds at most limits.max_body_bytes
+# (64 KiB by default) and one entry in the storage's commit queue; past this they are refused.
+MAX_INFLIGHT = 1024
+DEPTH_REFRESH_SECONDS = 1.0
+RETRY_AFTER_BUSY = "1"  # seconds: in-flight requests finish in milliseconds
+RETRY_AFTER_STORAGE = "5"
+RETRY_AFTER_OUTBOX_FULL = "30"  # the outbox drains at the destinations' pace, not ours
+OVERLOAD_LOG_SECONDS = 10.0
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -65,6 +84,16 @@ def error_response(exc: BadRequest) -> Response:
     return json_response(exc.status, exc.body(), exc.headers)
 
 
+class Overloaded(Exception):
+    """The gateway cannot take this request now (not the caller's fault): a 503 with ``Retry-After``."""
+
+    def __init__(self, error: str, retry_after: str, reason: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.retry_after = retry_after
+        self.reason = reason  # inflight | outbox_full, in the answer's detail and the log line
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -74,11 +103,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # The sender went away mid-body: nothing of it is used. The answer
+        # is likely never read, but the request is counted as the 4xx it is.
+        raise BadRequest(400, "request body incomplete: the client disconnected", field="body") from None
     return b"".join(chunks)
 
 
@@ -136,8 +170,12 @@ class Gateway:
         self.limits = container.file.limits
         self.max_depth = container.file.storage.max_outbox_depth
         self.pending_estimate = 0
+        self.max_inflight = MAX_INFLIGHT
+        self.inflight = 0
+        self._overload_logged: dict[str, float] = {}  # reason -> when it was last logged (monotonic)
         self._depth_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self.debug = attach_debug(self)  # the /debug recorder, or None when debug.enabled is off
 
     async def start(self) -> None:
         await self.storage.open()
@@ -160,7 +198,7 @@ class Gateway:
     async def _watch_depth(self) -> None:
         """Refresh the outbox depth used for backpressure, off the request path."""
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(DEPTH_REFRESH_SECONDS)
             with contextlib.suppress(Exception):
                 self.pending_estimate = await self.storage.pending_count()
 
@@ -192,6 +230,11 @@ class Gateway:
 
     async def handle(self, request: Request, entry: ClientEntry, client_name: str) -> Response:
         status = 500
+        if self.inflight >= self.max_inflight:  # before the body is read: refusing must cost nothing
+            metrics.REQUESTS.labels(client_name, "503").inc()
+            return self._overloaded(Overloaded("too many requests in progress, try again later", RETRY_AFTER_BUSY,
+                                               "inflight"))
+        self.inflight += 1
         try:
             response = await self._handle(request, entry, client_name)
             status = response.status_code
@@ -199,16 +242,37 @@ class Gateway:
         except BadRequest as exc:
             status = exc.status
             return error_response(exc)
-        except StorageUnavailable:
+        except Overloaded as exc:
+            status = 503
+            return self._overloaded(exc)
+        except StorageUnavailable as exc:
             status = 503
             metrics.STORAGE_ERRORS.labels("enqueue").inc()
-            log.error("storage cannot commit; answering 503", extra={"client": client_name})
-            return json_response(503, {"error": "storage unavailable", "detail": None}, {"Retry-After": "5"})
+            if self._log_due("storage_unavailable"):  # an outage would otherwise log a line per request
+                log.error("storage cannot commit; answering 503", extra={"client": client_name, "error": str(exc)})
+            return json_response(503, {"error": "storage unavailable", "detail": None},
+                                 {"Retry-After": RETRY_AFTER_STORAGE})
         except Exception as exc:
             log.error("unexpected error", extra={"client": client_name, "error": type(exc).__name__}, exc_info=False)
             return json_response(500, {"error": "internal error", "detail": None})
         finally:
+            self.inflight -= 1
             metrics.REQUESTS.labels(client_name, str(status)).inc()
+
+    def _log_due(self, reason: str) -> bool:
+        """True at most once per OVERLOAD_LOG_SECONDS and reason: refusals are counted in metrics, logged sparingly."""
+        now = time.monotonic()
+        if now - self._overload_logged.get(reason, -OVERLOAD_LOG_SECONDS) < OVERLOAD_LOG_SECONDS:
+            return False
+        self._overload_logged[reason] = now
+        return True
+
+    def _overloaded(self, exc: Overloaded) -> Response:
+        if self._log_due(exc.reason):
+            log.warning("answering 503", extra={"reason": exc.reason, "pending_estimate": self.pending_estimate,
+                                                "inflight": self.inflight})
+        detail = {"reason": exc.reason, "retry_after_seconds": int(exc.retry_after)}
+        return json_response(503, {"error": exc.error, "detail": detail}, {"Retry-After": exc.retry_after})
 
     async def _handle(self, request: Request, entry: ClientEntry, client_name: str) -> Response:
         body = await read_body(request, self.limits.max_body_bytes)
@@ -224,6 +288,7 @@ class Gateway:
             received_at=self.now(),
         )
         result = entry.module.parse(raw, entry.config)
+        note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
         if len(result.events) > self.limits.max_events_per_request:
             raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request", field="body")
         for event in result.events:
@@ -247,7 +312,7 @@ class Gateway:
         def step(state: LedgerState) -> LedgerWrite:  # runs inside the storage's write transaction
             return self.ledger.run(events, client, state, now)
 
-        write = await self.storage.record_orders(order_ids, step, now, request_key)
+        write = await self.storage.record_orders(order_ids, bind_ledger_step(step), now, request_key)
         if write is None:
             log.info("redelivered request ignored", extra={"client": client, "orders": order_ids})
             return
@@ -256,7 +321,7 @@ class Gateway:
 
     def _check_depth(self) -> None:
         if self.pending_estimate >= self.max_depth:
-            raise BadRequest(503, "outbox full, try again later", headers={"Retry-After": "30"})
+            raise Overloaded("outbox full, try again later", RETRY_AFTER_OUTBOX_FULL, "outbox_full")
 
     def _enqueued(self, count: int) -> None:
         self.pending_estimate += count
@@ -339,6 +404,7 @@ def create_app(
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.gateway = gateway
+    install_debug(app, gateway, by_path)  # X-Gateway-Trace on collection routes; /debug when enabled
     return app
 
 

@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve, validate, and the operator's storage commands."""
+"""The ``gateway`` command: serve, validate, and the operator's storage commands (``db migrate`` among them)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ import orjson
 
 from gateway.config import Container, load_container_file
 from gateway.errors import ConfigError
-from gateway.storage import open_storage
-from gateway.storage.base import OrderHistory, Storage
+from gateway.storage import PostgresStorage, open_storage
+from gateway.storage import sqlite as sqlite_storage
+from gateway.storage.base import OrderHistory, Storage, StorageUnavailable
 
 DEFAULT_PORT = 8080
 
@@ -78,6 +79,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,
         timeout_graceful_shutdown=args.graceful_timeout,
         server_header=False,
+        # X-Forwarded-For is read by the gateway itself, from server.trusted_proxies only;
+        # uvicorn must not rewrite the peer address first.
+        proxy_headers=False,
     )
     return 0
 
@@ -118,6 +122,28 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
         for r in records
     ])
     return 0
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    """Create or migrate the schema (what every start does too) and say which version it is at."""
+    container = _load(args.config)
+    storage = open_storage(container.file.storage)
+    try:
+        asyncio.run(_open_and_close(storage))
+    except StorageUnavailable as exc:
+        print(f"gateway: cannot open the storage: {exc}", file=sys.stderr)  # never the URL: it may hold a password
+        return 1
+    if isinstance(storage, PostgresStorage):
+        version, ran = storage.schema_version, storage.migrations_run
+        print(f"schema at version {version} " + (f"({ran} migration(s) applied)" if ran else "(up to date)"))
+    else:  # SQLite migrates to the newest version it knows inside open()
+        print(f"schema at version {len(sqlite_storage.MIGRATIONS)}")
+    return 0
+
+
+async def _open_and_close(storage: Storage) -> None:
+    await storage.open()
+    await storage.close()
 
 
 def order_report(history: OrderHistory) -> dict[str, Any]:
@@ -201,13 +227,34 @@ def build_parser() -> argparse.ArgumentParser:
     d_list.add_argument("--last", type=int, default=10)
     d_list.set_defaults(func=cmd_deliveries)
 
+    db = sub.add_parser("db", help="the storage's schema")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    db_migrate = db_sub.add_parser(
+        "migrate", help="create or migrate the schema and print its version (every start does this too)"
+    )
+    _config_arg(db_migrate)
+    db_migrate.set_defaults(func=cmd_db_migrate)
+
     orders = sub.add_parser("orders", help="show what the order ledger holds for an order")
     orders_sub = orders.add_subparsers(dest="action", required=True)
     o_show = orders_sub.add_parser("show", help="the ledger entry, its refunds and every delivery made for it")
     o_show.add_argument("order_id")
     _config_arg(o_show)
     o_show.set_defaults(func=cmd_orders)
+
+    from gateway.debug.commands import add_commands as add_debug_commands  # explain, resend
+
+    add_debug_commands(sub, _config_arg)
+    reference = sub.add_parser("config-reference", help="print the configuration reference (markdown) from the config models")
+    reference.set_defaults(func=cmd_config_reference)
     return parser
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from gateway.reference import config_reference
+
+    print(config_reference())
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,6 +43,11 @@ class ClientResult:
     ``request_key`` makes a redelivered request (a webhook retried by its
     sender) a no-op: when the storage already holds that key, nothing is
     stored again and the response is still sent.
+
+    ``consent_sources`` is for the debugger: one entry per event, saying which
+    wire field set each consent signal (GA4: ``gcd`` or ``gcs``). Clients with
+    a single source for every signal leave it None; the debugger then names
+    the source after the client (``json``, ``webhook``).
     """
 
     events: list[Event]
@@ -51,3 +56,4 @@ class ClientResult:
     media_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     request_key: str | None = None
+    consent_sources: list[dict[str, str]] | None = None

@@ -35,10 +35,12 @@ class _Section(BaseModel):
 
 
 class ConsentDefaults(_Section):
-    ad_storage: ConsentState = "denied"
-    analytics_storage: ConsentState = "denied"
-    ad_user_data: ConsentState = "denied"
-    ad_personalization: ConsentState = "denied"
+    ad_storage: ConsentState = Field("denied", description="Assumed when a request carries no ad_storage signal.")
+    analytics_storage: ConsentState = Field("denied", description="Assumed when a request carries no analytics_storage signal.")
+    ad_user_data: ConsentState = Field("denied", description="Assumed when a request carries no ad_user_data signal.")
+    ad_personalization: ConsentState = Field(
+        "denied", description="Assumed when a request carries no ad_personalization signal."
+    )
 
 
 class ConsentSection(_Section):
@@ -55,6 +57,15 @@ class StorageSection(_Section):
         "full", description="SQLite fsync policy: full survives power loss, normal only process crashes."
     )
     max_outbox_depth: int = Field(1_000_000, ge=1, description="Above this many pending items collection answers 503.")
+    pool_size: int = Field(
+        10, ge=1, le=1000,
+        description="PostgreSQL: connections each gateway process keeps at most (every instance and worker has its own pool).",
+    )
+    command_timeout: Duration = Field(
+        timedelta(seconds=10), gt=timedelta(0),
+        description="PostgreSQL: longest wait to connect, for a free pooled connection, or for one statement; "
+        "past it the request gets 503.",
+    )
 
 
 class LimitsSection(_Section):
@@ -63,9 +74,16 @@ class LimitsSection(_Section):
 
 
 class DebugSection(_Section):
-    enabled: bool = False
-    token: str = ""
-    keep_last: int = Field(1000, ge=1)
+    """The /debug page and its API (gateway.debug); off unless enabled."""
+
+    enabled: bool = Field(False, description="Serve /debug and record traces of recent requests in memory.")
+    token: str = Field("", description="Bearer token for /debug (or its login form); required when enabled.")
+    keep_last: int = Field(1000, ge=1, le=100_000, description="Requests whose traces are kept in memory.")
+
+    def model_post_init(self, context: Any, /) -> None:
+        # A debugger anyone can open would show every request's path: refuse to start without a token.
+        if self.enabled and not self.token.strip():
+            raise ValueError("debug.token must be set when debug.enabled is true")
 
 
 class DeliverySection(_Section):

@@ -42,6 +42,10 @@ log = logging.getLogger("gateway.dispatcher")
 STATS_INTERVAL = 5.0  # seconds between outbox depth/age gauge updates
 PRUNE_INTERVAL = 3600.0  # seconds between deletions of expired delivered items
 _CODE_LABEL_MAX = 64
+# Distinct vendor codes kept as metric labels per destination; the rest count as "(other)". Codes come
+# from the vendors' answers, so without a bound a misbehaving endpoint could grow the label set forever.
+_CODE_LABELS_PER_DESTINATION = 100
+_code_labels: dict[str, set[str]] = {}
 
 
 def utcnow() -> datetime:
@@ -136,7 +140,8 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """One pass, waiting for its sends: returns how many items were settled."""
-        tasks = await self._pass()
+        tasks: list[asyncio.Task[int]] = []
+        await self._pass(tasks)
         counts = await asyncio.gather(*tasks)
         return sum(counts)
 
@@ -148,7 +153,7 @@ class Dispatcher:
             self._heartbeat = time.monotonic()
             claimed = False
             try:
-                claimed = bool(await self._pass())
+                claimed = await self._pass() > 0
                 await self._housekeeping()
             except Exception:  # noqa: BLE001 - the loop must outlive any one failure
                 log.exception("dispatcher pass failed")
@@ -164,15 +169,20 @@ class Dispatcher:
                 pass
             self._wake.clear()
 
-    async def _pass(self) -> list[asyncio.Task[int]]:
-        """Claim every batch that is due now and start sending it; returns the send tasks."""
+    async def _pass(self, collect: list[asyncio.Task[int]] | None = None) -> int:
+        """Claim every batch that is due now and start sending it; returns how many batches.
+
+        The send tasks are kept only when ``collect`` asks for them (``run_once``):
+        over a large backlog a pass starts one task per batch, and holding them
+        all until the pass ends grew the heap with the backlog.
+        """
         now = self._now()
         try:
             groups = await self.storage.ready_groups(now)
         except StorageUnavailable as exc:
             metrics.STORAGE_ERRORS.labels("ready_groups").inc()
             log.error("storage unavailable", extra={"operation": "ready_groups", "error": str(exc)})
-            return []
+            return 0
         queue: list[tuple[Sender, GroupInfo, int, bool]] = []  # sender, group, items left, flushing by age
         for group in sorted(groups, key=lambda g: g.oldest_created_at):
             sender = self.senders.get(group.destination)
@@ -187,7 +197,7 @@ class Dispatcher:
             if group.count >= sender.max_batch_size or by_age:
                 queue.append((sender, group, group.count, by_age))
 
-        tasks: list[asyncio.Task[int]] = []
+        started = 0
         while queue and not self._stopping:
             next_round = []
             for sender, group, left, by_age in queue:
@@ -195,7 +205,7 @@ class Dispatcher:
                 self._heartbeat = time.monotonic()
                 if self._stopping:
                     self._slots.release()
-                    return tasks
+                    return started
                 try:
                     items = await self.storage.claim(
                         group.destination, group.batch_key, sender.max_batch_size, self._now(), self.delivery.lease
@@ -204,7 +214,7 @@ class Dispatcher:
                     self._slots.release()
                     metrics.STORAGE_ERRORS.labels("claim").inc()
                     log.error("storage unavailable", extra={"operation": "claim", "error": str(exc)})
-                    return tasks
+                    return started
                 except BaseException:
                     self._slots.release()
                     raise
@@ -214,12 +224,14 @@ class Dispatcher:
                 task = asyncio.create_task(self._send(sender, group.batch_key, items))
                 self._inflight[task] = [item.id for item in items]
                 task.add_done_callback(self._inflight_done)
-                tasks.append(task)
+                started += 1
+                if collect is not None:
+                    collect.append(task)
                 left -= len(items)
                 if left >= sender.max_batch_size or (by_age and left > 0):
                     next_round.append((sender, group, left, by_age))
             queue = next_round
-        return tasks
+        return started
 
     def _inflight_done(self, task: asyncio.Task[int]) -> None:
         self._inflight.pop(task, None)
@@ -261,7 +273,7 @@ class Dispatcher:
         dead: list[tuple[int, str | None, str | None]] = []
         for item, result in zip(items, results):
             code = result.code
-            metrics.DELIVERIES.labels(destination, result.outcome, _label(code)).inc()
+            metrics.DELIVERIES.labels(destination, result.outcome, _label(code, destination)).inc()
             if result.outcome == "delivered":
                 delivered.append(item.id)
                 metrics.DELIVERY_LAG.labels(destination).observe(max(0.0, (now - item.created_at).total_seconds()))
@@ -273,7 +285,7 @@ class Dispatcher:
                 metrics.RETRIES.labels(destination).inc()
             else:
                 dead.append((item.id, code, result.message))
-                metrics.DEAD_LETTERS.labels(destination, _label(code)).inc()
+                metrics.DEAD_LETTERS.labels(destination, _label(code, destination)).inc()
                 log.warning(
                     "item dead-lettered",
                     extra={"destination": destination, "batch_key": batch_key, "item_id": item.id,
@@ -332,5 +344,15 @@ class Dispatcher:
         self._seen_destinations |= seen
 
 
-def _label(code: str | None) -> str:
-    return "" if code is None else code[:_CODE_LABEL_MAX]
+def _label(code: str | None, destination: str = "") -> str:
+    """A vendor code as a metric label: cut to 64 characters, at most 100 distinct ones per destination."""
+    if code is None:
+        return ""
+    label = code[:_CODE_LABEL_MAX]
+    seen = _code_labels.setdefault(destination, set())
+    if label in seen:
+        return label
+    if len(seen) >= _CODE_LABELS_PER_DESTINATION:
+        return "(other)"
+    seen.add(label)
+    return label

@@ -3,6 +3,11 @@
 Call sites pass ids, codes and counts in ``extra``; this formatter copies
 those onto the line. It never formats the event or request bodies: keeping
 personal data out of logs is easiest when no code path ever hands it over.
+
+Every line written while a collection request is handled carries its
+``trace_id`` (the ``X-Gateway-Trace`` the client got back), read from a
+context variable set by ``gateway.debug.middleware``, so one request's lines
+can be found, and opened at ``/debug``, without any call site passing it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import sys
 from datetime import datetime, timezone
 
 import orjson
+
+from gateway.debug.trace import TRACE_ID
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -31,6 +38,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        trace_id = TRACE_ID.get()
+        if trace_id is not None:
+            line["trace_id"] = trace_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 line[key] = value

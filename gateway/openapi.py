@@ -28,8 +28,13 @@ _ERROR_RESPONSES = {
         ("405", "method not allowed"),
         ("413", "the body is larger than limits.max_body_bytes"),
         ("415", "unsupported content type"),
-        ("503", "the outbox cannot take more now; retry after Retry-After seconds"),
+        ("503", "the gateway cannot take the request now (outbox over storage.max_outbox_depth, too many requests "
+                "in progress, or storage unable to commit); nothing of it was stored: send it again after "
+                "Retry-After seconds"),
     )
+}
+_ERROR_RESPONSES["503"]["headers"] = {
+    "Retry-After": {"description": "Seconds to wait before sending the request again.", "schema": {"type": "integer"}},
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 from gateway import metrics
 from gateway.config import Container
@@ -34,6 +35,8 @@ class Pipeline:
         # Resolved once: the loop below runs for every tag of every event.
         self._consent_children: dict[tuple[str, str | None, bool], object] = {}
         self.tags = [(t.trigger.matches, t.module.build, t.config, t.config.name) for t in container.tags]
+        # The debugger's hook (gateway.debug.attach sets it): called with each run's events and outcome.
+        self.observe: Callable[[list[Event], Outcome], None] | None = None
 
     def process(self, events: list[Event], client: str = "") -> Outcome:
         outcome = Outcome()
@@ -59,6 +62,8 @@ class Pipeline:
                     outcome.skipped.append((index, name, "error"))
                     # The exception's type only: its message may quote event data.
                     log.error("tag failed to build", extra={"tag": name, "client": client, "error": type(exc).__name__})
+        if self.observe is not None:
+            self.observe(events, outcome)
         return outcome
 
     def _count_consent(self, event: Event, decision: ConsentDecision) -> None:

@@ -79,6 +79,9 @@ class SenderContext:
     now: Callable[[], datetime] = _utcnow
     request_timeout: float = 30.0
     extras: dict[str, Any] = field(default_factory=dict)
+    # The debugger's tap (gateway.debug.senders): a live sender calls it with each
+    # request just before sending it, so a trace can show what went out. None when off.
+    observe: Callable[[OutgoingRequest], None] | None = None
 
 
 class Sender(abc.ABC):

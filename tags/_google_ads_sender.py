@@ -268,6 +268,8 @@ class Sender(sender.Sender):
             except _TokenUnavailable as exc:
                 return _Error(exc.code, exc.message)
             request = self._request(customer_id, kind, rows, token)
+            if self.ctx.observe is not None:
+                self.ctx.observe(request)
             try:
                 status, payload, headers = await self._post(request)
             except asyncio.TimeoutError:

@@ -76,6 +76,8 @@ class Sender(sender.Sender):
             return Result.delivered("dry_run")
         if self._session is None:
             raise RuntimeError("http_request sender used before start()")
+        if self.ctx.observe is not None:
+            self.ctx.observe(request)
         try:
             async with self._session.request(
                 request.method, request.url, headers=request.headers, data=request.body, allow_redirects=False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,7 +24,7 @@ def load_fixture(*parts: str) -> Any:
 def container_from(yaml_text: str, db_path: Path, env: dict[str, str] | None = None) -> Container:
     """A container from YAML text, its SQLite file placed in the test's own folder."""
     text = textwrap.dedent(yaml_text)
-    if "storage:" not in text:
+    if not re.search(r"^storage:", text, re.MULTILINE):  # a top-level section, not "ad_storage:"
         text += f"\nstorage:\n  url: sqlite:///{db_path}\n"
     return load_container_text(text, env or {})
 

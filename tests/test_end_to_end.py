@@ -89,6 +89,18 @@ async def test_client_ip_comes_from_x_forwarded_for_only_behind_a_trusted_proxy(
     assert sink.requests[0].json()["ip_override"] == "198.51.100.23"
 
 
+async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(tmp_path):
+    case = load_fixture("ga4", "purchase_with_user_data.json")
+    async with HttpSink() as sink:
+        yaml_text = forwarding_container(sink.url, tmp_path / "g.db").replace('trusted_proxies: ["127.0.0.1/32"]', "trusted_proxies: []")
+        container = container_from(yaml_text, tmp_path / "g.db")
+        async with serve_in_loop(container) as base, aiohttp.ClientSession() as session:
+            assert await send_ga4(session, base, case) == 204
+            await wait_until(lambda: len(sink.requests) == 1)
+
+    assert sink.requests[0].json()["ip_override"] == "127.0.0.1"
+
+
 async def test_denied_ad_user_data_leaves_no_personal_data_in_delivery_or_sqlite_file(tmp_path):
     db_path = tmp_path / "g.db"
     email, phone = "jane.doe.private@example.com", "+49 170 5550199"

@@ -205,9 +205,8 @@ class Storage(abc.ABC):
         """Delete delivered items and request keys older than ``retention``."""
 
     # -- the order ledger ------------------------------------------------------------
-    # Not abstract (yet) only so that a backend written alongside can be built before it has
-    # a ledger; every backend must implement all three (the contract tests check them).
 
+    @abc.abstractmethod
     async def record_orders(
         self, order_ids: Sequence[str], step: LedgerStep, now: datetime, request_key: str | None = None
     ) -> LedgerWrite | None:
@@ -220,10 +219,12 @@ class Storage(abc.ABC):
         (order id, idempotency key) is remembered for ``order_history``.
         Returns None (and writes nothing, without calling ``step``) when
         ``request_key`` was stored before. ``step`` runs while the write
-        transaction is open: it must be quick and do no I/O.
+        transaction is open: it must be quick and do no I/O. It is called at
+        most once per call, never retried: it may change the events it was
+        built over.
         """
-        raise NotImplementedError(f"{type(self).__name__} has no order ledger yet")
 
+    @abc.abstractmethod
     async def sweep_held(self, now: datetime, step: LedgerStep, retention: timedelta | None = None) -> Sweep:
         """Housekeeping of the ledger, in one transaction.
 
@@ -232,11 +233,11 @@ class Storage(abc.ABC):
         held changes past ``expires_at`` whose order is still unknown move to
         the dead letters (destination ``order_ledger``, code
         ``order_not_found``); orders recorded more than ``retention`` ago are
-        deleted with their changes.
+        deleted with their changes. With several instances, an order another
+        transaction is deciding is left to the next sweep.
         """
-        raise NotImplementedError(f"{type(self).__name__} has no order ledger yet")
 
+    @abc.abstractmethod
     async def order_history(self, order_id: str) -> OrderHistory:
         """The ledger row, its changes, what is held for it, and every delivery made for it."""
-        raise NotImplementedError(f"{type(self).__name__} has no order ledger yet")
 

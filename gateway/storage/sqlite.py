@@ -111,7 +111,7 @@ _INSERT_ITEM = """INSERT OR IGNORE INTO outbox
     (destination, batch_key, idempotency_key, tag, item, created_at, next_attempt_at)
     VALUES (?, ?, ?, ?, ?, ?, ?)"""
 _DUE = "status = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
-_SELECT_DUE = f"""SELECT id, idempotency_key, item, tag, attempts, created_at FROM outbox
+_SELECT_DUE = f"""SELECT id, idempotency_key, item, tag, attempts, created_at, lease_until FROM outbox
     WHERE destination = ? AND batch_key = ? AND {_DUE} ORDER BY next_attempt_at, id LIMIT ?"""
 _READY_GROUPS = f"""SELECT destination, batch_key, count(*), min(created_at) FROM outbox
     WHERE {_DUE} GROUP BY destination, batch_key"""
@@ -377,8 +377,17 @@ class SQLiteStorage(Storage):
         until = ts + lease.total_seconds()
 
         def op(conn: sqlite3.Connection) -> list[Any]:
-            rows = conn.execute(_SELECT_DUE, (destination, batch_key, ts, ts, limit)).fetchall()
-            conn.executemany("UPDATE outbox SET lease_until = ? WHERE id = ?", [(until, row[0]) for row in rows])
+            rows = [
+                # A lease that ran out means its dispatcher died mid-send: that send counts as an attempt.
+                (id_, key, item, tag, attempts + (lease is not None), created)
+                for id_, key, item, tag, attempts, created, lease in conn.execute(
+                    _SELECT_DUE, (destination, batch_key, ts, ts, limit)
+                )
+            ]
+            conn.executemany(
+                "UPDATE outbox SET lease_until = ?, attempts = ? WHERE id = ?",
+                [(until, row[4], row[0]) for row in rows],
+            )
             return rows
 
         rows = await self._write(op)

@@ -1,7 +1,11 @@
 """The storage contract, run against every backend, then what only SQLite does (group commit, its file).
 
-Each backend in ``BACKENDS`` is a factory: called twice, it gives two storages
-over the same data, which is how durability across a restart is checked.
+Each backend in ``BACKENDS`` makes, for one test, a factory: called twice, it
+gives two storages over the same data, which is how durability across a
+restart is checked. The PostgreSQL backend runs on the server at
+127.0.0.1:5432, in a database of this module's own that is emptied before
+each test (``tests/postgres.py``). What only PostgreSQL shows is in
+``test_postgres.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -21,7 +25,7 @@ from gateway.config import StorageSection
 from gateway.delivery import Delivery
 from gateway.errors import ConfigError
 from gateway.ledger import AppliedChange, Held, LedgerState, LedgerWrite, Order
-from gateway.storage import SQLiteStorage, open_storage
+from gateway.storage import PostgresStorage, SQLiteStorage, open_storage
 from gateway.storage.base import (
     DeadLetter,
     DestinationStats,
@@ -31,6 +35,7 @@ from gateway.storage.base import (
     Storage,
     StorageUnavailable,
 )
+from tests.postgres import empty_database, shared_database
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 LEASE = timedelta(seconds=600)
@@ -45,20 +50,40 @@ def delivery(key: str, batch_key: str = "hook", destination: str = "http_request
                     item={"event_name": "purchase", "key": key}, tag=batch_key, **extra)
 
 
-def sqlite_backend(tmp_path: Path) -> Callable[[], Storage]:
-    return lambda: open_storage(StorageSection(url=f"sqlite:///{tmp_path / 'outbox.db'}"))
+MakeStorage = Callable[..., Storage]  # keyword options of both backends: dry_run_cap
 
 
-BACKENDS = [pytest.param(sqlite_backend, id="sqlite")]
+@contextlib.asynccontextmanager
+async def sqlite_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeStorage]:
+    path = str(request.getfixturevalue("tmp_path") / "outbox.db")
+    yield lambda **options: SQLiteStorage(path, **options)
+
+
+@contextlib.asynccontextmanager
+async def postgres_backend(request: pytest.FixtureRequest) -> AsyncIterator[MakeStorage]:
+    url: str = request.getfixturevalue("postgres_database")
+    await empty_database(url)
+    yield lambda **options: PostgresStorage(url, **options)
+
+
+BACKENDS = [pytest.param(sqlite_backend, id="sqlite"), pytest.param(postgres_backend, id="postgresql")]
+
+
+@pytest.fixture(scope="module")
+def postgres_database() -> Iterator[str]:
+    """One database for this module's PostgreSQL runs, emptied before each test."""
+    with shared_database() as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
-def make_storage(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Storage]:
-    return request.param(tmp_path)
+async def make_storage(request: pytest.FixtureRequest) -> AsyncIterator[MakeStorage]:
+    async with request.param(request) as factory:
+        yield factory
 
 
 @pytest.fixture
-async def storage(make_storage: Callable[[], Storage]) -> AsyncIterator[Storage]:
+async def storage(make_storage: MakeStorage) -> AsyncIterator[Storage]:
     store = make_storage()
     await store.open()
     yield store
@@ -72,7 +97,7 @@ async def keys_claimed(storage: Storage, now: datetime, batch_key: str = "hook",
 # -- the contract ---------------------------------------------------------------
 
 
-async def test_enqueued_deliveries_survive_closing_and_reopening(make_storage: Callable[[], Storage]) -> None:
+async def test_enqueued_deliveries_survive_closing_and_reopening(make_storage: MakeStorage) -> None:
     first = make_storage()
     await first.open()
     assert await first.enqueue([delivery("a"), delivery("b")], T0) is True
@@ -120,6 +145,15 @@ async def test_a_claimed_item_is_leased_until_the_lease_runs_out(storage: Storag
     assert await keys_claimed(storage, at(599)) == []
     assert await storage.ready_groups(at(599)) == []
     assert await keys_claimed(storage, at(600)) == ["a"]
+
+
+async def test_a_claim_taken_over_after_its_lease_ran_out_counts_the_lost_send_as_an_attempt(storage: Storage) -> None:
+    await storage.enqueue([delivery("a")], T0)
+    (first,) = await storage.claim("http_request", "hook", 10, T0, LEASE)
+    (again,) = await storage.claim("http_request", "hook", 10, T0 + LEASE, LEASE)
+    await storage.release([again.id])
+    (released,) = await storage.claim("http_request", "hook", 10, T0 + LEASE, LEASE)
+    assert [(first.attempts, again.attempts, released.attempts)] == [(0, 1, 1)]
 
 
 async def test_release_makes_claimed_items_claimable_at_once(storage: Storage) -> None:
@@ -241,8 +275,29 @@ async def test_dry_run_records_are_listed_newest_first(storage: Storage) -> None
     assert [r.destination for r in await storage.list_dry_runs(1)] == ["meta"]
 
 
+async def test_dry_run_records_are_capped_to_the_most_recent(make_storage: MakeStorage) -> None:
+    store = make_storage(dry_run_cap=5)
+    await store.open()
+    try:
+        for i in range(12):
+            await store.record_dry_run("http_request", "hook", {"n": i}, 1, at(i))
+        newest = [r.request["n"] for r in await store.list_dry_runs(100)]
+    finally:
+        await store.close()
+    assert newest == [11, 10, 9, 8, 7]
+
+
 async def test_ping_answers_while_open(storage: Storage) -> None:
     assert await storage.ping() is True
+
+
+async def test_a_closed_storage_refuses_writes_and_fails_its_ping(make_storage: MakeStorage) -> None:
+    store = make_storage()
+    await store.open()
+    await store.close()
+    with pytest.raises(StorageUnavailable):
+        await store.enqueue([delivery("a")], T0)
+    assert await store.ping() is False
 
 
 # -- the order ledger (contract) ---------------------------------------------------
@@ -497,26 +552,16 @@ async def test_the_database_runs_in_wal_mode_with_full_sync(sqlite_storage: SQLi
     assert await sqlite_storage._write(pragmas) == ("wal", 2)  # 2 is FULL
 
 
-async def test_dry_run_records_are_capped_to_the_most_recent(tmp_path: Path) -> None:
+async def test_dry_run_records_past_the_cap_are_deleted_from_the_file(tmp_path: Path) -> None:
     store = SQLiteStorage(str(tmp_path / "capped.db"), dry_run_cap=5)
     await store.open()
     try:
         for i in range(12):
             await store.record_dry_run("http_request", "hook", {"n": i}, 1, at(i))
         rows = await store._write(lambda c: c.execute("SELECT count(*) FROM dry_runs").fetchone()[0])
-        newest = [r.request["n"] for r in await store.list_dry_runs(100)]
     finally:
         await store.close()
     assert rows == 5
-    assert newest == [11, 10, 9, 8, 7]
-
-
-async def test_a_closed_storage_refuses_writes(tmp_path: Path) -> None:
-    store = SQLiteStorage(str(tmp_path / "closed.db"))
-    await store.open()
-    await store.close()
-    with pytest.raises(StorageUnavailable):
-        await store.enqueue([delivery("a")], T0)
 
 
 async def test_an_unopenable_file_raises_storage_unavailable(tmp_path: Path) -> None:
@@ -547,13 +592,32 @@ def test_open_storage_reads_sqlite_paths_and_creates_their_directory(
     assert Path(store.path).parent.is_dir()
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "POSTGRESQL"])
+def test_open_storage_gives_postgresql_urls_a_pool_sized_by_the_config(scheme: str) -> None:
+    section = StorageSection(url=f"{scheme}://gw:secret@db.internal:5432/gw", pool_size=3, command_timeout="2500ms")
+    store = open_storage(section)
+    assert isinstance(store, PostgresStorage)
+    assert (store.pool_size, store.command_timeout) == (3, 2.5)
+    assert "secret" not in repr(store)
+
+
 @pytest.mark.parametrize(
     ("url", "errors"),
     [
         pytest.param(
-            "postgresql://gw:secret@db:5432/gw",
-            ["storage.url: PostgreSQL storage is not available in this version"],
-            id="postgresql",
+            "postgresql://gw:secret@db:54x32/gw",
+            ["storage.url: not a valid postgresql:// URL (check the host and port)"],
+            id="postgresql-bad-port",
+        ),
+        pytest.param(
+            "postgresql://gw:se#cret@db:5432/gw",
+            ["storage.url: a postgresql:// URL has no #fragment (is a '#' in the password unescaped?)"],
+            id="postgresql-unescaped-hash",
+        ),
+        pytest.param(
+            "postgresql+asyncpg://gw:secret@db:5432/gw",
+            ["storage.url: expected postgresql://user:password@host:port/database, without a driver name"],
+            id="postgresql-driver-name",
         ),
         pytest.param(
             "mysql://gw:secret@db/gw",
@@ -571,4 +635,5 @@ def test_open_storage_rejects_urls_it_cannot_serve_without_echoing_them(url: str
     with pytest.raises(ConfigError) as info:
         open_storage(StorageSection(url=url))
     assert info.value.errors == errors
+    assert "secret" not in str(info.value)
 

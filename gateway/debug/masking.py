@@ -1,0 +1,297 @@
+"""Masking personal data before the debugger keeps or shows anything.
+
+The debugger's promise is that personal data never reaches its page, even
+when consent was granted and the data legitimately travels on to a vendor.
+So everything is masked here, on the server, before a trace enters the ring
+buffer: the page and its API only ever see what these functions return.
+
+Masks keep just enough to recognise a value while debugging:
+
+- an email address keeps its first letter, the first letter of its domain and
+  the top-level domain: ``jane.doe@gmail.com`` -> ``j***@g***.com``;
+- a phone number keeps its country code and its last two digits:
+  ``+49 151 2345 6767`` -> ``+49 *** ** 67``;
+- a SHA-256 digest keeps its first six characters: ``5f3a9c…``;
+- an IP address keeps its network: ``198.51.100.***``, ``2001:db8:85a3:***``;
+- any other personal value (a name, a street, a user id) keeps its first
+  character: ``J***``.
+
+What counts as personal is decided twice, by a key's name (reusing the
+consent module's own heuristics, so the debugger and consent enforcement
+agree on what "personal" means) and by a value's shape (an email address, a
+phone number, a digest, an IP address), because data hides under neutral
+names (``extra.note``) and neutral data under personal-sounding ones. Both
+err on the side of masking: a masked order id costs a debugging minute, a
+leaked email address costs a legal basis.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
+
+import orjson
+import phonenumbers
+
+# The consent module's heuristics are the one definition of "looks personal";
+# importing them keeps the debugger from drifting away from enforcement.
+from gateway.consent import _is_personal_key, _looks_like_phone, _looks_personal  # noqa: PLC2701
+
+MASK = "***"
+MAX_TEXT = 16_384  # characters of a request body or vendor answer kept in a trace
+
+# Keys whose whole subtree is personal, whatever the leaves are called.
+# Matched against the lower-cased key with separators removed.
+_PERSONAL_CONTAINERS = frozenset({
+    "userdata", "useridentifiers", "addressinfo", "customer", "billingaddress", "shippingaddress",
+    "customerdetails", "contact",
+})
+# Keys that are personal identifiers without a personal-sounding name.
+_PERSONAL_KEYS = frozenset({
+    "userid", "uid", "externalid", "ipoverride", "ip", "uip", "clientipaddress", "ipaddress", "remoteaddr",
+})
+# Request headers whose values are credentials or signatures: never shown.
+_SECRET_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "developer-token",
+    "x-signature", "x-shopify-hmac-sha256", "x-wc-webhook-signature", "x-hub-signature", "x-hub-signature-256",
+})
+# Request headers that carry client IP addresses.
+_IP_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "forwarded", "cf-connecting-ip", "true-client-ip"})
+# GA4 query parameters that are personal by definition.
+_GA4_PERSONAL = frozenset({"uid", "_uip", "uip"})
+
+_EMAIL = re.compile(r"([^@\s<>(),;:\"'&=?/%]+)(?:@|%40)([^@\s<>(),;:\"'&=?/]+)\.([A-Za-z]{2,24})\b")
+_HEX64 = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])")
+_B64_DIGEST = re.compile(r"[A-Za-z0-9_-]{43}=?")
+_INTL_PHONE = re.compile(r"\+\d[\d ().-]{6,20}\d")
+_ENUM = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
+_IPV4 = re.compile(r"(?<![\w/.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "").replace(" ", "").replace(".", "")
+
+
+# -- single values -----------------------------------------------------------------------------------
+
+
+def mask_email(value: str) -> str:
+    """``jane.doe@gmail.com`` -> ``j***@g***.com``."""
+    local, _, domain = value.strip().rpartition("@")
+    head, _, tld = domain.rpartition(".")
+    if not local or not head or not tld:
+        return MASK
+    return f"{local[0]}***@{head[0]}***.{tld}"
+
+
+def mask_phone(value: str) -> str:
+    """``+49 151 23456767`` -> ``+49 *** ** 67``: the country code and the last two digits."""
+    text = value.strip()
+    digits = "".join(c for c in text if c.isdigit())
+    last = digits[-2:] if len(digits) >= 7 else "**"
+    if text.startswith("+"):
+        try:
+            code = str(phonenumbers.parse(text, None).country_code)
+        except phonenumbers.NumberParseException:
+            code = digits[:2]
+        return f"+{code} *** ** {last}"
+    return f"*** ** {last}"
+
+
+def mask_hash(value: str) -> str:
+    """The first six characters of a digest: enough to compare two, too few to look one up."""
+    return value[:6] + "…"
+
+
+def mask_ip(value: str) -> str:
+    """Keep the network, drop the host: ``198.51.100.23`` -> ``198.51.100.***``."""
+    text = value.strip()
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return MASK
+    if address.version == 4:
+        return text.rsplit(".", 1)[0] + ".***"
+    groups = address.exploded.split(":")
+    return ":".join(g.lstrip("0") or "0" for g in groups[:3]) + ":***"
+
+
+def mask_personal(value: Any) -> Any:
+    """A value known to be personal, masked by its shape."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return MASK
+    if isinstance(value, list):
+        return [mask_personal(v) for v in value]
+    if isinstance(value, dict):
+        return {k: mask_personal(v) for k, v in value.items()}
+    text = str(value)
+    if not text or _ENUM.fullmatch(text):  # a vendor's constant such as FIRST_PARTY says nothing about anyone
+        return text
+    if _HEX64.fullmatch(text.strip()) or _B64_DIGEST.fullmatch(text.strip()):
+        return mask_hash(text.strip())
+    if "@" in text and _EMAIL.fullmatch(text.strip()):
+        return mask_email(text)
+    if _is_ip(text):
+        return mask_ip(text)
+    if _looks_like_phone(text) or _INTL_PHONE.fullmatch(text.strip()):
+        return mask_phone(text)
+    return text.strip()[0] + MASK if len(text.strip()) > 2 else MASK
+
+
+def mask_text(text: str) -> str:
+    """Free text (a URL, a vendor's message, a body we cannot parse): mask what looks personal inside it."""
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT] + f"… ({len(text) - MAX_TEXT} more characters not kept)"
+    if "@" in text or "%40" in text:
+        text = _EMAIL.sub(lambda m: mask_email(f"{m.group(1)}@{m.group(2)}.{m.group(3)}"), text)
+    text = _HEX64.sub(lambda m: mask_hash(m.group(0)), text)
+    if "+" in text:
+        text = _INTL_PHONE.sub(lambda m: mask_phone(m.group(0)), text)
+    if "." in text:
+        text = _IPV4.sub(lambda m: mask_ip(m.group(0)) if _is_ip(m.group(0)) else m.group(0), text)
+    return text
+
+
+def _is_ip(text: str) -> bool:
+    text = text.strip()
+    if not 2 < len(text) <= 45 or not (":" in text or (text[0].isdigit() and _IPV4.fullmatch(text))):
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def is_personal_key(key: object) -> bool:
+    """A key whose value is personal data, by its name alone."""
+    return isinstance(key, str) and _personal_key(key)
+
+
+@functools.lru_cache(maxsize=4096)  # keys come from a small vocabulary; the cache bounds a hostile one
+def _personal_key(key: str) -> bool:
+    norm = _norm(key)
+    return norm in _PERSONAL_KEYS or norm in _PERSONAL_CONTAINERS or _is_personal_key(key)
+
+
+# -- trees -------------------------------------------------------------------------------------------
+
+
+def mask_tree(value: Any, personal: bool = False) -> Any:
+    """JSON-like data with personal values masked; ``personal`` says the whole subtree is personal."""
+    if isinstance(value, dict):
+        return {k: mask_tree(v, personal or is_personal_key(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_tree(v, personal) for v in value]
+    if personal:
+        return mask_personal(value)
+    if isinstance(value, str):
+        stripped = value.strip()
+        if len(stripped) == 64 and _HEX64.fullmatch(stripped):
+            return mask_hash(stripped)
+        if _looks_personal(value) or _is_ip(value):
+            return mask_personal(value)
+        if len(value) > 5 and ("@" in value or "%40" in value or "+" in value or "." in value):
+            return _mask_url(value) if "://" in value else mask_text(value)
+    return value
+
+
+def _mask_url(url: str) -> str:
+    """A URL whose query may hold personal parameters (``?email=...``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return mask_text(url)
+    if not parts.query:
+        return mask_text(url)
+    pairs = [f"{k}={mask_tree(v, is_personal_key(k))}" for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    head = url.split("?", 1)[0]
+    tail = f"#{parts.fragment}" if parts.fragment else ""
+    return mask_text(f"{head}?{'&'.join(pairs)}{tail}")
+
+
+# -- requests ----------------------------------------------------------------------------------------
+
+
+def mask_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Credentials and signatures hidden, client addresses cut to their network, the rest scanned."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower == "cookie":
+            names = [c.split("=", 1)[0].strip() for c in value.split(";") if c.strip()]
+            out[name] = "; ".join(f"{n}={MASK}" for n in names)
+        elif lower in _SECRET_HEADERS:
+            out[name] = MASK
+        elif lower in _IP_HEADERS:
+            out[name] = mask_text(value)
+        elif lower == "host":  # the gateway's own address, as the client wrote it
+            out[name] = value
+        else:
+            out[name] = mask_text(value)
+    return out
+
+
+def mask_params(text: str) -> list[list[str]]:
+    """URL-encoded parameters (a query string, a GA4 body line), decoded, as ``[key, masked value]`` pairs."""
+    pairs: list[list[str]] = []
+    for piece in text.split("&"):
+        if not piece:
+            continue
+        raw_key, _, raw_value = piece.partition("=")
+        key = unquote_plus(raw_key, errors="replace")
+        value = unquote_plus(raw_value, errors="replace")
+        pairs.append([key, _mask_param(key, value)])
+    return pairs
+
+
+def _mask_param(key: str, value: str) -> str:
+    if key == "em":  # GA4 user data: tv.1~em.<digest>~pn.<digest>
+        return "~".join(_mask_em_piece(p) for p in value.split("~"))
+    _, dot, name = key.partition(".")
+    if key in _GA4_PERSONAL or is_personal_key(name if dot else key):
+        return str(mask_personal(value))
+    if key in ("dl", "dr", "dh") or "://" in value:
+        return _mask_url(value)
+    masked = mask_tree(value)
+    return masked if isinstance(masked, str) else str(masked)
+
+
+def _mask_em_piece(piece: str) -> str:
+    name, dot, value = piece.partition(".")
+    if not dot or name == "tv":
+        return piece
+    return f"{name}.{mask_hash(value)}"
+
+
+def mask_body(body: bytes, content_type: str | None) -> Any:
+    """A request body as the debugger keeps it: parsed JSON masked, parameter lines masked, or masked text."""
+    if not body:
+        return None
+    text = body[: MAX_TEXT * 4].decode("utf-8", "replace")
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        try:
+            return mask_tree(orjson.loads(body))
+        except orjson.JSONDecodeError:
+            pass
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    if "=" in text and "{" not in stripped[:1] and kind in ("", "text/plain", "application/x-www-form-urlencoded"):
+        return [mask_params(line.rstrip("\r")) for line in text.split("\n") if line.strip()]
+    return mask_text(text)
+
+
+def mask_outgoing(record: dict[str, Any]) -> dict[str, Any]:
+    """An ``OutgoingRequest.for_record()`` (credentials already masked) with personal data masked too."""
+    body = record.get("body")
+    return {
+        "method": record.get("method"),
+        "url": mask_text(str(record.get("url", ""))),
+        "headers": mask_headers(dict(record.get("headers") or {})),
+        "body": mask_tree(body) if not isinstance(body, str) else mask_text(body),
+    }
