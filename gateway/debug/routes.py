@@ -268,8 +268,6 @@ class DebugApp:
             history = await self.gateway.storage.order_history(request.path_params["order_id"])
         except StorageUnavailable:
             return _error(503, "storage unavailable", None, {"Retry-After": "5"})
-        except NotImplementedError:
-            return _error(501, "this storage backend has no order ledger")
         if history.order is None and not (history.held or history.deliveries or history.changes):
             return _error(404, "no such order in the ledger")
         return _json(200, masking.mask_tree(orjson.loads(orjson.dumps(order_report(history), default=str))))

@@ -17,8 +17,8 @@ from prometheus_client import REGISTRY
 
 from tests.conftest import container_from
 from tests.fakes.google_ads import FakeGoogleAds
-from tests.faults.harness import LoadGenerator, Tally, container_yaml, google_ads_arrivals, sink_arrivals
 from tests.fakes.http_sink import HttpSink
+from tests.faults.harness import LoadGenerator, Tally, container_yaml, google_ads_arrivals, sink_arrivals
 from tests.running import free_port, serve_in_loop, wait_until
 
 FAILED_UPLOADS = {500: 5, 429: 5}
@@ -49,6 +49,7 @@ async def test_google_ads_refusing_then_failing_then_throttling_delivers_every_c
             senders = [asyncio.create_task(sender()) for _ in range(3)]
             try:
                 await wait_until(lambda: _retries("oauth_unavailable") - refused_before >= 3, timeout=10)
+                await asyncio.sleep(1.0)  # down for a while: retries keep meeting a closed port
                 fake.fail_next(500, FAILED_UPLOADS[500])
                 fake.fail_next(429, FAILED_UPLOADS[429], retry_delay=0.2)
                 await fake.start()  # on the port the gateway was configured with
@@ -67,7 +68,7 @@ async def test_google_ads_refusing_then_failing_then_throttling_delivers_every_c
     counts = tally.settle({"http_request": sink_arrivals(sink), "google_ads": google_ads_arrivals(fake)},
                           title="Google Ads refused, 500, 429, back")
     statuses = [u.status for u in fake.uploads]
-    print(f"  upload statuses in order: {statuses[:14]}...; token-endpoint retries while refused: "
+    print(f"  upload statuses in order: {statuses[:14]}...; items retried while the API refused connections: "
           f"{_retries('oauth_unavailable') - refused_before:.0f}")
     assert statuses[:FAILED_UPLOADS[500] + FAILED_UPLOADS[429]] == [500] * FAILED_UPLOADS[500] + [429] * FAILED_UPLOADS[429]
     assert tally.undecided == {} and set(tally.statuses) <= {"200", "204", "400", "401"}  # never a 503 meanwhile

@@ -32,13 +32,14 @@ delivered exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import Callable, Iterator
 
 import orjson
 import pytest
@@ -52,7 +53,7 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 @contextlib.contextmanager
-def _tmpfs(folder: Path, size: str) -> AsyncIterator[None]:
+def _tmpfs(folder: Path, size: str) -> Iterator[None]:
     folder.mkdir()
     done = _run("mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder))
     if done.returncode != 0:
@@ -64,7 +65,7 @@ def _tmpfs(folder: Path, size: str) -> AsyncIterator[None]:
 
 
 @contextlib.contextmanager
-def _ext4(image: Path, folder: Path) -> AsyncIterator[str]:
+def _ext4(image: Path, folder: Path) -> Iterator[str]:
     """An ext4 image mounted on ``folder`` with errors=remount-ro; yields its sysfs name (loop0, ...)."""
     if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None or not Path("/dev/loop-control").exists():
         pytest.skip("needs root, mkfs.ext4 and a loop device to mount an ext4 image")
@@ -202,6 +203,4 @@ async def test_a_disk_that_cannot_take_writes_gets_503_with_retry_after_and_noth
 
 
 async def _settle_quietly() -> None:
-    import asyncio
-
     await asyncio.sleep(1.2)  # a lease more: late duplicates are counted too
