@@ -217,7 +217,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     (``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``).
     Nothing here leaves session state (the advisory locks are transaction
     locks; no SET, LISTEN or cursor outlives a transaction), so that round
-    trip would be pure cost: about a third of an enqueue's.
+    trip would be pure cost. Without it, one-delivery enqueues through the
+    pool ran about a quarter faster, with a quarter less client CPU and a
+    third less server CPU each.
     """
 
 
