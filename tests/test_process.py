@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.fakes.http_sink import HttpSink
+from tests.faults.harness import sink_on
 from tests.running import ROOT, GatewayProcess, free_port, wait_until
 
 HITS = 25
@@ -54,7 +55,7 @@ async def test_every_hit_answered_2xx_is_delivered_after_sigkill_and_restart(tmp
         async with HttpSink() as sink:
             sink.port = sink_port
             await sink.close()
-            sink = await _sink_on(sink_port)
+            sink = await sink_on(sink_port)
             try:
                 await gateway.start()
                 await wait_until(lambda: len({r.json()["event_id"] for r in sink.requests}) == HITS, timeout=30)
@@ -65,20 +66,6 @@ async def test_every_hit_answered_2xx_is_delivered_after_sigkill_and_restart(tmp
 
     delivered = sorted({r.json()["event_id"] for r in sink.requests})
     assert delivered == sorted(f"hit-{n}" for n in range(HITS))
-
-
-async def _sink_on(port: int) -> HttpSink:
-    """An HttpSink bound to a port chosen before it started."""
-    from aiohttp import web
-
-    sink = HttpSink()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", sink._handle)
-    sink._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await sink._runner.setup()
-    await web.TCPSite(sink._runner, "127.0.0.1", port).start()
-    sink.port = port
-    return sink
 
 
 async def test_sigterm_exits_cleanly_and_keeps_what_was_accepted(tmp_path):
@@ -99,7 +86,7 @@ async def test_sigterm_exits_cleanly_and_keeps_what_was_accepted(tmp_path):
     log = (tmp_path / "gateway.log").read_text()
     assert '"message":"gateway stopped"' in log
 
-    sink = await _sink_on(sink_port)
+    sink = await sink_on(sink_port)
     try:
         await gateway.start()
         await wait_until(lambda: any(r.json().get("event_id") == "kept" for r in sink.requests), timeout=30)

@@ -50,6 +50,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fakes._server import LoopbackServer
 from google.protobuf import any_pb2, json_format
 
 _VERSIONS = ("v23", "v24", "v25", "v26")
@@ -131,7 +133,7 @@ class _State:
     restatements: set[tuple[Any, ...]] = field(default_factory=set)
 
 
-class FakeGoogleAds:
+class FakeGoogleAds(LoopbackServer):
     def __init__(
         self,
         *,
@@ -218,24 +220,6 @@ class FakeGoogleAds:
         app.router.add_route("*", "/{tail:.*}", self._api)
         return app
 
-    async def start(self) -> "FakeGoogleAds":
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> "FakeGoogleAds":
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
 
     # -- OAuth --------------------------------------------------------------------------------------
 

@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes._server import LoopbackServer
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -42,7 +44,7 @@ class Received:
         return orjson.loads(self.body)
 
 
-class HttpSink:
+class HttpSink(LoopbackServer):
     def __init__(self, default: Reply = Reply()) -> None:
         self.default = default
         self.requests: list[Received] = []
@@ -58,26 +60,10 @@ class HttpSink:
         """Answer the next requests with these statuses or replies, in order."""
         self._script.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
 
-    async def start(self) -> "HttpSink":
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> "HttpSink":
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
+        return app
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -49,6 +49,8 @@ from typing import Any, Callable, Literal
 import orjson
 from aiohttp import web
 
+from tests.fakes._server import LoopbackServer
+
 HASHED = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
 UNHASHED = ("client_ip_address", "client_user_agent", "fbc", "fbp", "subscription_id", "fb_login_id", "lead_id",
             "anon_id", "madid", "page_id", "page_scoped_user_id", "ctwa_clid", "ig_account_id", "ig_sid")
@@ -108,7 +110,7 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class MetaGraph:
+class MetaGraph(LoopbackServer):
     def __init__(self, token: str = "test-token", now: Callable[[], datetime] = _utcnow) -> None:
         self.token = token
         self.now = now
@@ -145,24 +147,6 @@ class MetaGraph:
         app.router.add_get("/fake/accepted", self._accepted)
         return app
 
-    async def start(self) -> "MetaGraph":
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> "MetaGraph":
-        return await self.start()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
 
     # -- the endpoint ---------------------------------------------------------------------
 

@@ -35,7 +35,6 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from tests.fakes.google_ads import FakeGoogleAds
 from tests.fakes.http_sink import HttpSink
@@ -329,13 +328,8 @@ tags:
 async def sink_on(port: int) -> HttpSink:
     """An HttpSink bound to a port chosen before it started (so the gateway's config could name it)."""
     sink = HttpSink()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", sink._handle)
-    sink._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await sink._runner.setup()
-    await web.TCPSite(sink._runner, "127.0.0.1", port).start()
     sink.port = port
-    return sink
+    return await sink.start()
 
 
 def sink_arrivals(sink: HttpSink) -> list[str]:
