@@ -48,15 +48,16 @@ import base64
 import binascii
 import math
 import re
+from functools import cached_property
 from typing import Any, Literal
-from urllib.parse import unquote, unquote_plus
 
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import Field, ValidationError
 
 from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.consent import decode_gcd, decode_gcs
 from gateway.cookies import read_cookies
 from gateway.errors import BadRequest
+from gateway.percent import unquote, unquote_plus
 from gateway.event import Address, Consent, Event, UserData
 
 ROUTES = [("GET", "/g/collect"), ("POST", "/g/collect")]
@@ -133,10 +134,11 @@ class Config(ClientConfig):
     measurement_ids: list[str] | None = Field(
         None, description="GA4 measurement ids (tid) accepted; a hit for any other id gets 400. Unset accepts all."
     )
-    _allowed: frozenset[str] | None = PrivateAttr(None)
 
-    def model_post_init(self, context: Any, /) -> None:
-        self._allowed = None if self.measurement_ids is None else frozenset(self.measurement_ids)
+    @cached_property
+    def allowed_ids(self) -> frozenset[str] | None:
+        """``measurement_ids`` as a set, built on first use (a plain attribute after that, read on every hit)."""
+        return None if self.measurement_ids is None else frozenset(self.measurement_ids)
 
 
 # Parameters copied to an event field as they are.
@@ -149,6 +151,13 @@ _TEXT_FIELDS = {
     "ul": "language",
     "sr": "screen_resolution",
 }
+# Parameters the loop over all parameters in ``_event`` can pass by: read by name (en, tid, cu, em,
+# sid, sct, npa, gcs, gcd) or not read at all (the protocol and browser parameters gtag.js adds).
+_READ_ELSEWHERE = frozenset({
+    "en", "tid", "cu", "em", "sid", "sct", "npa", "gcs", "gcd", "v", "gtm", "_p", "dma", "dma_cps", "uaa", "uab",
+    "uamb", "uap", "uapv", "uaw", "uafvl", "pscdl", "_eu", "_s", "seg", "_ss", "_fv", "_nsi", "tfd", "_et", "_c",
+    "richsstsse", "frm", "are", "_gaz", "gcut", "_dbg", "ir",
+})
 # Event parameters with their own event field, whichever prefix brings them.
 _ID_PARAMS = frozenset({"transaction_id", "event_id"})
 _NUMBER_PARAMS = frozenset({"value", "tax", "shipping"})
@@ -214,7 +223,7 @@ class _Shared:
     __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at", "consent_sources")
 
     def __init__(self, raw: RawRequest, config: Config) -> None:
-        self.allowed = config._allowed
+        self.allowed = config.allowed_ids
         self.ip = raw.client_ip
         self.user_agent = raw.headers.get("user-agent") or None
         cookies = read_cookies(raw.headers.get("cookie"), _FB_COOKIES)
@@ -237,11 +246,11 @@ def _params(text: str, where: str) -> dict[str, str]:
     """URL-encoded ``a=1&b=2`` -> dict; the last of repeated names wins."""
     if not text.isascii():
         text = _utf8_text(text, where)
+    pairs = [piece.partition("=") for piece in text.split("&")]
+    if "%" not in text and "+" not in text and "\x00" not in text:
+        return {key: value for key, _, value in pairs if key}
     out: dict[str, str] = {}
-    for piece in text.split("&"):
-        if not piece:
-            continue
-        key, _, value = piece.partition("=")
+    for key, _, value in pairs:
         if "%" in key or "+" in key:
             key = _unquote_plus(key, where)
         if not key:
@@ -270,7 +279,7 @@ def _utf8_text(text: str, where: str) -> str:
 
 def _unquote_plus(text: str, field: str) -> str:
     try:
-        return unquote_plus(text, errors="strict")
+        return unquote_plus(text)
     except UnicodeDecodeError:
         raise BadRequest(400, "not valid UTF-8", field=field) from None
 
@@ -299,6 +308,8 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     currency_param = "cu" if params.get("cu") else None
 
     for key, value in params.items():
+        if key in _READ_ELSEWHERE:
+            continue
         field = _TEXT_FIELDS.get(key)
         if field is not None:
             if value:
@@ -475,7 +486,7 @@ def _decode_piece(text: str, param: str) -> str:
     if "%" not in text:
         return text
     try:
-        decoded = unquote(text, errors="strict")
+        decoded = unquote(text)
     except UnicodeDecodeError:
         raise BadRequest(400, "not valid UTF-8", field=param) from None
     if "\x00" in decoded:
@@ -528,7 +539,7 @@ def _click_ids(location: str, data: dict[str, Any]) -> None:
             continue  # the first one in the URL wins
         if "%" in value or "+" in value:
             try:
-                value = unquote_plus(value, errors="strict")
+                value = unquote_plus(value)
             except UnicodeDecodeError:
                 continue
         if value and "\x00" not in value:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -36,19 +37,21 @@ from typing import Any, AsyncIterator, Callable
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope
 
 from gateway import metrics
 from gateway.client import RawRequest
+from gateway.collect import Answer, CollectionFront, Methods, json_answer, scope_headers
 from gateway.config import ClientEntry, Container, load_container_file
 from gateway.debug import attach as attach_debug, bind_ledger_step, install as install_debug, note_parsed
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.errors import BadRequest
 from gateway.event import Event
 from gateway.ledger import LEDGER_DESTINATION, ORDER_NOT_FOUND, LedgerState, LedgerWrite, order_id_of
-from gateway.netaddr import resolve_client_ip
+from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
 from gateway.orders import Ledger
 from gateway.pipeline import Pipeline
@@ -59,7 +62,6 @@ from tags import DESTINATIONS
 
 log = logging.getLogger("gateway.app")
 
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 CONFIG_ENV = "GATEWAY_CONFIG"
 
 # Collection requests in progress at once, per process. Each holds at most limits.max_body_bytes
@@ -80,8 +82,8 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def error_response(exc: BadRequest) -> Response:
-    return json_response(exc.status, exc.body(), exc.headers)
+def error_answer(exc: BadRequest) -> Answer:
+    return json_answer(exc.status, exc.body(), exc.headers)
 
 
 class Overloaded(Exception):
@@ -94,26 +96,37 @@ class Overloaded(Exception):
         self.reason = reason  # inflight | outbox_full, in the answer's detail and the log line
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def read_body(receive: Receive, method: str, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise BadRequest(400, "invalid Content-Length header", field="headers.content-length")
         if int(declared) > limit:
             raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
+        if declared == "0":
+            return b""
+    elif method in _BODYLESS_METHODS and "transfer-encoding" not in headers:
+        return b""  # nothing follows the headers: no need to wait on the body channel
     chunks: list[bytes] = []
     size = 0
-    try:
-        async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            # The sender went away mid-body: nothing of it is used. The answer
+            # is likely never read, but the request is counted as the 4xx it is.
+            raise BadRequest(400, "request body incomplete: the client disconnected", field="body")
+        chunk = message.get("body", b"")
+        if chunk:
             size += len(chunk)
             if size > limit:
                 raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
             chunks.append(chunk)
-    except ClientDisconnect:
-        # The sender went away mid-body: nothing of it is used. The answer
-        # is likely never read, but the request is counted as the 4xx it is.
-        raise BadRequest(400, "request body incomplete: the client disconnected", field="body") from None
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def build_senders(container: Container, storage: Storage, now: Callable[[], datetime]) -> dict[str, Sender]:
@@ -172,6 +185,9 @@ class Gateway:
         self.pending_estimate = 0
         self.max_inflight = MAX_INFLIGHT
         self.inflight = 0
+        self._proxies = TrustedProxies(container.trusted_proxies)
+        self._requests = metrics.LabelCache(metrics.REQUESTS)
+        self._events = metrics.LabelCache(metrics.EVENTS)
         self._overload_logged: dict[str, float] = {}  # reason -> when it was last logged (monotonic)
         self._depth_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
@@ -194,11 +210,13 @@ class Gateway:
         if self.run_dispatcher:
             await self.dispatcher.stop()
         await self.storage.close()
+        metrics.flush()
 
     async def _watch_depth(self) -> None:
-        """Refresh the outbox depth used for backpressure, off the request path."""
+        """Refresh the outbox depth used for backpressure, and hand buffered counts to the metrics, off the request path."""
         while True:
             await asyncio.sleep(DEPTH_REFRESH_SECONDS)
+            metrics.flush()
             with contextlib.suppress(Exception):
                 self.pending_estimate = await self.storage.pending_count()
 
@@ -228,20 +246,20 @@ class Gateway:
         if sweep.pruned:
             log.info("pruned orders past orders.retention", extra={"orders": sweep.pruned})
 
-    async def handle(self, request: Request, entry: ClientEntry, client_name: str) -> Response:
+    async def handle(self, scope: Scope, receive: Receive, entry: ClientEntry, client_name: str) -> Answer:
         status = 500
         if self.inflight >= self.max_inflight:  # before the body is read: refusing must cost nothing
-            metrics.REQUESTS.labels(client_name, "503").inc()
+            self._requests.get(client_name, "503").inc()
             return self._overloaded(Overloaded("too many requests in progress, try again later", RETRY_AFTER_BUSY,
                                                "inflight"))
         self.inflight += 1
         try:
-            response = await self._handle(request, entry, client_name)
-            status = response.status_code
-            return response
+            answer = await self._handle(scope, receive, entry, client_name)
+            status = answer.status
+            return answer
         except BadRequest as exc:
             status = exc.status
-            return error_response(exc)
+            return error_answer(exc)
         except Overloaded as exc:
             status = 503
             return self._overloaded(exc)
@@ -250,14 +268,13 @@ class Gateway:
             metrics.STORAGE_ERRORS.labels("enqueue").inc()
             if self._log_due("storage_unavailable"):  # an outage would otherwise log a line per request
                 log.error("storage cannot commit; answering 503", extra={"client": client_name, "error": str(exc)})
-            return json_response(503, {"error": "storage unavailable", "detail": None},
-                                 {"Retry-After": RETRY_AFTER_STORAGE})
+            return json_answer(503, {"error": "storage unavailable", "detail": None}, {"Retry-After": RETRY_AFTER_STORAGE})
         except Exception as exc:
             log.error("unexpected error", extra={"client": client_name, "error": type(exc).__name__}, exc_info=False)
-            return json_response(500, {"error": "internal error", "detail": None})
+            return json_answer(500, {"error": "internal error", "detail": None})
         finally:
             self.inflight -= 1
-            metrics.REQUESTS.labels(client_name, str(status)).inc()
+            self._requests.get(client_name, status).inc()
 
     def _log_due(self, reason: str) -> bool:
         """True at most once per OVERLOAD_LOG_SECONDS and reason: refusals are counted in metrics, logged sparingly."""
@@ -267,24 +284,27 @@ class Gateway:
         self._overload_logged[reason] = now
         return True
 
-    def _overloaded(self, exc: Overloaded) -> Response:
+    def _overloaded(self, exc: Overloaded) -> Answer:
         if self._log_due(exc.reason):
             log.warning("answering 503", extra={"reason": exc.reason, "pending_estimate": self.pending_estimate,
                                                 "inflight": self.inflight})
         detail = {"reason": exc.reason, "retry_after_seconds": int(exc.retry_after)}
-        return json_response(503, {"error": exc.error, "detail": detail}, {"Retry-After": exc.retry_after})
+        return json_answer(503, {"error": exc.error, "detail": detail}, {"Retry-After": exc.retry_after})
 
-    async def _handle(self, request: Request, entry: ClientEntry, client_name: str) -> Response:
-        body = await read_body(request, self.limits.max_body_bytes)
-        peer = request.client.host if request.client else None
-        headers = request.headers
+    async def _handle(self, scope: Scope, receive: Receive, entry: ClientEntry, client_name: str) -> Answer:
+        method = scope["method"]
+        headers = scope_headers(scope)
+        body = await read_body(receive, method, headers, self.limits.max_body_bytes)
+        peer = scope.get("client")
+        peer_host = peer[0] if peer else None
+        forwarded = headers.get("x-forwarded-for")
         raw = RawRequest(
-            method=request.method,
-            path=request.scope["path"],
-            query_string=request.scope.get("query_string", b"").decode("latin-1"),
+            method=method,
+            path=scope["path"],
+            query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             body=body,
-            client_ip=resolve_client_ip(peer, headers.get("x-forwarded-for"), self.container.trusted_proxies),
+            client_ip=self._proxies.resolve(peer_host, forwarded) if forwarded else peer_host,
             received_at=self.now(),
         )
         result = entry.module.parse(raw, entry.config)
@@ -292,7 +312,7 @@ class Gateway:
         if len(result.events) > self.limits.max_events_per_request:
             raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request", field="body")
         for event in result.events:
-            metrics.EVENTS.labels(client_name, metrics.event_name_label(event.event_name)).inc()
+            self._events.get(client_name, metrics.event_name_label(event.event_name)).inc()
         order_ids = [oid for oid in map(order_id_of, result.events) if oid is not None]
         if order_ids:
             await self._record_orders(result.events, order_ids, result.request_key, client_name)
@@ -300,9 +320,9 @@ class Gateway:
             outcome = self.pipeline.process(result.events, client_name)
             if outcome.deliveries or result.request_key:
                 self._check_depth()
-                await self.storage.enqueue(outcome.deliveries, self.now(), result.request_key)
+                await self.storage.enqueue(outcome.deliveries, raw.received_at, result.request_key)
                 self._enqueued(len(outcome.deliveries))
-        return Response(result.body, status_code=result.status, media_type=result.media_type, headers=result.headers)
+        return Answer(result.status, result.body, result.media_type, result.headers)
 
     async def _record_orders(self, events: list[Event], order_ids: list[str], request_key: str | None, client: str) -> None:
         """The ledger's path: read, decide, process and write in one storage transaction."""
@@ -329,20 +349,6 @@ class Gateway:
             self.dispatcher.wake()
 
 
-def _route_for(path: str, entries: dict[str, tuple[ClientEntry, str]], gateway_ref: list[Gateway]) -> Route:
-    allowed = ", ".join(sorted(entries))
-
-    async def endpoint(request: Request) -> Response:
-        target = entries.get(request.method)
-        if target is None:
-            return json_response(
-                405, {"error": "method not allowed", "detail": {"allowed": sorted(entries)}}, {"Allow": allowed}
-            )
-        return await gateway_ref[0].handle(request, target[0], target[1])
-
-    return Route(path, endpoint, methods=ALL_METHODS)
-
-
 def create_app(
     container: Container,
     *,
@@ -351,14 +357,12 @@ def create_app(
     now: Callable[[], datetime] = utcnow,
 ) -> Starlette:
     gateway = Gateway(container, storage=storage, run_dispatcher=run_dispatcher, now=now)
-    ref = [gateway]
 
-    by_path: dict[str, dict[str, tuple[ClientEntry, str]]] = {}
+    by_path: dict[str, Methods] = {}
     for entry in container.clients:
         name = entry.config.type
         for method, path in entry.module.ROUTES:
             by_path.setdefault(path, {})[method] = (entry, name)
-    routes = [_route_for(path, methods, ref) for path, methods in by_path.items()]
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = metrics.render()
@@ -378,7 +382,7 @@ def create_app(
     async def openapi(request: Request) -> Response:
         return Response(openapi_body, media_type="application/json")
 
-    routes += [
+    routes = [
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
@@ -404,7 +408,9 @@ def create_app(
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.gateway = gateway
-    install_debug(app, gateway, by_path)  # X-Gateway-Trace on collection routes; /debug when enabled
+    install_debug(app, gateway)  # /debug when enabled
+    # Outermost: the collection routes never reach Starlette's router (see gateway/collect.py).
+    app.add_middleware(CollectionFront, gateway=gateway, routes=by_path, recorder=gateway.debug)
     return app
 
 
@@ -413,4 +419,9 @@ def app_from_env() -> Starlette:
     from gateway.logs import configure_logging
 
     configure_logging()
-    return create_app(load_container_file(os.environ[CONFIG_ENV]))
+    app = create_app(load_container_file(os.environ[CONFIG_ENV]))
+    # Everything built so far (modules, schemas, the compiled container) lives as long as the
+    # process: out of the collector's sight, the full collections it runs under load stay short.
+    gc.collect()
+    gc.freeze()
+    return app

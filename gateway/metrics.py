@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -74,6 +75,60 @@ _MAX_EVENT_NAMES = 200
 _seen_event_names: set[str] = set()
 
 
+class BufferedCount:
+    """Increments of one counter child, held in a plain number until ``flush``.
+
+    ``inc`` on a prometheus_client counter takes a lock (and in multiprocess
+    mode writes to a memory-mapped file); the request path counts several
+    things per hit, so it adds to a Python number instead, and ``flush``
+    (every second, and before each /metrics answer) hands the sums over.
+    Only the event loop's thread may call ``inc``.
+    """
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending: float = 0
+
+    def inc(self, amount: float = 1) -> None:
+        self.pending += amount
+
+
+_buffered: list[BufferedCount] = []
+
+
+def flush() -> None:
+    """Add every buffered increment to its counter."""
+    for count in _buffered:
+        if count.pending:
+            amount, count.pending = count.pending, 0
+            count.child.inc(amount)
+
+
+class LabelCache:
+    """The children of one labelled counter, each looked up once and buffered (``BufferedCount``).
+
+    ``Metric.labels()`` takes a lock and validates its arguments on every
+    call. Only use this for label values that are bounded already (status
+    codes, client and tag names, ``event_name_label``): every combination is
+    kept for the life of the process.
+    """
+
+    __slots__ = ("metric", "children")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[tuple[Any, ...], BufferedCount] = {}
+
+    def get(self, *labels: Any) -> BufferedCount:
+        count = self.children.get(labels)
+        if count is None:
+            count = self.children[labels] = BufferedCount(self.metric.labels(*(str(label) for label in labels)))
+            _buffered.append(count)
+        return count
+
+
 def event_name_label(name: str) -> str:
     """A bounded label for an event name: a client could send millions of names."""
     if name in _seen_event_names:
@@ -85,7 +140,12 @@ def event_name_label(name: str) -> str:
 
 
 def render() -> tuple[bytes, str]:
-    """The exposition for /metrics, aggregated across workers when there are several."""
+    """The exposition for /metrics, aggregated across workers when there are several.
+
+    This worker's buffered counts are flushed first; other workers flush theirs
+    every second, so with several workers a scrape can be up to a second behind.
+    """
+    flush()
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

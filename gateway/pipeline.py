@@ -33,7 +33,9 @@ class Pipeline:
     def __init__(self, container: Container) -> None:
         self.defaults = container.consent_defaults
         # Resolved once: the loop below runs for every tag of every event.
-        self._consent_children: dict[tuple[str, str | None, bool], object] = {}
+        self._consent_counts = metrics.LabelCache(metrics.CONSENT)
+        self._fires = metrics.LabelCache(metrics.TAG_FIRES)
+        self._redactions = metrics.LabelCache(metrics.PII_REDACTED)
         self.tags = [(t.trigger.matches, t.module.build, t.config, t.config.name) for t in container.tags]
         # The debugger's hook (gateway.debug.attach sets it): called with each run's events and outcome.
         self.observe: Callable[[list[Event], Outcome], None] | None = None
@@ -45,11 +47,11 @@ class Pipeline:
             outcome.decisions.append(decision)
             self._count_consent(event, decision)
             if decision.removed:
-                metrics.PII_REDACTED.labels("user_data" if "user_data" in decision.removed else "other").inc()
+                self._redactions.get("user_data" if "user_data" in decision.removed else "other").inc()
             for matches, build, config, name in self.tags:
                 if not matches(event):
                     continue
-                metrics.TAG_FIRES.labels(name).inc()
+                self._fires.get(name).inc()
                 outcome.fired.append((index, name))
                 try:
                     outcome.deliveries.extend(build(event, config))
@@ -68,10 +70,7 @@ class Pipeline:
 
     def _count_consent(self, event: Event, decision: ConsentDecision) -> None:
         consent = event.consent
+        defaulted = decision.defaulted
         for signal in CONSENT_SIGNALS:
-            key = (signal, getattr(consent, signal), signal in decision.defaulted)
-            child = self._consent_children.get(key)
-            if child is None:
-                child = metrics.CONSENT.labels(signal, key[1] or "unset", "default" if key[2] else "request")
-                self._consent_children[key] = child
-            child.inc()
+            state = getattr(consent, signal) or "unset"
+            self._consent_counts.get(signal, state, "default" if signal in defaulted else "request").inc()

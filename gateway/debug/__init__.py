@@ -19,8 +19,9 @@ data before anything is kept, and serves it at ``/debug`` behind a token.
 The gateway wires it in with two calls, ``attach`` (in ``Gateway.__init__``)
 and ``install`` (in ``create_app``), plus ``note_parsed`` and
 ``bind_ledger_step`` on the request path. With ``debug.enabled`` false,
-``attach`` returns None and changes nothing; ``install`` still adds the
-trace id middleware, which every deployment gets.
+``attach`` returns None and changes nothing. The trace id header, which
+every deployment gets, is set by the collection front (``gateway.collect``),
+which puts ``TraceMiddleware`` around its handler when a recorder exists.
 """
 
 from __future__ import annotations
@@ -64,13 +65,9 @@ def attach(gateway: Gateway) -> Recorder | None:
     return recorder
 
 
-def install(app: Starlette, gateway: Gateway, collection_paths: frozenset[str] | Any) -> None:
-    """Add the trace id middleware to ``app`` and, when the debugger is on, its routes."""
-    from gateway.debug.middleware import TraceMiddleware
-
+def install(app: Starlette, gateway: Gateway) -> None:
+    """Add the debugger's routes to ``app`` when the debugger is on."""
     recorder: Recorder | None = getattr(gateway, "debug", None)
-    app.add_middleware(TraceMiddleware, paths=frozenset(collection_paths), recorder=recorder,
-                       proxies=gateway.container.trusted_proxies)
     if recorder is not None:
         from gateway.debug.routes import DebugApp
 

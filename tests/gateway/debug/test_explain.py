@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from gateway import metrics
 from gateway.debug.explain import SpecError, explain, request_from_spec
 from tests.conftest import FIXTURES, container_from
 from tests.gateway.debug.support import debug_container
@@ -19,6 +20,7 @@ GA4_PURCHASE = FIXTURES / "ga4" / "purchase_with_user_data.json"
 
 
 def fires(tag: str) -> float:
+    metrics.flush()  # the pipeline buffers its counts
     return REGISTRY.get_sample_value("gateway_tag_fires_total", {"tag": tag}) or 0.0
 
 
