@@ -8,6 +8,25 @@ SAVEPOINT so that one failing operation fails only its own caller. N requests
 that arrive together therefore share one fsync, which is what makes
 ``synchronous=FULL`` (an acknowledged enqueue survives power loss) affordable.
 
+Savepoints are not free, though: while one is open SQLite keeps a copy of
+each page the first time it changes, and with two more statements per
+operation that is a sizeable share of what a small enqueue costs; so is a
+statement per request, each one a round trip through the driver. So the
+operations at the head of a group that only read and write the database
+(replayable ones: enqueues, claims, settles, ...) run without savepoints,
+and the enqueues among them are merged: their request keys are inserted one
+by one, in queue order (each caller learns whether its key was new; the
+first of two requests with one key wins), then the rows of every request
+whose key was new go in together through a few multi-row INSERTs, in queue
+order, so that ``OR IGNORE`` keeps the first of two deliveries with one
+idempotency key as separate statements would. If anything there fails, the
+whole transaction is rolled back and the group runs again the careful way,
+every operation in a savepoint of its own, so that only the bad one fails
+and nothing of it is written. Running them twice is safe because the
+rollback undid all they did. From the first operation that may not run twice
+(a ledger step, a sweep) to the end of the group, every operation has its
+own savepoint from the start.
+
 Reads go through a second connection on a thread of their own: in WAL mode a
 reader never waits for the writer, and a slow count never delays a commit.
 
@@ -25,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import queue
 import sqlite3
 import threading
@@ -52,6 +72,10 @@ from gateway.storage.base import (
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], T]
+# What the writer's queue holds: the operation, its caller's future and loop, and whether the
+# operation is replayable: it only reads and writes the database, so it may run again after a
+# rollback (see the module docstring).
+Queued = tuple[Op[Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop, bool]
 
 MAX_GROUP = 512  # operations committed together at most
 DRY_RUN_CAP = 10_000  # dry-run records kept
@@ -110,6 +134,15 @@ MIGRATIONS: list[tuple[str, ...]] = [
 _INSERT_ITEM = """INSERT OR IGNORE INTO outbox
     (destination, batch_key, idempotency_key, tag, item, created_at, next_attempt_at)
     VALUES (?, ?, ?, ?, ?, ?, ?)"""
+_INSERT_REQUEST_KEY = "INSERT OR IGNORE INTO request_keys (key, created_at) VALUES (?, ?)"
+# Rows per multi-row outbox INSERT at most: 7 parameters each stays far below SQLite's oldest
+# limit of 999 parameters per statement. Smaller remainders go in halves (32, 16, ... 1 rows),
+# so that at most seven statement texts exist and all of them stay in the statement cache.
+ROWS_PER_INSERT = 64
+_INSERT_ROWS = {
+    n: _INSERT_ITEM.replace("VALUES (?, ?, ?, ?, ?, ?, ?)", "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n))
+    for n in (1 << k for k in range(ROWS_PER_INSERT.bit_length()))
+}
 _DUE = "status = 'pending' AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
 _SELECT_DUE = f"""SELECT id, idempotency_key, item, tag, attempts, created_at, lease_until FROM outbox
     WHERE destination = ? AND batch_key = ? AND {_DUE} ORDER BY next_attempt_at, id LIMIT ?"""
@@ -139,6 +172,63 @@ def _unavailable(exc: BaseException) -> BaseException:
     return exc
 
 
+def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert outbox rows with as few statements as the cached texts allow (one step each, not one per row)."""
+    done, total, size = 0, len(rows), ROWS_PER_INSERT
+    while done < total:
+        while total - done < size:
+            size >>= 1
+        conn.execute(_INSERT_ROWS[size], list(itertools.chain.from_iterable(rows[done : done + size])))
+        done += size
+
+
+class _Enqueue:
+    """A queued enqueue: the rows of one request and its request key, built on the caller's side.
+
+    The writer recognises it by type and runs neighbouring ones together
+    (``_run_enqueues``); called on its own it is an ordinary operation, which
+    is how a failed run is replayed one request at a time.
+    """
+
+    __slots__ = ("rows", "request_key", "ts")
+
+    def __init__(self, rows: list[tuple[Any, ...]], request_key: str | None, ts: float) -> None:
+        self.rows = rows
+        self.request_key = request_key
+        self.ts = ts
+
+    def __call__(self, conn: sqlite3.Connection) -> bool:
+        if self.request_key is not None:
+            if conn.execute(_INSERT_REQUEST_KEY, (self.request_key, self.ts)).rowcount == 0:
+                return False
+        if self.rows:
+            _insert_rows(conn, self.rows)
+        return True
+
+
+def _run_enqueues(conn: sqlite3.Connection, ops: list[_Enqueue]) -> list[bool]:
+    """Store several enqueues at once; each one's result is what it would have been on its own.
+
+    Request keys go first and one by one, in queue order, so the first of two
+    requests with the same key wins and the second stores nothing. The rows
+    of every accepted request then go in together, in queue order, so that
+    ``OR IGNORE`` keeps the first of two deliveries with the same key, as
+    separate statements would.
+    """
+    results: list[bool] = []
+    rows: list[tuple[Any, ...]] = []
+    for op in ops:
+        if op.request_key is not None:
+            if conn.execute(_INSERT_REQUEST_KEY, (op.request_key, op.ts)).rowcount == 0:
+                results.append(False)
+                continue
+        rows += op.rows
+        results.append(True)
+    if rows:
+        _insert_rows(conn, rows)
+    return results
+
+
 class SQLiteStorage(Storage):
     def __init__(
         self,
@@ -152,13 +242,14 @@ class SQLiteStorage(Storage):
         self.busy_timeout = busy_timeout
         self.dry_run_cap = dry_run_cap
         self.transactions = 0  # group commits done (for tests and benchmarks)
-        self._queue: queue.SimpleQueue[tuple[Op[Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None]
+        self._queue: queue.SimpleQueue[Queued | None]
         self._queue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-reader")
         self._read_conn: sqlite3.Connection | None = None
         self._closed = False
         self._dry_runs_since_prune = 0
+        self._writing = False  # the writer thread takes operations (a flag: cheaper per call than is_alive())
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -203,6 +294,7 @@ class SQLiteStorage(Storage):
                 conn.close()
             ready.set_exception(_unavailable(exc))
             return
+        self._writing = True
         ready.set_result(None)
         try:
             stop = False
@@ -226,39 +318,46 @@ class SQLiteStorage(Storage):
                     if conn.in_transaction:
                         with contextlib.suppress(sqlite3.Error):
                             conn.execute("ROLLBACK")
-                    self._resolve(batch, [(False, exc)] * len(batch))
+                    self._resolve(batch, [(False, exc)] * len(batch))  # one bug: every caller gets the same exception
         finally:
+            self._writing = False
             conn.close()
+            while True:  # anything queued as the writer stopped is refused, not left waiting forever
+                try:
+                    left = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if left is not None:
+                    self._resolve([left], [(False, StorageUnavailable("sqlite: storage is not open"))])
 
-    def _commit_group(
-        self, conn: sqlite3.Connection, batch: list[tuple[Op[Any], asyncio.Future[Any], asyncio.AbstractEventLoop]]
-    ) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+    def _commit_group(self, conn: sqlite3.Connection, batch: list[Queued]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._resolve(batch, [(False, _unavailable(exc)) for _ in batch])
             return
-        aborted: BaseException | None = None
-        for op, _, _ in batch:
-            if aborted is not None:
-                outcomes.append((False, StorageUnavailable(str(aborted))))
-                continue
+        outcomes: list[tuple[bool, Any]] = []
+        # The replayable operations at the head of the group (usually all of it) run without
+        # savepoints (see the module docstring). If one of them fails, the transaction is rolled
+        # back and the group runs again, each operation in a savepoint of its own, to find whose
+        # failure it was.
+        free = 0
+        while free < len(batch) and batch[free][3]:
+            free += 1
+        if free:
             try:
-                conn.execute("SAVEPOINT op")
-                value = op(conn)
-                conn.execute("RELEASE op")
-                outcomes.append((True, value))
-            except Exception as exc:  # noqa: BLE001 - reported to the caller, the thread lives on
-                outcomes.append((False, _unavailable(exc)))
-                if not conn.in_transaction:  # SQLite rolled the whole transaction back (I/O error, ...)
-                    aborted = StorageUnavailable("sqlite: the transaction was rolled back")
-                    continue
+                self._run_free(conn, batch[:free], outcomes)
+            except Exception:  # noqa: BLE001 - found again below, in a savepoint of its own
+                outcomes = []
                 try:
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                except sqlite3.Error as rb_exc:
-                    aborted = _unavailable(rb_exc)
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    self._resolve(batch, [(False, _unavailable(exc)) for _ in batch])
+                    return
+                free = 0
+        aborted = self._run_careful(conn, batch, free, outcomes)
         if aborted is None:
             try:
                 conn.execute("COMMIT")
@@ -271,14 +370,57 @@ class SQLiteStorage(Storage):
                     conn.execute("ROLLBACK")
             reason = str(aborted)
             outcomes = [(False, StorageUnavailable(reason)) if ok else (ok, value) for ok, value in outcomes]
+            outcomes += [(False, StorageUnavailable(reason)) for _ in range(len(batch) - len(outcomes))]
         self._resolve(batch, outcomes)
 
     @staticmethod
-    def _resolve(
-        batch: list[tuple[Op[Any], asyncio.Future[Any], asyncio.AbstractEventLoop]], outcomes: list[tuple[bool, Any]]
-    ) -> None:
+    def _run_free(conn: sqlite3.Connection, batch: list[Queued], outcomes: list[tuple[bool, Any]]) -> None:
+        """Run replayable operations without savepoints, neighbouring enqueues together; raises on the first failure."""
+        i, n = 0, len(batch)
+        while i < n:
+            op = batch[i][0]
+            if type(op) is _Enqueue:
+                j = i + 1
+                while j < n and type(batch[j][0]) is _Enqueue:
+                    j += 1
+                outcomes += [(True, result) for result in _run_enqueues(conn, [e for e, _, _, _ in batch[i:j]])]
+                i = j
+            else:
+                outcomes.append((True, op(conn)))
+                i += 1
+
+    @staticmethod
+    def _run_careful(
+        conn: sqlite3.Connection, batch: list[Queued], start: int, outcomes: list[tuple[bool, Any]]
+    ) -> BaseException | None:
+        """Run ``batch[start:]``, each operation in a savepoint of its own, so that a failure is its caller's alone.
+
+        Appends one outcome per operation run. Returns why the whole
+        transaction is lost when it is: the operations after the one that lost
+        it are not run and have no outcome.
+        """
+        for op, _, _, _ in batch[start:]:
+            try:
+                conn.execute("SAVEPOINT op")
+                value = op(conn)
+                conn.execute("RELEASE op")
+            except Exception as exc:  # noqa: BLE001 - reported to the caller, the thread lives on
+                outcomes.append((False, _unavailable(exc)))
+                if not conn.in_transaction:  # SQLite rolled the whole transaction back (I/O error, ...)
+                    return StorageUnavailable("sqlite: the transaction was rolled back")
+                try:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                except sqlite3.Error as rb_exc:
+                    return _unavailable(rb_exc)
+                continue
+            outcomes.append((True, value))
+        return None
+
+    @staticmethod
+    def _resolve(batch: list[Queued], outcomes: list[tuple[bool, Any]]) -> None:
         per_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, fut, loop), (ok, value) in zip(batch, outcomes):
+        for (_, fut, loop, _), (ok, value) in zip(batch, outcomes):
             per_loop.setdefault(loop, []).append((fut, ok, value))
         for loop, items in per_loop.items():
             try:
@@ -301,14 +443,19 @@ class SQLiteStorage(Storage):
             conn.execute("ROLLBACK")
             raise
 
-    def _write(self, op: Op[T]) -> asyncio.Future[T]:
-        """Queue ``op`` for the next group commit; the future holds its return value."""
+    def _write(self, op: Op[T], replayable: bool = False) -> asyncio.Future[T]:
+        """Queue ``op`` for the next group commit; the future holds its return value.
+
+        ``replayable`` says that ``op`` only reads and writes the database, so
+        that after a rollback it may run again: the writer then runs it without
+        a savepoint of its own (see the module docstring).
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        if self._closed or self._writer is None or not self._writer.is_alive():
+        if self._closed or not self._writing:
             fut.set_exception(StorageUnavailable("sqlite: storage is not open"))
         else:
-            self._queue.put((op, fut, loop))
+            self._queue.put((op, fut, loop, replayable))
         return fut
 
     # -- the reader thread -----------------------------------------------------
@@ -354,16 +501,7 @@ class SQLiteStorage(Storage):
         ]
         if request_key is None and not rows:
             return True
-
-        def op(conn: sqlite3.Connection) -> bool:
-            if request_key is not None:
-                cur = conn.execute("INSERT OR IGNORE INTO request_keys (key, created_at) VALUES (?, ?)", (request_key, ts))
-                if cur.rowcount == 0:
-                    return False
-            conn.executemany(_INSERT_ITEM, rows)
-            return True
-
-        return await self._write(op)
+        return await self._write(_Enqueue(rows, request_key, ts), replayable=True)
 
     async def ready_groups(self, now: datetime) -> list[GroupInfo]:
         ts = _ts(now)
@@ -390,7 +528,7 @@ class SQLiteStorage(Storage):
             )
             return rows
 
-        rows = await self._write(op)
+        rows = await self._write(op, replayable=True)
         return [
             PendingItem(id=id_, idempotency_key=key, item=orjson.loads(item), tag=tag, attempts=attempts,
                         created_at=_dt(created))
@@ -429,13 +567,15 @@ class SQLiteStorage(Storage):
             )
             conn.executemany("DELETE FROM outbox WHERE id = ? AND status = 'pending'", [(r[3],) for r in dead_rows])
 
-        await self._write(op)
+        await self._write(op, replayable=True)
 
     async def release(self, ids: Sequence[int]) -> None:
         if not ids:
             return
         rows = [(id_,) for id_ in ids]
-        await self._write(lambda c: c.executemany("UPDATE outbox SET lease_until = NULL WHERE id = ?", rows))
+        await self._write(
+            lambda c: c.executemany("UPDATE outbox SET lease_until = NULL WHERE id = ?", rows), replayable=True
+        )
 
     async def stats(self, now: datetime) -> list[DestinationStats]:
         rows = await self._read(
@@ -470,7 +610,7 @@ class SQLiteStorage(Storage):
                     (cap - 1,),
                 )
 
-        await self._write(op)
+        await self._write(op, replayable=True)
 
     async def list_dry_runs(self, last: int) -> list[DryRunRecord]:
         rows = await self._read(
@@ -513,7 +653,7 @@ class SQLiteStorage(Storage):
                 conn.execute("DELETE FROM dead_letters WHERE id = ?", (id_,))
             return len(rows)
 
-        return await self._write(op)
+        return await self._write(op, replayable=True)
 
     async def prune(self, now: datetime, retention: timedelta) -> int:
         cutoff = _ts(now) - retention.total_seconds()
@@ -532,7 +672,7 @@ class SQLiteStorage(Storage):
 
         total = 0
         while True:  # in chunks, so that no commit holds the write lock for long
-            items, keys = await self._write(op)
+            items, keys = await self._write(op, replayable=True)
             total += items + keys
             if items < PRUNE_CHUNK and keys < PRUNE_CHUNK:
                 return total
@@ -547,7 +687,7 @@ class SQLiteStorage(Storage):
 
         def op(conn: sqlite3.Connection) -> LedgerWrite | None:
             if request_key is not None:
-                cur = conn.execute("INSERT OR IGNORE INTO request_keys (key, created_at) VALUES (?, ?)", (request_key, ts))
+                cur = conn.execute(_INSERT_REQUEST_KEY, (request_key, ts))
                 if cur.rowcount == 0:
                     return None
             write = step(sqlite_ledger.load_state(conn, ids))
