@@ -7,6 +7,14 @@ settle every item by its result. Up to ``delivery.concurrency`` batches are in
 flight at once; groups are served round-robin so that one large backlog does
 not starve the others.
 
+A claim is one storage write, so a group is claimed for as many batches as
+there are free slots (its fair share of them when several groups wait) in one
+call, and the items are split into batches there. Items are never claimed
+ahead of a free slot: everything claimed is sent at once, and a lease never
+runs while an item merely waits. Results are written the same way: sends that
+finish while the storage is busy with the previous results are settled
+together in the next write.
+
 A retry waits ``backoff_initial * 2**attempts`` (capped at ``backoff_max``)
 with equal jitter, so a vendor outage does not come back as one synchronised
 wave, and never less than the vendor's ``Retry-After``. An item whose send
@@ -28,8 +36,9 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from gateway import metrics
 from gateway.config import DeliverySection
@@ -41,11 +50,22 @@ log = logging.getLogger("gateway.dispatcher")
 
 STATS_INTERVAL = 5.0  # seconds between outbox depth/age gauge updates
 PRUNE_INTERVAL = 3600.0  # seconds between deletions of expired delivered items
+# Seconds stop() gives the results of finished sends to reach the storage, even when its own timeout
+# is spent: a result that is not written makes its item go out again once the lease runs out.
+SETTLE_GRACE = 5.0
+# Batches whose results may wait for the storage, per slot, before the dispatcher stops claiming
+# more: a storage that writes slowly slows the sending down instead of piling up results.
+SETTLE_BACKLOG_PER_SLOT = 4
 _CODE_LABEL_MAX = 64
 # Distinct vendor codes kept as metric labels per destination; the rest count as "(other)". Codes come
 # from the vendors' answers, so without a bound a misbehaving endpoint could grow the label set forever.
 _CODE_LABELS_PER_DESTINATION = 100
 _code_labels: dict[str, set[str]] = {}
+# Metric children remembered per destination by (outcome, code); past this many the label is looked up
+# each time, so a vendor inventing codes cannot grow the cache either.
+_CACHED_CHILDREN = 4 * _CODE_LABELS_PER_DESTINATION
+
+Dead = tuple[int, str | None, str | None]  # item id, code, message
 
 
 def utcnow() -> datetime:
@@ -59,6 +79,139 @@ def dry_run_recorder(storage: Storage, now: Callable[[], datetime] = utcnow) -> 
         await storage.record_dry_run(destination, batch_key, request.for_record(), item_count, now())
 
     return record
+
+
+class _Slots:
+    """The batches that may be in flight: a semaphore from which a pass takes several slots at once.
+
+    Each send task gives back exactly one slot when it ends; a pass gives back
+    the slots it took but did not use. Only the counter changes between
+    awaits, so a slot cannot be lost to a cancellation.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._freed = asyncio.Event()
+
+    async def take(self, most: int, among: int = 1) -> int:
+        """Wait for a free slot, then take up to ``most``, and no more than a ``1/among`` share of the free ones."""
+        while self.free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+        taken = min(most, -(-self.free // among))
+        self.free -= taken
+        return taken
+
+    def give(self, count: int = 1) -> None:
+        if count > 0:
+            self.free += count
+            self._freed.set()
+
+
+@dataclass(slots=True)
+class _Due:
+    """A group a pass serves: its sender, and the items of it still to claim in this pass."""
+
+    sender: Sender
+    group: GroupInfo
+    left: int
+    by_age: bool  # old enough to go out in an incomplete batch
+
+    def batches(self) -> int:
+        """Batches still to send: full ones only, unless the group waited ``flush_interval``."""
+        size = self.sender.max_batch_size
+        return -(-self.left // size) if self.by_age else self.left // size
+
+
+class _DestinationMetrics:
+    """One destination's metric children, looked up once: ``labels()`` costs more than the update itself."""
+
+    __slots__ = ("destination", "send_latency", "batch_size", "lag", "retries", "_deliveries", "_dead_letters")
+
+    def __init__(self, destination: str) -> None:
+        self.destination = destination
+        self.send_latency = metrics.SEND_LATENCY.labels(destination)
+        self.batch_size = metrics.BATCH_SIZE.labels(destination)
+        self.lag = metrics.DELIVERY_LAG.labels(destination)
+        self.retries = metrics.RETRIES.labels(destination)
+        self._deliveries: dict[tuple[str, str | None], Any] = {}
+        self._dead_letters: dict[str | None, Any] = {}
+
+    def deliveries(self, outcome: str, code: str | None) -> Any:
+        child = self._deliveries.get((outcome, code))
+        if child is None:
+            child = metrics.DELIVERIES.labels(self.destination, outcome, _label(code, self.destination))
+            if len(self._deliveries) < _CACHED_CHILDREN:
+                self._deliveries[(outcome, code)] = child
+        return child
+
+    def dead_letters(self, code: str | None) -> Any:
+        child = self._dead_letters.get(code)
+        if child is None:
+            child = metrics.DEAD_LETTERS.labels(self.destination, _label(code, self.destination))
+            if len(self._dead_letters) < _CACHED_CHILDREN:
+                self._dead_letters[code] = child
+        return child
+
+
+class _SettleQueue:
+    """Results of finished sends, written to the storage by one task, as many at a time as are waiting.
+
+    A send's results are queued without waiting for the storage; the writer
+    takes everything queued, writes it with one call, and repeats until the
+    queue is empty. Sends that finish while one write is under way therefore
+    share the next one, instead of costing one storage transaction each.
+    """
+
+    def __init__(self, write: Callable[[list[int], list[Retry], list[Dead]], Awaitable[None]]) -> None:
+        self._write = write
+        self._delivered: list[int] = []
+        self._retries: list[Retry] = []
+        self._dead: list[Dead] = []
+        self._queued = 0  # batches waiting for the next write
+        self._writing = 0  # batches in the write under way
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Batches whose results are not written yet."""
+        return self._queued + self._writing
+
+    @property
+    def items(self) -> int:
+        return len(self._delivered) + len(self._retries) + len(self._dead)
+
+    def put(self, delivered: list[int], retries: list[Retry], dead: list[Dead]) -> None:
+        self._delivered += delivered
+        self._retries += retries
+        self._dead += dead
+        self._queued += 1
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name="dispatcher-settle")
+
+    async def flush(self) -> None:
+        """Return once everything queued, including what is queued meanwhile, was written (or given up)."""
+        while self._task is not None:
+            await asyncio.wait({self._task})
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _drain(self) -> None:
+        try:
+            while self._queued:
+                delivered, retries, dead = self._delivered, self._retries, self._dead
+                self._delivered, self._retries, self._dead = [], [], []
+                self._writing, self._queued = self._queued, 0
+                try:
+                    await self._write(delivered, retries, dead)
+                except Exception:  # noqa: BLE001 - the leases run out and the items go out again
+                    log.exception("settle failed", extra={"items": len(delivered) + len(retries) + len(dead)})
+                finally:
+                    self._writing = 0
+        finally:
+            self._task = None
 
 
 class Dispatcher:
@@ -75,7 +228,9 @@ class Dispatcher:
         self.delivery = delivery
         self._now = now
         self._rng = rng or random.Random()
-        self._slots = asyncio.Semaphore(delivery.concurrency)
+        self._slots = _Slots(delivery.concurrency)
+        self._request_timeout = delivery.request_timeout.total_seconds()
+        self._settles = _SettleQueue(self._write_settle)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -85,6 +240,7 @@ class Dispatcher:
         self._next_prune = 0.0
         self._seen_destinations: set[str] = set()
         self._unknown_destinations: set[str] = set()
+        self._metrics: dict[str, _DestinationMetrics] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -96,7 +252,13 @@ class Dispatcher:
         self._task = asyncio.create_task(self._loop(), name="dispatcher")
 
     async def stop(self, timeout: float = 10) -> None:
-        """Stop claiming, let batches in flight finish for up to ``timeout`` seconds, then close the senders."""
+        """Stop claiming, let batches in flight finish for up to ``timeout`` seconds, then close the senders.
+
+        The results of the batches that finished are written before it returns
+        (given ``SETTLE_GRACE`` seconds even when ``timeout`` is spent); the
+        leases of the batches cut short are released, so they go out again
+        without waiting for the lease.
+        """
         self._stopping = True
         self._wake.set()
         deadline = time.monotonic() + timeout
@@ -110,10 +272,11 @@ class Dispatcher:
             await asyncio.wait(set(self._inflight), timeout=max(0.0, deadline - time.monotonic()))
         unsent: list[int] = []
         for task, ids in list(self._inflight.items()):
-            task.cancel()
-            unsent.extend(ids)
+            if task.cancel():  # False once the task ended: its results are queued for settling
+                unsent.extend(ids)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._flush_settles(max(SETTLE_GRACE, deadline - time.monotonic()))
         if unsent:
             log.warning("dispatcher stopped with batches in flight", extra={"items": len(unsent)})
             try:
@@ -126,12 +289,22 @@ class Dispatcher:
             except Exception:  # noqa: BLE001 - shutting down regardless
                 log.exception("sender close failed", extra={"destination": sender.destination})
 
+    async def _flush_settles(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._settles.flush()
+        except TimeoutError:
+            log.error("results not written; their items go out again once the leases expire",
+                      extra={"items": self._settles.items})
+            self._settles.cancel()
+            await self._settles.flush()
+
     @property
     def alive(self) -> bool:
         """The loop runs and has made progress recently (for /readyz)."""
         if self._task is None or self._task.done():
             return False
-        stale_after = self.delivery.request_timeout.total_seconds() + 10 * self.delivery.poll_interval.total_seconds() + 5
+        stale_after = self._request_timeout + 10 * self.delivery.poll_interval.total_seconds() + 5
         return time.monotonic() - self._heartbeat < stale_after
 
     def wake(self) -> None:
@@ -139,10 +312,11 @@ class Dispatcher:
         self._wake.set()
 
     async def run_once(self) -> int:
-        """One pass, waiting for its sends: returns how many items were settled."""
+        """One pass, waiting for its sends and their settling: returns how many items were settled."""
         tasks: list[asyncio.Task[int]] = []
         await self._pass(tasks)
         counts = await asyncio.gather(*tasks)
+        await self._settles.flush()
         return sum(counts)
 
     # -- the loop --------------------------------------------------------------
@@ -183,7 +357,23 @@ class Dispatcher:
             metrics.STORAGE_ERRORS.labels("ready_groups").inc()
             log.error("storage unavailable", extra={"operation": "ready_groups", "error": str(exc)})
             return 0
-        queue: list[tuple[Sender, GroupInfo, int, bool]] = []  # sender, group, items left, flushing by age
+        queue = self._due(groups, now)
+        started = 0
+        while queue and not self._stopping:
+            next_round: list[_Due] = []
+            for position, due in enumerate(queue):
+                count = await self._claim_and_send(due, len(queue) - position, collect)
+                if count is None:
+                    return started
+                started += count
+                if count and due.batches() > 0:
+                    next_round.append(due)
+            queue = next_round
+        return started
+
+    def _due(self, groups: list[GroupInfo], now: datetime) -> list[_Due]:
+        """The groups to serve, oldest first: a sender, not paused, and a full batch or one old enough."""
+        queue: list[_Due] = []
         for group in sorted(groups, key=lambda g: g.oldest_created_at):
             sender = self.senders.get(group.destination)
             if sender is None:
@@ -193,58 +383,75 @@ class Dispatcher:
                 continue
             if sender.paused(group.batch_key):
                 continue
-            by_age = (now - group.oldest_created_at).total_seconds() >= sender.flush_interval
-            if group.count >= sender.max_batch_size or by_age:
-                queue.append((sender, group, group.count, by_age))
+            due = _Due(sender, group, group.count, (now - group.oldest_created_at).total_seconds() >= sender.flush_interval)
+            if due.batches() > 0:
+                queue.append(due)
+        return queue
 
-        started = 0
-        while queue and not self._stopping:
-            next_round = []
-            for sender, group, left, by_age in queue:
-                await self._slots.acquire()
-                self._heartbeat = time.monotonic()
-                if self._stopping:
-                    self._slots.release()
-                    return started
-                try:
-                    items = await self.storage.claim(
-                        group.destination, group.batch_key, sender.max_batch_size, self._now(), self.delivery.lease
-                    )
-                except StorageUnavailable as exc:
-                    self._slots.release()
-                    metrics.STORAGE_ERRORS.labels("claim").inc()
-                    log.error("storage unavailable", extra={"operation": "claim", "error": str(exc)})
-                    return started
-                except BaseException:
-                    self._slots.release()
-                    raise
-                if not items:
-                    self._slots.release()
-                    continue
-                task = asyncio.create_task(self._send(sender, group.batch_key, items))
-                self._inflight[task] = [item.id for item in items]
-                task.add_done_callback(self._inflight_done)
-                started += 1
-                if collect is not None:
-                    collect.append(task)
-                left -= len(items)
-                if left >= sender.max_batch_size or (by_age and left > 0):
-                    next_round.append((sender, group, left, by_age))
-            queue = next_round
-        return started
+    async def _claim_and_send(self, due: _Due, among: int, collect: list[asyncio.Task[int]] | None) -> int | None:
+        """Take this group's share of the free slots, claim that many batches in one call, start sending them.
+
+        Returns how many batches were started (0 when the group had nothing
+        left to claim or its sender was paused meanwhile), or None when the
+        pass should end (stopping, storage unavailable). Slots not used for a
+        batch are given back here.
+        """
+        if self._settles.backlog >= SETTLE_BACKLOG_PER_SLOT * self.delivery.concurrency:
+            await self._settles.flush()
+        taken = await self._slots.take(due.batches(), among)
+        self._heartbeat = time.monotonic()
+        if self._stopping:
+            self._slots.give(taken)
+            return None
+        sender, group = due.sender, due.group
+        if sender.paused(group.batch_key):  # a send of this pass ran into bad credentials while we waited
+            self._slots.give(taken)
+            return 0
+        limit = min(taken * sender.max_batch_size, due.left)
+        try:
+            items = await self.storage.claim(group.destination, group.batch_key, limit, self._now(), self.delivery.lease)
+        except StorageUnavailable as exc:
+            self._slots.give(taken)
+            metrics.STORAGE_ERRORS.labels("claim").inc()
+            log.error("storage unavailable", extra={"operation": "claim", "error": str(exc)})
+            return None
+        except BaseException:
+            self._slots.give(taken)
+            raise
+        batches = self._start_sends(sender, group.batch_key, items, collect)
+        self._slots.give(taken - batches)
+        # Fewer items than asked for: someone else claimed the rest, nothing more is due in this group.
+        due.left = due.left - len(items) if len(items) == limit else 0
+        return batches
+
+    def _start_sends(
+        self, sender: Sender, batch_key: str, items: list[PendingItem], collect: list[asyncio.Task[int]] | None
+    ) -> int:
+        """One send task per ``max_batch_size`` items, each holding one slot until it ends."""
+        size = sender.max_batch_size
+        batches = 0
+        for start in range(0, len(items), size):
+            batch = items[start : start + size]
+            task = asyncio.create_task(self._send(sender, batch_key, batch))
+            self._inflight[task] = [item.id for item in batch]
+            task.add_done_callback(self._inflight_done)
+            if collect is not None:
+                collect.append(task)
+            batches += 1
+        return batches
 
     def _inflight_done(self, task: asyncio.Task[int]) -> None:
         self._inflight.pop(task, None)
-        self._slots.release()
+        self._slots.give()
 
     async def _send(self, sender: Sender, batch_key: str, items: list[PendingItem]) -> int:
         destination = sender.destination
+        meters = self._destination_metrics(destination)
         started = time.monotonic()
         results: Sequence[Result]
         try:
-            results = await asyncio.wait_for(
-                sender.send(batch_key, items), self.delivery.request_timeout.total_seconds()
-            )
+            async with asyncio.timeout(self._request_timeout):
+                results = await sender.send(batch_key, items)
             if len(results) != len(items):
                 raise ValueError(f"sender returned {len(results)} results for {len(items)} items")
         except TimeoutError:
@@ -253,8 +460,8 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - a failing sender must not take the loop down
             log.exception("sender failed", extra={"destination": destination, "batch_key": batch_key, "items": len(items)})
             results = [Result.retry("exception", type(exc).__name__)] * len(items)
-        metrics.SEND_LATENCY.labels(destination).observe(time.monotonic() - started)
-        metrics.BATCH_SIZE.labels(destination).observe(len(items))
+        meters.send_latency.observe(time.monotonic() - started)
+        meters.batch_size.observe(len(items))
         if sender.paused(batch_key) and all(r.outcome == "retry" for r in results):
             # The sender stopped for bad credentials during this send: the items
             # wait for new credentials without losing an attempt to it.
@@ -263,34 +470,45 @@ class Dispatcher:
             except StorageUnavailable:
                 metrics.STORAGE_ERRORS.labels("release").inc()  # the leases expire on their own
             return len(items)
-        await self._settle(destination, batch_key, items, results)
+        self._settle(meters, batch_key, items, results)
         return len(items)
 
-    async def _settle(self, destination: str, batch_key: str, items: list[PendingItem], results: Sequence[Result]) -> None:
+    def _settle(self, meters: _DestinationMetrics, batch_key: str, items: list[PendingItem], results: Sequence[Result]) -> None:
+        """Sort a batch's results into delivered, retries and dead letters, count them, and queue them for writing."""
         now = self._now()
         delivered: list[int] = []
         retries: list[Retry] = []
-        dead: list[tuple[int, str | None, str | None]] = []
+        dead: list[Dead] = []
+        outcomes: dict[tuple[str, str | None], int] = {}
         for item, result in zip(items, results):
             code = result.code
-            metrics.DELIVERIES.labels(destination, result.outcome, _label(code, destination)).inc()
+            key = (result.outcome, code)
+            outcomes[key] = outcomes.get(key, 0) + 1
             if result.outcome == "delivered":
                 delivered.append(item.id)
-                metrics.DELIVERY_LAG.labels(destination).observe(max(0.0, (now - item.created_at).total_seconds()))
+                meters.lag.observe(max(0.0, (now - item.created_at).total_seconds()))
             elif result.outcome == "retry" and item.attempts + 1 < self.delivery.max_attempts:
                 delay = self.backoff_delay(item.attempts)
                 if result.retry_after is not None:
                     delay = max(delay, result.retry_after)
                 retries.append(Retry(item.id, now + timedelta(seconds=delay), code, result.message))
-                metrics.RETRIES.labels(destination).inc()
             else:
                 dead.append((item.id, code, result.message))
-                metrics.DEAD_LETTERS.labels(destination, _label(code, destination)).inc()
+                meters.dead_letters(code).inc()
                 log.warning(
                     "item dead-lettered",
-                    extra={"destination": destination, "batch_key": batch_key, "item_id": item.id,
+                    extra={"destination": meters.destination, "batch_key": batch_key, "item_id": item.id,
                            "attempts": item.attempts + 1, "code": code, "outcome": result.outcome},
                 )
+        for (outcome, code), count in outcomes.items():
+            meters.deliveries(outcome, code).inc(count)
+        if retries:
+            meters.retries.inc(len(retries))
+        self._settles.put(delivered, retries, dead)
+
+    async def _write_settle(self, delivered: list[int], retries: list[Retry], dead: list[Dead]) -> None:
+        """One storage write for the results of every batch queued meanwhile; tried three times."""
+        now = self._now()
         for attempt in range(3):
             try:
                 await self.storage.settle(now, delivered, retries, dead)
@@ -301,6 +519,12 @@ class Dispatcher:
                 if attempt < 2:
                     await asyncio.sleep(0.5 * (attempt + 1))
         # The leases run out and the items are sent again: at least once, never lost.
+
+    def _destination_metrics(self, destination: str) -> _DestinationMetrics:
+        meters = self._metrics.get(destination)
+        if meters is None:
+            meters = self._metrics[destination] = _DestinationMetrics(destination)
+        return meters
 
     def backoff_delay(self, attempts: int) -> float:
         """Seconds to wait after the send number ``attempts + 1`` failed: exponential, capped, equal jitter."""

@@ -23,6 +23,8 @@ from typing import Literal, cast
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from gateway import sender
 from gateway.delivery import Result
@@ -42,6 +44,9 @@ class _Target:
     url: str
     headers: dict[str, str]
     mode: Literal["live", "dry_run"]
+    # The URL parsed and the headers in aiohttp's own form, made once per tag rather than on every request.
+    parsed_url: URL
+    request_headers: CIMultiDictProxy[str]
 
 
 class Sender(sender.Sender):
@@ -70,21 +75,22 @@ class Sender(sender.Sender):
         return [await self._send_one(target, batch_key, item) for item in items]
 
     async def _send_one(self, target: _Target, batch_key: str, item: PendingItem) -> Result:
-        request = OutgoingRequest(target.method, target.url, target.headers, orjson.dumps(item.item))
+        body = orjson.dumps(item.item)
         if target.mode == "dry_run":
+            request = OutgoingRequest(target.method, target.url, target.headers, body)
             await self.ctx.record_dry_run(self.destination, batch_key, request, 1)
             return Result.delivered("dry_run")
         if self._session is None:
             raise RuntimeError("http_request sender used before start()")
         if self.ctx.observe is not None:
-            self.ctx.observe(request)
+            self.ctx.observe(OutgoingRequest(target.method, target.url, target.headers, body))
         try:
             async with self._session.request(
-                request.method, request.url, headers=request.headers, data=request.body, allow_redirects=False
+                target.method, target.parsed_url, headers=target.request_headers, data=body, allow_redirects=False
             ) as response:
                 status = response.status
                 if 200 <= status < 300:
-                    return Result.delivered(f"http_{status}")
+                    return _delivered(status)
                 message = await _short_message(response)
                 if status in RETRY_STATUSES or status >= 500:
                     retry_after = _retry_after(response.headers.get("Retry-After"), self.ctx)
@@ -101,7 +107,19 @@ def _target(tag: TagConfig) -> _Target:
     headers = dict(config.headers)
     if not any(name.lower() == "content-type" for name in headers):
         headers = {"Content-Type": "application/json", **headers}
-    return _Target(config.method, config.url, headers, config.mode)
+    return _Target(config.method, config.url, headers, config.mode, URL(config.url),
+                   CIMultiDictProxy(CIMultiDict(headers)))
+
+
+_DELIVERED: dict[int, Result] = {}
+
+
+def _delivered(status: int) -> Result:
+    """The result of a 2xx, shared between items (results are immutable): most answers are the same few codes."""
+    result = _DELIVERED.get(status)
+    if result is None:
+        result = _DELIVERED[status] = Result.delivered(f"http_{status}")
+    return result
 
 
 async def _short_message(response: aiohttp.ClientResponse) -> str:

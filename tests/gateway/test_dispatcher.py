@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from gateway.config import DeliverySection
 from gateway.delivery import Delivery, Result
+from gateway import dispatcher as dispatcher_module
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.event import Event
 from gateway.sender import PendingItem, Sender, SenderContext
@@ -321,3 +322,215 @@ async def test_stop_releases_the_lease_of_a_batch_still_in_flight(storage: SQLit
     assert sender.closed
     claimed = await storage.claim("scripted", "key", 10, clock(), timedelta(seconds=60))
     assert [p.idempotency_key for p in claimed] == ["a"]
+
+
+# -- claiming and settling many items per storage call -------------------------------------------------------
+
+
+class CountingStorage:
+    """The real storage, recording the size of every claim and settle the dispatcher asks of it."""
+
+    def __init__(self, inner: SQLiteStorage, settle_delay: float = 0.0) -> None:
+        self.inner = inner
+        self.settle_delay = settle_delay
+        self.claims: list[tuple[int, int]] = []  # (limit asked, items got)
+        self.settles: list[int] = []  # items per settle call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def claim(self, destination: str, batch_key: str, limit: int, now: datetime, lease: timedelta) -> list[PendingItem]:
+        items = await self.inner.claim(destination, batch_key, limit, now, lease)
+        self.claims.append((limit, len(items)))
+        return items
+
+    async def settle(self, now: datetime, delivered: Any = (), retries: Any = (), dead: Any = ()) -> None:
+        if self.settle_delay:
+            await asyncio.sleep(self.settle_delay)
+        await self.inner.settle(now, delivered, retries, dead)
+        self.settles.append(len(delivered) + len(retries) + len(dead))
+
+
+class SlowSender(ScriptedSender):
+    """Every send takes ``delay`` seconds; records how many sends were in flight at most."""
+
+    def __init__(self, delay: float = 0.01, *, max_batch_size: int = 1, flush_interval: float = 0.0) -> None:
+        super().__init__(self._answer, max_batch_size=max_batch_size, flush_interval=flush_interval)
+        self.delay = delay
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.keys: list[str] = []  # batch key of each send, in the order they started
+
+    async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
+        self.keys.append(batch_key)
+        return await super().send(batch_key, items)
+
+    async def _answer(self, items: list[PendingItem]) -> list[Result]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        return [Result.delivered()] * len(items)
+
+
+def keyed(key: str, batch_key: str = "key", destination: str = "scripted") -> Delivery:
+    return Delivery(destination, batch_key, key, {"n": key}, "scripted_tag")
+
+
+async def test_200_http_request_items_are_claimed_and_settled_in_far_fewer_storage_calls(
+    storage: SQLiteStorage, sink: HttpSink, clock: Clock
+) -> None:
+    counting = CountingStorage(storage)
+    ctx = SenderContext(record_dry_run=dry_run_recorder(storage, clock), now=clock, request_timeout=2.0)
+    sender = _http_sender.Sender(None, [hook_tag(f"{sink.url}/events")], ctx)
+    await sender.start()
+    try:
+        dispatcher = Dispatcher(counting, {"http_request": sender}, settings(concurrency=8), now=clock)  # type: ignore[arg-type]
+        deliveries = [d for n in range(200) for d in http_request.build(
+            Event(event_name="purchase", event_id=f"ev-{n}", timestamp=T0), hook_tag(f"{sink.url}/events"))]
+        await storage.enqueue(deliveries, clock())
+        assert await dispatcher.run_once() == 200
+    finally:
+        await sender.close()
+    assert len(sink.requests) == 200 and await storage.pending_count() == 0
+    assert counting.claims[0] == (8, 8)  # every free slot at once
+    assert sum(got for _, got in counting.claims) == 200
+    assert len(counting.claims) <= 100 and len(counting.settles) <= 100
+    assert sum(counting.settles) == 200
+
+
+async def test_batches_finishing_together_share_one_claim_and_one_settle(storage: SQLiteStorage, clock: Clock) -> None:
+    counting = CountingStorage(storage)
+    sender = SlowSender(0.01)
+    dispatcher = Dispatcher(counting, {"scripted": sender}, settings(concurrency=8), now=clock)  # type: ignore[arg-type]
+    await storage.enqueue([keyed(f"k{n:03}") for n in range(200)], clock())
+    assert await dispatcher.run_once() == 200
+    assert await storage.pending_count() == 0
+    assert sender.batches == [[f"k{n:03}"] for n in range(200)]  # oldest first, one per send
+    assert len(counting.claims) <= 30 and sum(got for _, got in counting.claims) == 200
+    assert len(counting.settles) <= 30 and sum(counting.settles) == 200
+
+
+async def test_at_most_concurrency_batches_are_in_flight_and_every_slot_comes_back(
+    storage: SQLiteStorage, clock: Clock
+) -> None:
+    sender = SlowSender(0.005, max_batch_size=2, flush_interval=0)
+    dispatcher = Dispatcher(storage, {"scripted": sender}, settings(concurrency=3), now=clock)
+    await storage.enqueue([keyed(f"k{n:02}") for n in range(41)], clock())
+    assert await dispatcher.run_once() == 41
+    assert sender.most_in_flight == 3
+    assert [len(batch) for batch in sender.batches] == [2] * 20 + [1]
+    assert dispatcher._slots.free == 3 and not dispatcher._inflight
+
+
+async def test_the_running_loop_keeps_to_the_concurrency_and_settles_everything(
+    storage: SQLiteStorage, clock: Clock
+) -> None:
+    counting = CountingStorage(storage)
+    sender = SlowSender(0.002)
+    dispatcher = Dispatcher(counting, {"scripted": sender}, settings(concurrency=4, poll_interval="5ms"), now=clock)  # type: ignore[arg-type]
+    await dispatcher.start()
+    for start in range(0, 300, 50):
+        await storage.enqueue([keyed(f"k{n:03}") for n in range(start, start + 50)], clock())
+        dispatcher.wake()
+        await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        while await storage.pending_count():
+            await asyncio.sleep(0.01)
+    await dispatcher.stop(timeout=1)
+    assert sender.most_in_flight == 4
+    assert sorted(key for batch in sender.batches for key in batch) == [f"k{n:03}" for n in range(300)]
+    assert sum(counting.settles) == 300 and len(counting.settles) < 300
+    assert dispatcher._slots.free == 4
+
+
+async def test_groups_share_the_free_slots_round_robin(storage: SQLiteStorage, clock: Clock) -> None:
+    sender = SlowSender(0.01)
+    dispatcher = Dispatcher(storage, {"scripted": sender}, settings(concurrency=4), now=clock)
+    await storage.enqueue([keyed(f"a{n:02}", "a") for n in range(20)], clock())
+    clock.advance(1)
+    await storage.enqueue([keyed(f"b{n:02}", "b") for n in range(20)], clock())
+    assert await dispatcher.run_once() == 40
+    assert sorted(sender.keys[:4]) == ["a", "a", "b", "b"]  # the older backlog does not take every slot
+    assert sender.most_in_flight == 4
+
+
+async def test_a_claim_that_gets_fewer_items_gives_the_unused_slots_back(storage: SQLiteStorage, clock: Clock) -> None:
+    class RacedStorage(CountingStorage):
+        """Another instance claims half of the group between this one's look and its claim."""
+
+        async def ready_groups(self, now: datetime) -> Any:
+            groups = await self.inner.ready_groups(now)
+            await self.inner.claim("scripted", "key", 5, now, timedelta(seconds=60))
+            return groups
+
+    raced = RacedStorage(storage)
+    sender = SlowSender(0.001)
+    dispatcher = Dispatcher(raced, {"scripted": sender}, settings(concurrency=8), now=clock)  # type: ignore[arg-type]
+    await storage.enqueue([keyed(f"k{n}") for n in range(10)], clock())
+    assert await dispatcher.run_once() == 5
+    assert raced.claims == [(8, 5)]  # and no second claim for a group found empty
+    assert dispatcher._slots.free == 8 and not dispatcher._inflight
+
+
+async def test_a_sender_paused_by_a_send_of_this_pass_gets_nothing_more_claimed(storage: SQLiteStorage, clock: Clock) -> None:
+    sender = ScriptedSender()
+
+    def revoke(items: list[PendingItem]) -> list[Result]:
+        sender.is_paused = True
+        return [Result.retry("invalid_grant", "paused")] * len(items)
+
+    sender.answer = revoke
+    dispatcher = Dispatcher(storage, {"scripted": sender}, settings(concurrency=1), now=clock)
+    await storage.enqueue([scripted(f"k{n}") for n in range(5)], clock())
+    assert await dispatcher.run_once() == 1
+    assert sender.batches == [["k0"]]
+    assert await storage.pending_count() == 5
+    claimed = await storage.claim("scripted", "key", 10, clock(), timedelta(seconds=60))
+    assert (claimed[0].idempotency_key, claimed[0].attempts) == ("k0", 0)  # released, no attempt lost
+
+
+async def test_stop_writes_the_results_still_waiting_for_the_storage(storage: SQLiteStorage, clock: Clock) -> None:
+    counting = CountingStorage(storage, settle_delay=0.3)
+    sender = ScriptedSender()
+    dispatcher = Dispatcher(counting, {"scripted": sender}, settings(poll_interval="5ms"), now=clock)  # type: ignore[arg-type]
+    await storage.enqueue([scripted("a"), scripted("b")], clock())
+    await dispatcher.start()
+    async with asyncio.timeout(2):
+        while len(sender.batches) < 2:
+            await asyncio.sleep(0.005)
+    await dispatcher.stop(timeout=0.01)  # the sends are done, their settle is still under way
+    assert sum(counting.settles) == 2
+    assert await storage.pending_count() == 0
+
+
+async def test_a_slow_storage_slows_the_sending_instead_of_piling_up_results(storage: SQLiteStorage, clock: Clock) -> None:
+    counting = CountingStorage(storage, settle_delay=0.02)
+    unsettled: list[int] = []
+    sender = ScriptedSender()
+
+    def deliver(items: list[PendingItem]) -> list[Result]:
+        unsettled.append(len(sender.batches) - sum(counting.settles))
+        return [Result.delivered()] * len(items)
+
+    sender.answer = deliver
+    dispatcher = Dispatcher(counting, {"scripted": sender}, settings(concurrency=1), now=clock)  # type: ignore[arg-type]
+    await storage.enqueue([scripted(f"k{n:02}") for n in range(30)], clock())
+    assert await dispatcher.run_once() == 30
+    assert max(unsettled) <= dispatcher_module.SETTLE_BACKLOG_PER_SLOT * 1 + 1
+    assert await storage.pending_count() == 0
+
+
+async def test_vendor_codes_past_the_label_cap_still_count_as_other(storage: SQLiteStorage, clock: Clock) -> None:
+    sender = ScriptedSender(lambda items: [Result.permanent(f"CODE_{items[0].idempotency_key}")])
+    sender.destination = "code_flood_test"  # type: ignore[misc]
+    dispatcher = Dispatcher(storage, {"code_flood_test": sender}, settings(concurrency=16), now=clock)
+    await storage.enqueue([keyed(f"{n:03}", destination="code_flood_test") for n in range(150)], clock())
+    assert await dispatcher.run_once() == 150
+    labels = {"destination": "code_flood_test", "outcome": "permanent"}
+    assert counter("gateway_deliveries_total", **labels, code="(other)") == 50
+    assert counter("gateway_deliveries_total", **labels, code="CODE_000") == 1
+    assert counter("gateway_dead_letters_total", destination="code_flood_test", code="(other)") == 50
+    assert len(await storage.list_dead_letters(1000)) == 150
