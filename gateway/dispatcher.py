@@ -116,10 +116,11 @@ class _Due:
     group: GroupInfo
     left: int
     by_age: bool  # old enough to go out in an incomplete batch
+    size: int  # items per batch: sender.batch_size(group.batch_key)
 
     def batches(self) -> int:
         """Batches still to send: full ones only, unless the group waited ``flush_interval``."""
-        size = self.sender.max_batch_size
+        size = self.size
         return -(-self.left // size) if self.by_age else self.left // size
 
 
@@ -383,7 +384,8 @@ class Dispatcher:
                 continue
             if sender.paused(group.batch_key):
                 continue
-            due = _Due(sender, group, group.count, (now - group.oldest_created_at).total_seconds() >= sender.flush_interval)
+            by_age = (now - group.oldest_created_at).total_seconds() >= sender.flush_interval
+            due = _Due(sender, group, group.count, by_age, max(1, sender.batch_size(group.batch_key)))
             if due.batches() > 0:
                 queue.append(due)
         return queue
@@ -407,7 +409,7 @@ class Dispatcher:
         if sender.paused(group.batch_key):  # a send of this pass ran into bad credentials while we waited
             self._slots.give(taken)
             return 0
-        limit = min(taken * sender.max_batch_size, due.left)
+        limit = min(taken * due.size, due.left)
         try:
             items = await self.storage.claim(group.destination, group.batch_key, limit, self._now(), self.delivery.lease)
         except StorageUnavailable as exc:
@@ -418,17 +420,17 @@ class Dispatcher:
         except BaseException:
             self._slots.give(taken)
             raise
-        batches = self._start_sends(sender, group.batch_key, items, collect)
+        batches = self._start_sends(sender, group.batch_key, items, collect, due.size)
         self._slots.give(taken - batches)
         # Fewer items than asked for: someone else claimed the rest, nothing more is due in this group.
         due.left = due.left - len(items) if len(items) == limit else 0
         return batches
 
     def _start_sends(
-        self, sender: Sender, batch_key: str, items: list[PendingItem], collect: list[asyncio.Task[int]] | None
+        self, sender: Sender, batch_key: str, items: list[PendingItem], collect: list[asyncio.Task[int]] | None,
+        size: int,
     ) -> int:
-        """One send task per ``max_batch_size`` items, each holding one slot until it ends."""
-        size = sender.max_batch_size
+        """One send task per ``size`` items (the group's batch size), each holding one slot until it ends."""
         batches = 0
         for start in range(0, len(items), size):
             batch = items[start : start + size]

@@ -106,6 +106,10 @@ class Sender(abc.ABC):
         """True while sending for this key is stopped (e.g. revoked credentials); items stay pending."""
         return False
 
+    def batch_size(self, batch_key: str) -> int:
+        """Items per ``send`` for this key: ``max_batch_size`` unless the key's tag sets its own."""
+        return self.max_batch_size
+
     @abc.abstractmethod
     async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
         """Send one batch; one result per item, in the same order."""

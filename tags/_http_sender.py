@@ -1,4 +1,4 @@
-"""The http_request destination: one request per item, to the URL of the tag that built it.
+"""The http_request destination: one request per item, or per batch of items, to the URL of the tag that built it.
 
 There is no ``destinations.http_request`` section: URL, method, headers and
 mode are all on the tag, found by the item's batch key (the tag's name).
@@ -44,6 +44,7 @@ class _Target:
     url: str
     headers: dict[str, str]
     mode: Literal["live", "dry_run"]
+    batch_size: int  # 1: one event per request, as a JSON object; more: up to this many, as a JSON array
     # The URL parsed and the headers in aiohttp's own form, made once per tag rather than on every request.
     parsed_url: URL
     request_headers: CIMultiDictProxy[str]
@@ -72,13 +73,24 @@ class Sender(sender.Sender):
         if target is None:
             # The tag was removed from the config; replay the dead letters once it is back.
             return [Result.permanent("unknown_tag", "no http_request tag with this name in the config")] * len(items)
-        return [await self._send_one(target, batch_key, item) for item in items]
+        if target.batch_size == 1:
+            return [await self._post(target, batch_key, orjson.dumps(item.item), 1) for item in items]
+        results: list[Result] = []
+        for start in range(0, len(items), target.batch_size):
+            chunk = items[start : start + target.batch_size]
+            body = orjson.dumps([item.item for item in chunk])
+            results.extend([await self._post(target, batch_key, body, len(chunk))] * len(chunk))
+        return results
 
-    async def _send_one(self, target: _Target, batch_key: str, item: PendingItem) -> Result:
-        body = orjson.dumps(item.item)
+    def batch_size(self, batch_key: str) -> int:
+        target = self._targets.get(batch_key)
+        return target.batch_size if target is not None else 1
+
+    async def _post(self, target: _Target, batch_key: str, body: bytes, item_count: int) -> Result:
+        """One request; its answer is the result of every item in ``body``."""
         if target.mode == "dry_run":
             request = OutgoingRequest(target.method, target.url, target.headers, body)
-            await self.ctx.record_dry_run(self.destination, batch_key, request, 1)
+            await self.ctx.record_dry_run(self.destination, batch_key, request, item_count)
             return Result.delivered("dry_run")
         if self._session is None:
             raise RuntimeError("http_request sender used before start()")
@@ -107,7 +119,7 @@ def _target(tag: TagConfig) -> _Target:
     headers = dict(config.headers)
     if not any(name.lower() == "content-type" for name in headers):
         headers = {"Content-Type": "application/json", **headers}
-    return _Target(config.method, config.url, headers, config.mode, URL(config.url),
+    return _Target(config.method, config.url, headers, config.mode, config.batch_size, URL(config.url),
                    CIMultiDictProxy(CIMultiDict(headers)))
 
 

@@ -2,9 +2,12 @@
 
 The body is the whole event after consent was applied (``Event.to_json_dict``:
 sGTM's key names, empty fields left out), one request per event, with
-``Content-Type: application/json`` and the tag's own headers. The receiver may
-see the same event more than once (delivery is at least once, like any
-webhook); ``event_id`` in the body is the key to deduplicate on.
+``Content-Type: application/json`` and the tag's own headers. With
+``batch_size`` above 1 the body is instead a JSON array of up to that many
+events, as Segment's webhook batching sends them: a collector that takes
+batches costs the gateway one request per batch instead of one per event.
+The receiver may see the same event more than once (delivery is at least
+once, like any webhook); ``event_id`` in the body is the key to deduplicate on.
 
 The idempotency key falls back to a hash of the body when the event has no
 ``event_id``, so that the same hit sent twice is stored once: the hash is over
@@ -45,6 +48,11 @@ class Config(TagConfig):
     )
     mode: Literal["live", "dry_run"] = Field(
         "live", description="live sends; dry_run records the exact request instead of sending it."
+    )
+    batch_size: int = Field(
+        1, ge=1, le=1000,
+        description="Events per request. 1 sends each event as a JSON object; more sends a JSON array of up to "
+                    "this many events waiting together, and the endpoint's answer counts for all of them.",
     )
 
     @field_validator("url")

@@ -88,6 +88,9 @@ class TracingSender(Sender):
     def paused(self, batch_key: str) -> bool:
         return self.inner.paused(batch_key)
 
+    def batch_size(self, batch_key: str) -> int:
+        return self.inner.batch_size(batch_key)
+
     async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
         traced = self.recorder.traces_for(items)
         if not traced:

@@ -70,7 +70,7 @@ async def sink() -> AsyncIterator[HttpSink]:
 
 
 def test_the_example_config_validates_with_its_defaults() -> None:
-    assert config().model_dump() == EXAMPLE | {"method": "POST", "mode": "live"}
+    assert config().model_dump() == EXAMPLE | {"method": "POST", "mode": "live", "batch_size": 1}
 
 
 @pytest.mark.parametrize(
@@ -244,3 +244,78 @@ async def test_dry_run_records_the_exact_request_with_credentials_masked_and_sen
     assert pending_after == 0
     assert sink.requests == []
 
+
+
+# -- batches ----------------------------------------------------------------------------
+
+async def run_dispatcher(tag: http_request.Config, events: list[Event], tmp_path: Path,
+                         recorder: Any = _unused_recorder) -> tuple[int, SQLiteStorage]:
+    storage = SQLiteStorage(str(tmp_path / "outbox.db"))
+    await storage.open()
+    ctx = SenderContext(record_dry_run=recorder or dry_run_recorder(storage, lambda: T0), now=lambda: T0)
+    sender = _http_sender.Sender(None, [tag], ctx)
+    await sender.start()
+    try:
+        dispatcher = Dispatcher(storage, {"http_request": sender}, DeliverySection(), now=lambda: T0,
+                                rng=random.Random(1))
+        await storage.enqueue([d for e in events for d in http_request.build(e, tag)], T0)
+        batches = 0
+        while await storage.pending_count():
+            started = await dispatcher.run_once()
+            if not started:
+                break
+            batches += 1
+    finally:
+        await sender.close()
+    return batches, storage
+
+
+async def test_with_a_batch_size_the_events_go_as_json_arrays_of_at_most_that_many(sink: HttpSink, tmp_path: Path) -> None:
+    tag = config(url=f"{sink.url}/events", batch_size=4)
+    events = [purchase(event_id=f"ev-{i}", transaction_id=f"ORD-{i}") for i in range(10)]
+
+    _, storage = await run_dispatcher(tag, events, tmp_path)
+    pending_after = await storage.pending_count()
+    await storage.close()
+
+    bodies = [request.json() for request in sink.requests]
+    assert [len(body) for body in bodies] == [4, 4, 2]
+    assert [item["event_id"] for body in bodies for item in body] == [f"ev-{i}" for i in range(10)]
+    assert all(request.headers["Content-Type"] == "application/json" for request in sink.requests)
+    assert pending_after == 0
+
+
+async def test_a_batch_shares_its_answer_a_retry_for_every_event_of_it(sink: HttpSink, tmp_path: Path) -> None:
+    sink.script(Reply(503, body=b"busy"))
+    tag = config(url=f"{sink.url}/events", batch_size=10)
+    events = [purchase(event_id=f"ev-{i}", transaction_id=f"ORD-{i}") for i in range(3)]
+    ctx = SenderContext(record_dry_run=_unused_recorder, now=lambda: T0)
+    sender = _http_sender.Sender(None, [tag], ctx)
+    await sender.start()
+    try:
+        items = [pending(d.item, d.idempotency_key) for e in events for d in http_request.build(e, tag)]
+        results = await sender.send(tag.name, items)
+    finally:
+        await sender.close()
+
+    assert len(sink.requests) == 1 and len(sink.requests[0].json()) == 3
+    assert [r.outcome for r in results] == ["retry"] * 3
+    assert {r.code for r in results} == {"http_503"}
+
+
+async def test_a_batched_dry_run_records_one_request_with_its_item_count(tmp_path: Path) -> None:
+    tag = config(mode="dry_run", batch_size=50)
+    events = [purchase(event_id=f"ev-{i}", transaction_id=f"ORD-{i}") for i in range(7)]
+
+    _, storage = await run_dispatcher(tag, events, tmp_path, recorder=None)
+    records = await storage.list_dry_runs(10)
+    await storage.close()
+
+    assert [(r.item_count, len(r.request["body"])) for r in records] == [(7, 7)]
+
+
+def test_batch_size_is_bounded() -> None:
+    with pytest.raises(ValidationError):
+        config(batch_size=0)
+    with pytest.raises(ValidationError):
+        config(batch_size=1001)
