@@ -1,7 +1,8 @@
 """The fake destination: an aiohttp endpoint that answers 200 and counts what the gateway delivers.
 
 It keeps counts and the arrival times of the first and last delivery, not the
-bodies, so a long run does not grow it. ``GET /_stats`` returns the counts.
+bodies, so a long run does not grow it. A body that is a JSON array (an
+``http_request`` tag with ``batch_size``) counts as that many items. ``GET /_stats`` returns the counts.
 It runs on the load-generator core, so the gateway's core does only the
 gateway's work.
 
@@ -22,6 +23,7 @@ _OK = b'{"ok": true}'
 class Counter:
     def __init__(self) -> None:
         self.requests = 0
+        self.items = 0
         self.bytes = 0
         self.first: float | None = None  # time.time() of the first delivery
         self.last: float | None = None
@@ -33,11 +35,12 @@ class Counter:
             self.first = now
         self.last = now
         self.requests += 1
+        self.items += len(orjson.loads(body)) if body[:1] == b"[" else 1
         self.bytes += len(body)
         return web.Response(body=_OK, content_type="application/json")
 
     async def stats(self, request: web.Request) -> web.Response:
-        body = {"requests": self.requests, "bytes": self.bytes, "first": self.first, "last": self.last}
+        body = {"requests": self.requests, "items": self.items, "bytes": self.bytes, "first": self.first, "last": self.last}
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
