@@ -38,12 +38,13 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Callable, Sequence
 
 from gateway import metrics
 from gateway.config import DeliverySection
 from gateway.delivery import Result
 from gateway.sender import DryRunRecorder, OutgoingRequest, PendingItem, Sender
+from gateway.dispatch_state import Dead, DestinationMetrics, SettleQueue, Slots
 from gateway.storage.base import GroupInfo, Retry, Storage, StorageUnavailable
 
 log = logging.getLogger("gateway.dispatcher")
@@ -56,16 +57,6 @@ SETTLE_GRACE = 5.0
 # Batches whose results may wait for the storage, per slot, before the dispatcher stops claiming
 # more: a storage that writes slowly slows the sending down instead of piling up results.
 SETTLE_BACKLOG_PER_SLOT = 4
-_CODE_LABEL_MAX = 64
-# Distinct vendor codes kept as metric labels per destination; the rest count as "(other)". Codes come
-# from the vendors' answers, so without a bound a misbehaving endpoint could grow the label set forever.
-_CODE_LABELS_PER_DESTINATION = 100
-_code_labels: dict[str, set[str]] = {}
-# Metric children remembered per destination by (outcome, code); past this many the label is looked up
-# each time, so a vendor inventing codes cannot grow the cache either.
-_CACHED_CHILDREN = 4 * _CODE_LABELS_PER_DESTINATION
-
-Dead = tuple[int, str | None, str | None]  # item id, code, message
 
 
 def utcnow() -> datetime:
@@ -79,33 +70,6 @@ def dry_run_recorder(storage: Storage, now: Callable[[], datetime] = utcnow) -> 
         await storage.record_dry_run(destination, batch_key, request.for_record(), item_count, now())
 
     return record
-
-
-class _Slots:
-    """The batches that may be in flight: a semaphore from which a pass takes several slots at once.
-
-    Each send task gives back exactly one slot when it ends; a pass gives back
-    the slots it took but did not use. Only the counter changes between
-    awaits, so a slot cannot be lost to a cancellation.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self._freed = asyncio.Event()
-
-    async def take(self, most: int, among: int = 1) -> int:
-        """Wait for a free slot, then take up to ``most``, and no more than a ``1/among`` share of the free ones."""
-        while self.free <= 0:
-            self._freed.clear()
-            await self._freed.wait()
-        taken = min(most, -(-self.free // among))
-        self.free -= taken
-        return taken
-
-    def give(self, count: int = 1) -> None:
-        if count > 0:
-            self.free += count
-            self._freed.set()
 
 
 @dataclass(slots=True)
@@ -124,97 +88,6 @@ class _Due:
         return -(-self.left // size) if self.by_age else self.left // size
 
 
-class _DestinationMetrics:
-    """One destination's metric children, looked up once: ``labels()`` costs more than the update itself."""
-
-    __slots__ = ("destination", "send_latency", "batch_size", "lag", "retries", "_deliveries", "_dead_letters")
-
-    def __init__(self, destination: str) -> None:
-        self.destination = destination
-        self.send_latency = metrics.SEND_LATENCY.labels(destination)
-        self.batch_size = metrics.BATCH_SIZE.labels(destination)
-        self.lag = metrics.DELIVERY_LAG.labels(destination)
-        self.retries = metrics.RETRIES.labels(destination)
-        self._deliveries: dict[tuple[str, str | None], Any] = {}
-        self._dead_letters: dict[str | None, Any] = {}
-
-    def deliveries(self, outcome: str, code: str | None) -> Any:
-        child = self._deliveries.get((outcome, code))
-        if child is None:
-            child = metrics.DELIVERIES.labels(self.destination, outcome, _label(code, self.destination))
-            if len(self._deliveries) < _CACHED_CHILDREN:
-                self._deliveries[(outcome, code)] = child
-        return child
-
-    def dead_letters(self, code: str | None) -> Any:
-        child = self._dead_letters.get(code)
-        if child is None:
-            child = metrics.DEAD_LETTERS.labels(self.destination, _label(code, self.destination))
-            if len(self._dead_letters) < _CACHED_CHILDREN:
-                self._dead_letters[code] = child
-        return child
-
-
-class _SettleQueue:
-    """Results of finished sends, written to the storage by one task, as many at a time as are waiting.
-
-    A send's results are queued without waiting for the storage; the writer
-    takes everything queued, writes it with one call, and repeats until the
-    queue is empty. Sends that finish while one write is under way therefore
-    share the next one, instead of costing one storage transaction each.
-    """
-
-    def __init__(self, write: Callable[[list[int], list[Retry], list[Dead]], Awaitable[None]]) -> None:
-        self._write = write
-        self._delivered: list[int] = []
-        self._retries: list[Retry] = []
-        self._dead: list[Dead] = []
-        self._queued = 0  # batches waiting for the next write
-        self._writing = 0  # batches in the write under way
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def backlog(self) -> int:
-        """Batches whose results are not written yet."""
-        return self._queued + self._writing
-
-    @property
-    def items(self) -> int:
-        return len(self._delivered) + len(self._retries) + len(self._dead)
-
-    def put(self, delivered: list[int], retries: list[Retry], dead: list[Dead]) -> None:
-        self._delivered += delivered
-        self._retries += retries
-        self._dead += dead
-        self._queued += 1
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain(), name="dispatcher-settle")
-
-    async def flush(self) -> None:
-        """Return once everything queued, including what is queued meanwhile, was written (or given up)."""
-        while self._task is not None:
-            await asyncio.wait({self._task})
-
-    def cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    async def _drain(self) -> None:
-        try:
-            while self._queued:
-                delivered, retries, dead = self._delivered, self._retries, self._dead
-                self._delivered, self._retries, self._dead = [], [], []
-                self._writing, self._queued = self._queued, 0
-                try:
-                    await self._write(delivered, retries, dead)
-                except Exception:  # noqa: BLE001 - the leases run out and the items go out again
-                    log.exception("settle failed", extra={"items": len(delivered) + len(retries) + len(dead)})
-                finally:
-                    self._writing = 0
-        finally:
-            self._task = None
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -229,9 +102,9 @@ class Dispatcher:
         self.delivery = delivery
         self._now = now
         self._rng = rng or random.Random()
-        self._slots = _Slots(delivery.concurrency)
+        self._slots = Slots(delivery.concurrency)
         self._request_timeout = delivery.request_timeout.total_seconds()
-        self._settles = _SettleQueue(self._write_settle)
+        self._settles = SettleQueue(self._write_settle)
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -241,7 +114,7 @@ class Dispatcher:
         self._next_prune = 0.0
         self._seen_destinations: set[str] = set()
         self._unknown_destinations: set[str] = set()
-        self._metrics: dict[str, _DestinationMetrics] = {}
+        self._metrics: dict[str, DestinationMetrics] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -475,7 +348,7 @@ class Dispatcher:
         self._settle(meters, batch_key, items, results)
         return len(items)
 
-    def _settle(self, meters: _DestinationMetrics, batch_key: str, items: list[PendingItem], results: Sequence[Result]) -> None:
+    def _settle(self, meters: DestinationMetrics, batch_key: str, items: list[PendingItem], results: Sequence[Result]) -> None:
         """Sort a batch's results into delivered, retries and dead letters, count them, and queue them for writing."""
         now = self._now()
         delivered: list[int] = []
@@ -522,10 +395,10 @@ class Dispatcher:
                     await asyncio.sleep(0.5 * (attempt + 1))
         # The leases run out and the items are sent again: at least once, never lost.
 
-    def _destination_metrics(self, destination: str) -> _DestinationMetrics:
+    def _destination_metrics(self, destination: str) -> DestinationMetrics:
         meters = self._metrics.get(destination)
         if meters is None:
-            meters = self._metrics[destination] = _DestinationMetrics(destination)
+            meters = self._metrics[destination] = DestinationMetrics(destination)
         return meters
 
     def backoff_delay(self, attempts: int) -> float:
@@ -568,17 +441,3 @@ class Dispatcher:
             metrics.OUTBOX_DEPTH.labels(destination).set(0)
             metrics.OUTBOX_OLDEST.labels(destination).set(0)
         self._seen_destinations |= seen
-
-
-def _label(code: str | None, destination: str = "") -> str:
-    """A vendor code as a metric label: cut to 64 characters, at most 100 distinct ones per destination."""
-    if code is None:
-        return ""
-    label = code[:_CODE_LABEL_MAX]
-    seen = _code_labels.setdefault(destination, set())
-    if label in seen:
-        return label
-    if len(seen) >= _CODE_LABELS_PER_DESTINATION:
-        return "(other)"
-    seen.add(label)
-    return label

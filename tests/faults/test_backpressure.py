@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 from prometheus_client import REGISTRY
 
-from gateway import dispatcher, metrics
+from gateway import dispatch_state, metrics
 from gateway.app import create_app
 from tests.conftest import container_from
 from tests.faults.harness import Tally, sink_arrivals, sink_on
@@ -190,9 +190,9 @@ def test_nothing_on_the_request_path_grows_with_the_number_of_distinct_requests(
 
 
 def test_vendor_codes_past_a_hundred_per_destination_share_one_metric_label():
-    labels = [dispatcher._label(f"CODE_{n}", "bounded_test_destination") for n in range(150)]
+    labels = [dispatch_state.code_label(f"CODE_{n}", "bounded_test_destination") for n in range(150)]
 
     assert labels[:100] == [f"CODE_{n}" for n in range(100)]
     assert set(labels[100:]) == {"(other)"}
-    assert dispatcher._label("CODE_7", "bounded_test_destination") == "CODE_7"  # a known code keeps its label
-    assert dispatcher._label("x" * 500, "another_destination") == "x" * 64
+    assert dispatch_state.code_label("CODE_7", "bounded_test_destination") == "CODE_7"  # a known code keeps its label
+    assert dispatch_state.code_label("x" * 500, "another_destination") == "x" * 64
