@@ -1,6 +1,8 @@
-"""The Starlette application: one adapter for every client, plus health and metrics.
+"""The application: one adapter for every client (``Gateway.handle``), plus health and metrics.
 
-The request path is: read the body (bounded), resolve the client address,
+Collection requests reach ``Gateway.handle`` from the pure ASGI front in
+``gateway.collect``; health, metrics, /openapi.json and /debug are Starlette
+routes behind it. The request path is: read the body (bounded), resolve the client address,
 ``client.parse`` -> ``Pipeline.process`` -> ``storage.enqueue`` (one durable
 commit, shared with concurrent requests by group commit) -> the client's
 response. Delivery happens later, in the dispatcher; nothing after the commit

@@ -2,8 +2,9 @@
 
 A client module in ``clients/`` holds ``ROUTES`` (method, path pairs),
 ``Config`` (a ``ClientConfig``) and a pure ``parse(raw, config)``. The one
-Starlette adapter that reads the body, enforces the size limit, resolves the
-client address and calls ``parse`` lives in ``gateway.app``; clients never see
+adapter that reads the body, enforces the size limit, resolves the client
+address and calls ``parse`` is ``Gateway.handle`` in ``gateway.app``, reached
+from the ASGI front in ``gateway.collect``; clients never see ASGI or
 Starlette, which keeps them testable with plain values.
 """
 
