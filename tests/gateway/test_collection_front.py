@@ -10,21 +10,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gateway import metrics
+from tests.gateway.test_app_bad_input import CONTAINER  # ga4 and json_beacon, a dry-run sink
 
-CONTAINER = """
-clients:
-  - type: ga4
-  - type: json_beacon
-    allowed_origins: ["https://shop.example"]
-triggers:
-  everything: {all: []}
-tags:
-  - name: sink
-    type: http_request
-    trigger: everything
-    url: http://127.0.0.1:9/unused
-    mode: dry_run
-"""
 HIT = "/g/collect?v=2&tid=G-ABC123XYZ&cid=555.1&en=page_view&dl=https%3A%2F%2Fshop.example%2F"
 
 
