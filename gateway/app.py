@@ -128,7 +128,7 @@ async def read_body(receive: Receive, method: str, headers: dict[str, str], limi
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)
 
 
 def build_senders(container: Container, storage: Storage, now: Callable[[], datetime]) -> dict[str, Sender]:
@@ -298,15 +298,13 @@ class Gateway:
         headers = scope_headers(scope)
         body = await read_body(receive, method, headers, self.limits.max_body_bytes)
         peer = scope.get("client")
-        peer_host = peer[0] if peer else None
-        forwarded = headers.get("x-forwarded-for")
         raw = RawRequest(
             method=method,
             path=scope["path"],
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             body=body,
-            client_ip=self._proxies.resolve(peer_host, forwarded) if forwarded else peer_host,
+            client_ip=self._proxies.resolve(peer[0] if peer else None, headers.get("x-forwarded-for")),
             received_at=self.now(),
         )
         result = entry.module.parse(raw, entry.config)
@@ -412,7 +410,7 @@ def create_app(
     app.state.gateway = gateway
     install_debug(app, gateway)  # /debug when enabled
     # Outermost: the collection routes never reach Starlette's router (see gateway/collect.py).
-    app.add_middleware(CollectionFront, gateway=gateway, routes=by_path, recorder=gateway.debug)
+    app.add_middleware(CollectionFront, gateway=gateway, routes=by_path)
     return app
 
 

@@ -28,12 +28,10 @@ from gateway.debug.trace import TRACE_HEADER, TRACE_ID, new_trace_id
 if TYPE_CHECKING:
     from gateway.app import Gateway
     from gateway.config import ClientEntry
-    from gateway.debug.recorder import Recorder
 
 Methods = dict[str, tuple["ClientEntry", str]]  # HTTP method -> (client entry, client name)
 
 _TRACE_HEADER = TRACE_HEADER.lower().encode("ascii")
-_JSON = b"application/json"
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -66,7 +64,7 @@ async def send_answer(send: Send, answer: Answer, trace_id: str | None) -> None:
     if answer.status not in _NO_BODY_STATUSES and answer.status >= 200:
         raw.append((b"content-length", str(len(answer.body)).encode("ascii")))
         if answer.media_type is not None:
-            raw.append((b"content-type", _JSON if answer.media_type == "application/json" else answer.media_type.encode("latin-1")))
+            raw.append((b"content-type", answer.media_type.encode("latin-1")))
     if answer.headers:
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
     if trace_id is not None:
@@ -78,18 +76,16 @@ async def send_answer(send: Send, answer: Answer, trace_id: str | None) -> None:
 class CollectionFront:
     """Serves the collection routes itself and passes every other request to ``app``."""
 
-    def __init__(
-        self, app: ASGIApp, gateway: Gateway, routes: dict[str, Methods], recorder: Recorder | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, gateway: Gateway, routes: dict[str, Methods]) -> None:
         self.app = app
         self.gateway = gateway
         self.routes = routes
         self.allowed = {path: ", ".join(sorted(methods)) for path, methods in routes.items()}
         self._traced: ASGIApp | None = None
-        if recorder is not None:
+        if gateway.debug is not None:  # the debugger's recorder
             from gateway.debug.middleware import TraceMiddleware
 
-            self._traced = TraceMiddleware(self._serve_traced, frozenset(routes), recorder,
+            self._traced = TraceMiddleware(self._serve_traced, frozenset(routes), gateway.debug,
                                            gateway.container.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

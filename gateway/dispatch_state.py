@@ -21,9 +21,6 @@ _CODE_LABEL_MAX = 64
 # from the vendors' answers, so without a bound a misbehaving endpoint could grow the label set forever.
 _CODE_LABELS_PER_DESTINATION = 100
 _code_labels: dict[str, set[str]] = {}
-# Metric children remembered per destination by (outcome, code); past this many the label is looked up
-# each time, so a vendor inventing codes cannot grow the cache either.
-_CACHED_CHILDREN = 4 * _CODE_LABELS_PER_DESTINATION
 
 Dead = tuple[int, str | None, str | None]  # item id, code, message
 
@@ -66,24 +63,15 @@ class DestinationMetrics:
         self.batch_size = metrics.BATCH_SIZE.labels(destination)
         self.lag = metrics.DELIVERY_LAG.labels(destination)
         self.retries = metrics.RETRIES.labels(destination)
-        self._deliveries: dict[tuple[str, str | None], Any] = {}
-        self._dead_letters: dict[str | None, Any] = {}
+        # Unbuffered: these counts are read right after a delivery (tests, the debugger's operators).
+        self._deliveries = metrics.LabelCache(metrics.DELIVERIES, buffered=False)
+        self._dead_letters = metrics.LabelCache(metrics.DEAD_LETTERS, buffered=False)
 
     def deliveries(self, outcome: str, code: str | None) -> Any:
-        child = self._deliveries.get((outcome, code))
-        if child is None:
-            child = metrics.DELIVERIES.labels(self.destination, outcome, code_label(code, self.destination))
-            if len(self._deliveries) < _CACHED_CHILDREN:
-                self._deliveries[(outcome, code)] = child
-        return child
+        return self._deliveries.get(self.destination, outcome, code_label(code, self.destination))
 
     def dead_letters(self, code: str | None) -> Any:
-        child = self._dead_letters.get(code)
-        if child is None:
-            child = metrics.DEAD_LETTERS.labels(self.destination, code_label(code, self.destination))
-            if len(self._dead_letters) < _CACHED_CHILDREN:
-                self._dead_letters[code] = child
-        return child
+        return self._dead_letters.get(self.destination, code_label(code, self.destination))
 
 
 class SettleQueue:

@@ -107,26 +107,32 @@ def flush() -> None:
 
 
 class LabelCache:
-    """The children of one labelled counter, each looked up once and buffered (``BufferedCount``).
+    """The children of one labelled metric, each looked up once; a counter's buffered by default (``BufferedCount``).
 
     ``Metric.labels()`` takes a lock and validates its arguments on every
     call. Only use this for label values that are bounded already (status
-    codes, client and tag names, ``event_name_label``): every combination is
-    kept for the life of the process.
+    codes, client and tag names, ``event_name_label``, capped vendor codes):
+    every combination is kept for the life of the process. ``buffered=False``
+    hands out the children themselves, for metrics that must be current at
+    once or are not counters.
     """
 
-    __slots__ = ("metric", "children")
+    __slots__ = ("metric", "buffered", "children")
 
-    def __init__(self, metric: Any) -> None:
+    def __init__(self, metric: Any, buffered: bool = True) -> None:
         self.metric = metric
-        self.children: dict[tuple[Any, ...], BufferedCount] = {}
+        self.buffered = buffered
+        self.children: dict[tuple[Any, ...], Any] = {}
 
-    def get(self, *labels: Any) -> BufferedCount:
-        count = self.children.get(labels)
-        if count is None:
-            count = self.children[labels] = BufferedCount(self.metric.labels(*(str(label) for label in labels)))
-            _buffered.append(count)
-        return count
+    def get(self, *labels: Any) -> Any:
+        child = self.children.get(labels)
+        if child is None:
+            child = self.metric.labels(*(str(label) for label in labels))
+            if self.buffered:
+                child = BufferedCount(child)
+                _buffered.append(child)
+            self.children[labels] = child
+        return child
 
 
 def event_name_label(name: str) -> str:

@@ -40,9 +40,6 @@ class TrustedProxies:
         ]
         self._peers: dict[str, bool] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self._networks)
-
     def _contains(self, version: int, value: int) -> bool:
         return any(v == version and value & mask == net for v, net, mask in self._networks)
 

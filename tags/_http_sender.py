@@ -73,12 +73,11 @@ class Sender(sender.Sender):
         if target is None:
             # The tag was removed from the config; replay the dead letters once it is back.
             return [Result.permanent("unknown_tag", "no http_request tag with this name in the config")] * len(items)
-        if target.batch_size == 1:
-            return [await self._post(target, batch_key, orjson.dumps(item.item), 1) for item in items]
+        size = target.batch_size
         results: list[Result] = []
-        for start in range(0, len(items), target.batch_size):
-            chunk = items[start : start + target.batch_size]
-            body = orjson.dumps([item.item for item in chunk])
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            body = orjson.dumps(chunk[0].item if size == 1 else [item.item for item in chunk])
             results.extend([await self._post(target, batch_key, body, len(chunk))] * len(chunk))
         return results
 
@@ -102,7 +101,7 @@ class Sender(sender.Sender):
             ) as response:
                 status = response.status
                 if 200 <= status < 300:
-                    return _delivered(status)
+                    return Result.delivered(f"http_{status}")
                 message = await _short_message(response)
                 if status in RETRY_STATUSES or status >= 500:
                     retry_after = _retry_after(response.headers.get("Retry-After"), self.ctx)
@@ -121,17 +120,6 @@ def _target(tag: TagConfig) -> _Target:
         headers = {"Content-Type": "application/json", **headers}
     return _Target(config.method, config.url, headers, config.mode, config.batch_size, URL(config.url),
                    CIMultiDictProxy(CIMultiDict(headers)))
-
-
-_DELIVERED: dict[int, Result] = {}
-
-
-def _delivered(status: int) -> Result:
-    """The result of a 2xx, shared between items (results are immutable): most answers are the same few codes."""
-    result = _DELIVERED.get(status)
-    if result is None:
-        result = _DELIVERED[status] = Result.delivered(f"http_{status}")
-    return result
 
 
 async def _short_message(response: aiohttp.ClientResponse) -> str:

@@ -200,12 +200,7 @@ class _Enqueue:
         self.ts = ts
 
     def __call__(self, conn: sqlite3.Connection) -> bool:
-        if self.request_key is not None:
-            if conn.execute(_INSERT_REQUEST_KEY, (self.request_key, self.ts)).rowcount == 0:
-                return False
-        if self.rows:
-            _insert_rows(conn, self.rows)
-        return True
+        return _run_enqueues(conn, [self])[0]
 
 
 def _run_enqueues(conn: sqlite3.Connection, ops: list[_Enqueue]) -> list[bool]:
