@@ -96,7 +96,9 @@ class DataManagerRoute:
             elif _about_the_events(error) and len(group) > 1:
                 half = len(group) // 2
                 queue[0:0] = [group[:half], group[half:]]
-            else:
+            elif _about_the_events(error):  # the bad event, alone at last
+                out.failed[group[0]] = error
+            else:  # about the request (credentials, quota, the destination): every event left shares it
                 for index in group + [i for rest in queue for i in rest]:
                     out.failed[index] = error
                 queue.clear()
