@@ -57,7 +57,8 @@ from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
 from gateway.orders import Ledger
 from gateway.pipeline import Pipeline
-from gateway.sender import Sender, SenderContext
+from gateway.sender import RequestRecorder, Sender, SenderContext
+from gateway.vendor_requests import RequestFollowUp
 from gateway.storage import open_storage
 from gateway.storage.base import Storage, StorageUnavailable
 from tags import DESTINATIONS
@@ -72,6 +73,7 @@ MAX_INFLIGHT = 1024
 DEPTH_REFRESH_SECONDS = 1.0
 RETRY_AFTER_BUSY = "1"  # seconds: in-flight requests finish in milliseconds
 RETRY_AFTER_STORAGE = "5"
+FOLLOW_UP_SECONDS = 60.0  # how often vendor requests due for a status check are looked for
 RETRY_AFTER_OUTBOX_FULL = "30"  # the outbox drains at the destinations' pace, not ours
 OVERLOAD_LOG_SECONDS = 10.0
 
@@ -131,11 +133,13 @@ async def read_body(receive: Receive, method: str, headers: dict[str, str], limi
     return b"".join(chunks)
 
 
-def build_senders(container: Container, storage: Storage, now: Callable[[], datetime]) -> dict[str, Sender]:
+def build_senders(container: Container, storage: Storage, now: Callable[[], datetime],
+                  record_request: RequestRecorder | None = None) -> dict[str, Sender]:
     ctx = SenderContext(
         record_dry_run=dry_run_recorder(storage, now),
         now=now,
         request_timeout=container.file.delivery.request_timeout.total_seconds(),
+        record_request=record_request,
     )
     senders: dict[str, Sender] = {}
     for destination, module in DESTINATIONS.items():
@@ -181,7 +185,10 @@ class Gateway:
         self.ledger = Ledger(self.pipeline.process, click_tags_send_order_id(container), self.orders.hold_unknown_refunds)
         self.storage = storage or open_storage(container.file.storage)
         self.run_dispatcher = run_dispatcher
-        self.dispatcher = Dispatcher(self.storage, build_senders(container, self.storage, now), container.file.delivery, now=now)
+        senders: dict[str, Sender] = {}
+        self.follow_up = RequestFollowUp(self.storage, senders, now)
+        senders.update(build_senders(container, self.storage, now, self.follow_up.record))
+        self.dispatcher = Dispatcher(self.storage, senders, container.file.delivery, now=now)
         self.limits = container.file.limits
         self.max_depth = container.file.storage.max_outbox_depth
         self.pending_estimate = 0
@@ -193,6 +200,7 @@ class Gateway:
         self._overload_logged: dict[str, float] = {}  # reason -> when it was last logged (monotonic)
         self._depth_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._follow_up_task: asyncio.Task[None] | None = None
         self.debug = attach_debug(self)  # the /debug recorder, or None when debug.enabled is off
 
     async def start(self) -> None:
@@ -202,9 +210,11 @@ class Gateway:
             await self.dispatcher.start()
         self._depth_task = asyncio.create_task(self._watch_depth())
         self._sweep_task = asyncio.create_task(self._sweep_orders_loop())
+        if self.run_dispatcher:
+            self._follow_up_task = asyncio.create_task(self._follow_up_loop())
 
     async def stop(self) -> None:
-        for task in (self._depth_task, self._sweep_task):
+        for task in (self._depth_task, self._sweep_task, self._follow_up_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -221,6 +231,15 @@ class Gateway:
             metrics.flush()
             with contextlib.suppress(Exception):
                 self.pending_estimate = await self.storage.pending_count()
+
+    async def _follow_up_loop(self) -> None:
+        """Ask vendors about the requests they process later (gateway.vendor_requests), off the request path."""
+        while True:
+            await asyncio.sleep(FOLLOW_UP_SECONDS)
+            try:
+                await self.follow_up.check_once()
+            except Exception as exc:  # noqa: BLE001 - the follow-up must outlive any one failure
+                log.error("vendor request follow-up failed", extra={"error": type(exc).__name__})
 
     async def _sweep_orders_loop(self) -> None:
         interval = self.orders.sweep_interval.total_seconds()

@@ -17,6 +17,7 @@ from gateway.errors import ConfigError
 from gateway.storage import PostgresStorage, open_storage
 from gateway.storage import sqlite as sqlite_storage
 from gateway.storage.base import OrderHistory, Storage, StorageUnavailable
+from gateway.vendor_requests import request_report
 
 DEFAULT_PORT = 8080
 
@@ -124,6 +125,14 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_requests(args: argparse.Namespace) -> int:
+    """Requests a vendor processes later (Data Manager request ids) and what it said about them."""
+    container = _load(args.config)
+    tracked = asyncio.run(_with_storage(container, lambda s: s.list_requests(args.last)))
+    _print_json([request_report(t) for t in tracked])
+    return 0
+
+
 def cmd_db_migrate(args: argparse.Namespace) -> int:
     """Create or migrate the schema (what every start does too) and say which version it is at."""
     container = _load(args.config)
@@ -220,12 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (dl_list, dl_replay):
         p.set_defaults(func=cmd_dead_letters)
 
-    deliveries = sub.add_parser("deliveries", help="show recorded dry-run requests")
+    deliveries = sub.add_parser("deliveries", help="show recorded dry-run requests, and vendor requests processed later")
     deliveries_sub = deliveries.add_subparsers(dest="action", required=True)
     d_list = deliveries_sub.add_parser("list")
     _config_arg(d_list)
     d_list.add_argument("--last", type=int, default=10)
     d_list.set_defaults(func=cmd_deliveries)
+    d_requests = deliveries_sub.add_parser(
+        "requests", help="requests a vendor processes later (Data Manager request ids) with their status and errors")
+    _config_arg(d_requests)
+    d_requests.add_argument("--last", type=int, default=20)
+    d_requests.set_defaults(func=cmd_requests)
 
     db = sub.add_parser("db", help="the storage's schema")
     db_sub = db.add_subparsers(dest="action", required=True)

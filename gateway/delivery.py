@@ -6,7 +6,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-Outcome = Literal["delivered", "retry", "permanent"]
+# delivered; retry later; permanent (a dead letter); and two final answers that are not failures
+# and not deliveries either, each counted under its own outcome so they stay visible: skipped (the
+# vendor says there is nothing to do, e.g. an adjustment past Google's 54 days) and superseded
+# (the vendor already holds a newer value). The outbox treats both like delivered.
+Outcome = Literal["delivered", "retry", "permanent", "skipped", "superseded"]
+FINAL_OUTCOMES: frozenset[str] = frozenset({"delivered", "skipped", "superseded"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,14 @@ class Result:
     @classmethod
     def retry(cls, code: str | None = None, message: str | None = None, retry_after: float | None = None) -> "Result":
         return cls("retry", code, message, retry_after)
+
+    @classmethod
+    def skipped(cls, code: str, message: str | None = None) -> "Result":
+        return cls("skipped", code, message)
+
+    @classmethod
+    def superseded(cls, code: str, message: str | None = None) -> "Result":
+        return cls("superseded", code, message)
 
     @classmethod
     def permanent(cls, code: str | None = None, message: str | None = None) -> "Result":

@@ -42,7 +42,7 @@ from typing import Callable, Sequence
 
 from gateway import metrics
 from gateway.config import DeliverySection
-from gateway.delivery import Result
+from gateway.delivery import FINAL_OUTCOMES, Result
 from gateway.sender import DryRunRecorder, OutgoingRequest, PendingItem, Sender
 from gateway.dispatch_state import Dead, DestinationMetrics, SettleQueue, Slots
 from gateway.storage.base import GroupInfo, Retry, Storage, StorageUnavailable
@@ -359,9 +359,13 @@ class Dispatcher:
             code = result.code
             key = (result.outcome, code)
             outcomes[key] = outcomes.get(key, 0) + 1
-            if result.outcome == "delivered":
+            if result.outcome in FINAL_OUTCOMES:
                 delivered.append(item.id)
                 meters.lag.observe(max(0.0, (now - item.created_at).total_seconds()))
+                if result.outcome != "delivered":  # a final answer that is not a delivery: say which and why
+                    log.info("item settled without delivery", extra={
+                        "destination": meters.destination, "batch_key": batch_key, "item_id": item.id,
+                        "outcome": result.outcome, "code": code})
             elif result.outcome == "retry" and item.attempts + 1 < self.delivery.max_attempts:
                 delay = self.backoff_delay(item.attempts)
                 if result.retry_after is not None:

@@ -67,6 +67,35 @@ class PendingItem:
 DryRunRecorder = Callable[[str, str, OutgoingRequest, int], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class SentRequest:
+    """A request a vendor accepted but processes later, under an id it gave (the Data Manager API's
+    ``requestId``): kept by the storage so that its outcome can be asked for off the request path."""
+
+    destination: str
+    batch_key: str
+    request_id: str
+    item_keys: tuple[str, ...]  # idempotency keys of the items it carried
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStatus:
+    """What the vendor says, later, about a ``SentRequest``: no personal data, counts and reasons only."""
+
+    state: str  # processing | success | partial_success | failed | unknown
+    records: int | None = None  # events the request carried, as the vendor counted them
+    errors: dict[str, int] = field(default_factory=dict)  # vendor reason -> records that failed with it
+    warnings: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def final(self) -> bool:
+        return self.state not in ("processing", "unknown")
+
+
+RequestRecorder = Callable[[SentRequest], Awaitable[None]]
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -82,6 +111,8 @@ class SenderContext:
     # The debugger's tap (gateway.debug.senders): a live sender calls it with each
     # request just before sending it, so a trace can show what went out. None when off.
     observe: Callable[[OutgoingRequest], None] | None = None
+    # Keeps a request the vendor processes asynchronously (gateway.vendor_requests follows it up). None: not kept.
+    record_request: RequestRecorder | None = None
 
 
 class Sender(abc.ABC):
@@ -109,6 +140,10 @@ class Sender(abc.ABC):
     def batch_size(self, batch_key: str) -> int:
         """Items per ``send`` for this key: ``max_batch_size`` unless the key's tag sets its own."""
         return self.max_batch_size
+
+    async def request_status(self, request_id: str) -> RequestStatus | None:
+        """The vendor's word on a request it accepted earlier; None when it cannot say now (or never does)."""
+        return None
 
     @abc.abstractmethod
     async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:

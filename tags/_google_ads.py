@@ -48,10 +48,21 @@ MAX_ROWS_PER_REQUEST = 2000
 # Ref: https://developers.google.com/google-ads/api/reference/rpc/latest/ClickConversion
 MAX_USER_IDENTIFIERS = 5
 # "Adjustment can't be made to a conversion that occurred more than 54 days ago." (CONVERSION_EXPIRED)
+# The window holds for every adjustment type, so it is the default of each.
 # Ref: https://developers.google.com/google-ads/api/reference/rpc/latest/ConversionAdjustmentUploadErrorEnum.ConversionAdjustmentUploadError
-RESTATEMENT_WINDOW = timedelta(days=54)
+ADJUSTMENT_WINDOW = timedelta(days=54)
+# "Adjustment can't be recorded because the conversion occurred too recently. Try adjusting a
+# conversion that occurred at least 24 hours ago." (TOO_RECENT_CONVERSION, same enum)
+DEFAULT_ADJUSTMENT_DELAY = timedelta(hours=24)
 
-Kind = Literal["click", "call", "adjustment"]
+# The key of a row that holds what only the Data Manager API takes (eventSource, device
+# information, session attributes, a restatement's original event time and click id), in the
+# Data Manager API's own JSON names. The Google Ads API route leaves it out of the request.
+DATA_MANAGER_EXTRAS = "dataManager"
+
+# click, call, adjustment (retractions, enhancements, restatements named by gclid and time) and
+# restatement (a restatement named by order id, which the Data Manager API can carry).
+Kind = Literal["click", "call", "adjustment", "restatement"]
 # kind -> (REST method, the request's list field, the list's proto field name in error field paths)
 # Ref: https://developers.google.com/google-ads/api/rest/reference/rest/latest/customers/uploadClickConversions
 # Ref: https://developers.google.com/google-ads/api/rest/reference/rest/latest/customers/uploadCallConversions
@@ -60,6 +71,7 @@ UPLOADS: dict[str, tuple[str, str, str]] = {
     "click": ("uploadClickConversions", "conversions", "conversions"),
     "call": ("uploadCallConversions", "conversions", "conversions"),
     "adjustment": ("uploadConversionAdjustments", "conversionAdjustments", "conversion_adjustments"),
+    "restatement": ("uploadConversionAdjustments", "conversionAdjustments", "conversion_adjustments"),
 }
 
 _CUSTOMER_ID = re.compile(r"^\d{10}$")
@@ -357,6 +369,14 @@ WAIT_THEN_RETRY: dict[str, timedelta] = {
 # retry_horizon, then permanent. TOO_RECENT_CONVERSION: "Try adjusting a conversion that
 # occurred at least 24 hours ago"; CONVERSION_NOT_FOUND also covers a conversion not yet there.
 RETRY_WITHIN_HORIZON = frozenset({"CONVERSION_NOT_FOUND", "TOO_RECENT_CONVERSION"})
+# Final answers that are not failures, each counted under its own outcome instead of dead-lettered:
+# CONVERSION_EXPIRED, "Adjustment can't be made to a conversion that occurred more than 54 days
+# ago": nothing to retry, the adjustment is skipped with Google's code as its reason.
+# MORE_RECENT_RESTATEMENT_FOUND, "More recent adjustment adjustment_date_time has already been
+# reported for the associated conversion": Google holds a newer value, this one is superseded.
+# Ref: https://developers.google.com/google-ads/api/reference/rpc/latest/ConversionAdjustmentUploadErrorEnum.ConversionAdjustmentUploadError
+SKIPPED = frozenset({"CONVERSION_EXPIRED"})
+SUPERSEDED = frozenset({"MORE_RECENT_RESTATEMENT_FOUND"})
 DEFAULT_RETRY_HORIZON = timedelta(hours=72)
 # Waits between those retries double from here (30m, 1h, 2h, ...) so that the dispatcher's
 # max_attempts (10 by default) covers a 72h horizon.

@@ -1,55 +1,54 @@
-"""The google_ads destination: batched uploads to the Google Ads REST API, with OAuth and partial failure.
+"""The google_ads destination: its config, which API each upload goes to, and reading the outcome per item.
 
-One request per batch: ``POST {api_base}/{api_version}/customers/{id}:uploadClickConversions``
-(or ``:uploadCallConversions``, ``:uploadConversionAdjustments``) with up to
-2000 rows and ``partialFailure: true``, so one bad row does not sink the
-other 1999. The batch key (``{customer_id}:{click|call|adjustment}``, set by
-the tags) says which.
-Ref: https://developers.google.com/google-ads/api/docs/best-practices/partial-failures
+Two routes (``api``):
 
-Reading the answer, row by row: a row without an error is delivered. Errors
-come in ``partialFailureError.details[]`` (a ``GoogleAdsFailure``), each with
-``location.fieldPathElements[0] = {"fieldName": "conversions", "index": N}``
-naming its row; the tables in ``tags/_google_ads.py`` decide delivered (the
-conversion is already there), retry or permanent. A whole-request error
-(HTTP 4xx/5xx with ``{"error": {...}}``) applies to every row.
+- ``data_manager`` (the default): click conversions, enhanced conversions for
+  leads, call conversions and restatements named by order id go to the Data
+  Manager API (``tags/_data_manager_route.py``); retractions, enhancements
+  and restatements named by gclid and time, which it does not take, go to
+  the Google Ads API's ``ConversionAdjustmentUploadService``
+  (``tags/_google_ads_api.py``), which the 2026 announcements did not close.
+  Ref: https://developers.google.com/data-manager/api/devguides/events/google-ads/offline/upgrade (conversion adjustments)
+- ``google_ads_api``: everything to the Google Ads API, for accounts Google
+  still allowlists for ``UploadClickConversions``.
 
-Rows that Google would call duplicates of each other (same order id, or the
-same click, time and action) are sent once; the twin gets the same result.
+The batch key (``{customer_id}:{click|call|adjustment|restatement}``, set by
+the tags) says what a batch holds; the route table below says where it goes.
+OAuth (``tags/_google_oauth.py``) asks for the scope of the API it calls; no
+developer token is needed (sunset 2026-09-09), one is sent only when set.
 
-OAuth: an access token from the refresh token, cached until shortly before it
-expires, refreshed by one caller while the others wait, and once more on a
-401. ``invalid_grant`` (the refresh token was revoked, or belongs to an OAuth
-app in testing mode, whose refresh tokens last 7 days) cannot heal on its
-own: sending stops for the destination (``paused`` is true, items stay in the
-outbox, ``gateway_destination_paused`` is 1) until valid credentials are
-configured and the gateway is restarted.
-Ref: https://developers.google.com/identity/protocols/oauth2#expiration
+Rows that Google would call duplicates of each other are sent once; the twin
+gets the same result. Google's codes decide each item's outcome with the
+tables in ``tags/_google_ads.py`` (delivered, retry, permanent, skipped,
+superseded). Data Manager requests are processed after they are accepted:
+each ``requestId`` is handed to ``SenderContext.record_request`` and its
+status is fetched later (``request_status``, called by
+``gateway.vendor_requests``).
 
-In ``dry_run`` the exact request is recorded (credentials masked) and every
+In ``dry_run`` the exact requests are recorded (credentials masked) and every
 row counts as delivered; no OAuth call is made.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections import defaultdict
+from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway import metrics, sender
+from gateway import sender
 from gateway.delivery import Result
 from gateway.durations import Duration
-from gateway.sender import OutgoingRequest, PendingItem, SenderContext
+from gateway.sender import PendingItem, RequestStatus, SenderContext, SentRequest
 from gateway.tag import TagConfig
+from tags._data_manager import DEFAULT_DATA_MANAGER_BASE, MAX_EVENTS_PER_REQUEST, action_id_of, destination, event_of
+from tags._data_manager_route import DataManagerRoute
 from tags._google_ads import (
     ALREADY_THERE,
     ALREADY_THERE_ON_RETRY,
@@ -61,29 +60,38 @@ from tags._google_ads import (
     HORIZON_RETRY_BASE,
     MAX_ROWS_PER_REQUEST,
     RETRY_WITHIN_HORIZON,
+    SKIPPED,
+    SUPERSEDED,
     TRANSIENT,
-    UPLOADS,
     WAIT_THEN_RETRY,
     customer_id_digits,
     split_batch_key,
 )
+from tags._google_ads_answers import GoogleError
+from tags._google_ads_api import AdsApiRoute, dedupe
+from tags._google_oauth import PAUSING_OAUTH_ERRORS, GoogleOAuth
 
 log = logging.getLogger("gateway.google_ads")
 
 ROWS = Counter(
     "gateway_google_ads_rows",
-    "Google Ads upload rows by kind (click, call, adjustment), outcome and Google's error code.",
-    ["kind", "outcome", "code"],
-)
-REQUESTS = Counter(
-    "gateway_google_ads_requests", "Google Ads upload requests by kind and HTTP status.", ["kind", "status"]
+    "Google Ads upload rows by kind (click, call, adjustment, restatement), API, outcome and Google's error code.",
+    ["kind", "api", "outcome", "code"],
 )
 
-MESSAGE_CHARS = 300
-# Errors whose whole-request status says "these credentials will not work until someone changes them".
-# Ref: https://datatracker.ietf.org/doc/html/rfc6749#section-5.2
-_PAUSING_OAUTH_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized_client"})
+Api = Literal["data_manager", "google_ads_api"]
+# Where each kind of row goes on each route.
+ROUTES: dict[str, dict[str, Api]] = {
+    "data_manager": {"click": "data_manager", "call": "data_manager", "restatement": "data_manager",
+                     "adjustment": "google_ads_api"},
+    "google_ads_api": {"click": "google_ads_api", "call": "google_ads_api", "restatement": "google_ads_api",
+                       "adjustment": "google_ads_api"},
+}
 _DEBUG_ENABLED_LAST_VERSION = 20  # debugEnabled left UploadClickConversionsRequest in v21
+# Data Manager reasons that clear on their own. Ref: the ErrorReason enum (google.ads.datamanager.v1).
+_DATA_MANAGER_TRANSIENT = frozenset({"INTERNAL_ERROR", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
+# "The conversion action was created too recently": like the Ads API's TOO_RECENT_CONVERSION_ACTION (6 hours).
+_DATA_MANAGER_WAIT = {"CONVERSION_ACTION_TOO_RECENTLY_CREATED": timedelta(hours=6)}
 
 
 class Config(BaseModel):
@@ -93,35 +101,47 @@ class Config(BaseModel):
     mode: Literal["live", "dry_run"] = Field(
         "live", description="live uploads; dry_run records the exact requests instead and makes no OAuth call."
     )
-    api_base: str = Field(DEFAULT_API_BASE, description="Base URL of the Google Ads API (a fake's URL in tests).")
-    api_version: str = Field(DEFAULT_API_VERSION, description="API version in the request path, e.g. v26; pin it.")
+    api: Api = Field(
+        "data_manager",
+        description="data_manager (default; the only way in for offline conversions since 2026-06-15) or "
+        "google_ads_api (for accounts Google still allowlists for UploadClickConversions).",
+    )
+    data_manager_base: str = Field(DEFAULT_DATA_MANAGER_BASE, description="Base URL of the Data Manager API.")
+    api_base: str = Field(DEFAULT_API_BASE, description="Base URL of the Google Ads API (adjustments it alone takes).")
+    api_version: str = Field(DEFAULT_API_VERSION, description="Google Ads API version in the request path; pin it.")
     token_url: str = Field(DEFAULT_TOKEN_URL, description="Google's OAuth 2.0 token endpoint.")
-    developer_token: str = Field("", repr=False, validate_default=True,
-                                 description="Google Ads API developer token (developer-token header).")
-    client_id: str = Field("", validate_default=True, description="OAuth client id.")
+    developer_token: str = Field(
+        "", repr=False,
+        description="Optional. Developer tokens were sunset on 2026-09-09; the developer-token header is sent only "
+        "when one is set, and Google ignores it.",
+    )
+    client_id: str = Field("", validate_default=True, description="OAuth client id (of the Cloud project with the APIs enabled).")
     client_secret: str = Field("", repr=False, validate_default=True, description="OAuth client secret.")
     refresh_token: str = Field(
         "", repr=False, validate_default=True,
-        description="OAuth refresh token with the https://www.googleapis.com/auth/adwords scope.",
+        description="OAuth refresh token granted https://www.googleapis.com/auth/datamanager (and "
+        "https://www.googleapis.com/auth/adwords for retractions and enhancements, or for api: google_ads_api).",
     )
     login_customer_id: str = Field(
-        "", description="Manager account id when uploading through a manager (login-customer-id header); 10 digits."
+        "", description="Manager account id when uploading through a manager (loginAccount / login-customer-id); "
+        "10 digits. Not needed when the OAuth user has access to the account itself.",
     )
     validate_only: bool = Field(False, description="Ask Google to validate without recording anything (validateOnly).")
     debug_enabled: bool = Field(
-        False, description="debugEnabled for click conversions; exists in API versions up to v20 only."
+        False, description="debugEnabled for Google Ads API click conversions; exists in API versions up to v20 only."
     )
     job_id: int | None = Field(
-        None, ge=1, lt=2**31, description="jobId sent with click conversions and adjustments, for Google's diagnostics."
+        None, ge=1, lt=2**31, description="jobId sent with Google Ads API click conversions and adjustments."
     )
     flush_interval: Duration = Field(
         timedelta(seconds=10), description="How long an incomplete batch may wait to fill before it is sent."
     )
     max_batch_size: int = Field(
-        MAX_ROWS_PER_REQUEST, ge=1, le=MAX_ROWS_PER_REQUEST, description="Rows per upload request (Google allows 2000)."
+        MAX_ROWS_PER_REQUEST, ge=1, le=min(MAX_ROWS_PER_REQUEST, MAX_EVENTS_PER_REQUEST),
+        description="Rows per request (both APIs allow 2000).",
     )
 
-    @field_validator("api_base", "token_url")
+    @field_validator("api_base", "token_url", "data_manager_base")
     @classmethod
     def _http_url(cls, value: str) -> str:
         try:
@@ -140,7 +160,12 @@ class Config(BaseModel):
             raise ValueError("must look like v26")
         return value
 
-    @field_validator("developer_token", "client_id", "client_secret", "refresh_token")
+    @field_validator("developer_token")
+    @classmethod
+    def _optional_token(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("client_id", "client_secret", "refresh_token")
     @classmethod
     def _credential(cls, value: str, info: Any) -> str:
         value = value.strip()
@@ -164,27 +189,6 @@ class Config(BaseModel):
         return value
 
 
-@dataclass(frozen=True, slots=True)
-class _Error:
-    """One Google error: its code (the enum value, e.g. CLICK_NOT_FOUND) and message."""
-
-    code: str
-    message: str | None = None
-    retry_after: float | None = None
-    status: int | None = None  # HTTP status, for whole-request errors
-
-
-class _Paused(Exception):
-    pass
-
-
-class _TokenUnavailable(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(code)
-
-
 class Sender(sender.Sender):
     destination = DESTINATION
 
@@ -195,14 +199,12 @@ class Sender(sender.Sender):
         self._horizons: dict[str, timedelta] = {
             tag.name: tag.retry_horizon for tag in tags if isinstance(getattr(tag, "retry_horizon", None), timedelta)
         }
-        self._base_headers = {"developer-token": config.developer_token, "Content-Type": "application/json"}
-        if config.login_customer_id:
-            self._base_headers["login-customer-id"] = config.login_customer_id
+        self.oauth = GoogleOAuth(destination=self.destination, token_url=config.token_url, client_id=config.client_id,
+                                 client_secret=config.client_secret, refresh_token=config.refresh_token, now=ctx.now)
+        self.ads_api = AdsApiRoute(config, self.oauth, ctx.observe)
+        self.data_manager = DataManagerRoute(config, self.oauth, ctx.observe)
+        self._routes = ROUTES[config.api]
         self._session: aiohttp.ClientSession | None = None
-        self._token: str | None = None
-        self._token_refresh_at: datetime | None = None
-        self._token_lock = asyncio.Lock()
-        self._paused_reason: str | None = None
 
     async def start(self) -> None:
         if self._session is None and self.config.mode == "live":
@@ -214,96 +216,104 @@ class Sender(sender.Sender):
             self._session = None
 
     def paused(self, batch_key: str) -> bool:
-        return self._paused_reason is not None
+        return self.oauth.paused_reason is not None
+
+    def route_of(self, kind: str) -> Api:
+        return self._routes[kind]
 
     # -- one batch ---------------------------------------------------------------------------
 
     async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
         parsed = split_batch_key(batch_key)
         if parsed is None:
-            return [Result.permanent("bad_batch_key", "expected {customer_id}:{click|call|adjustment}")] * len(items)
+            return [Result.permanent("bad_batch_key", "expected {customer_id}:{click|call|adjustment|restatement}")
+                    ] * len(items)
         customer_id, kind = parsed
-        rows, row_of = _dedupe(kind, items)
+        api = self._routes[kind]
+        rows, row_of = dedupe(kind, items)
 
         if self.config.mode == "dry_run":  # no OAuth: the token is a placeholder, masked in the record anyway
-            request = self._request(customer_id, kind, rows, token="dry-run")
-            await self.ctx.record_dry_run(self.destination, batch_key, request, len(rows))
+            for request in self._dry_run_requests(customer_id, kind, api, rows):
+                await self.ctx.record_dry_run(self.destination, batch_key, request[0], request[1])
             results = [Result.delivered("dry_run")] * len(items)
-        elif self._paused_reason is not None:
-            results = [self._paused_result()] * len(items)
+        elif self.oauth.paused_reason is not None:
+            results = [Result.retry(self.oauth.paused_reason, self.oauth.paused_message())] * len(items)
         else:
-            errors = await self._upload(customer_id, kind, rows)
+            session = self._live_session()
+            if api == "data_manager":
+                errors = await self._ingest(session, batch_key, customer_id, kind, rows, items, row_of)
+            else:
+                errors = await self.ads_api.upload(session, customer_id, kind, rows)
             firsts: dict[int, Result] = {}
             results = []
             for item, row in zip(items, row_of):
                 if row not in firsts:  # a twin gets the same result as the row that was sent
-                    error = errors if isinstance(errors, _Error) else errors.get(row)
+                    error = errors if isinstance(errors, GoogleError) else errors.get(row)
                     firsts[row] = self._classify(error, item)
                 results.append(firsts[row])
         for result in results:
-            ROWS.labels(kind, result.outcome, result.code or "").inc()
+            ROWS.labels(kind, api, result.outcome, result.code or "").inc()
         return results
 
-    def _request(self, customer_id: str, kind: str, rows: list[dict[str, Any]], token: str) -> OutgoingRequest:
-        method, list_field, _ = UPLOADS[kind]
-        body: dict[str, Any] = {list_field: rows, "partialFailure": True}
-        if self.config.validate_only:
-            body["validateOnly"] = True
-        if self.config.debug_enabled and kind == "click":
-            body["debugEnabled"] = True
-        if self.config.job_id is not None and kind != "call":  # UploadCallConversionsRequest has no jobId
-            body["jobId"] = self.config.job_id
-        url = f"{self.config.api_base}/{self.config.api_version}/customers/{customer_id}:{method}"
-        headers = {**self._base_headers, "Authorization": f"Bearer {token}"}
-        return OutgoingRequest("POST", url, headers, orjson.dumps(body))
-
-    async def _upload(self, customer_id: str, kind: str, rows: list[dict[str, Any]]) -> _Error | dict[int, _Error]:
-        """Errors by row index, or one error for the whole request."""
-        stale: str | None = None
-        for _ in range(2):
-            try:
-                token = await self._access_token(stale)
-            except _Paused:
-                return _Error(self._paused_reason or "invalid_grant", self._paused_message())
-            except _TokenUnavailable as exc:
-                return _Error(exc.code, exc.message)
-            request = self._request(customer_id, kind, rows, token)
-            if self.ctx.observe is not None:
-                self.ctx.observe(request)
-            try:
-                status, payload, headers = await self._post(request)
-            except asyncio.TimeoutError:
-                return _Error("timeout", "no answer within delivery.request_timeout")
-            except aiohttp.ClientError as exc:
-                return _Error("connection_error", type(exc).__name__)
-            REQUESTS.labels(kind, str(status)).inc()
-            if status == 401 and stale is None:
-                stale = token  # refresh once and try again
-                continue
-            break
-        if status == 200 and isinstance(payload, dict):
-            return _row_errors(payload, UPLOADS[kind][2], len(rows))
-        return _request_error(status, payload, headers)
-
-    async def _post(self, request: OutgoingRequest) -> tuple[int, Any, dict[str, str]]:
+    def _live_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("google_ads sender used before start()")
-        async with self._session.post(request.url, headers=request.headers, data=request.body) as response:
-            raw = await response.read()
-            try:
-                payload = orjson.loads(raw) if raw else None
-            except orjson.JSONDecodeError:
-                payload = None
-            return response.status, payload, dict(response.headers)
+        return self._session
 
-    def _classify(self, error: _Error | None, item: PendingItem) -> Result:
+    def _dry_run_requests(self, customer_id: str, kind: str, api: Api, rows: list[dict[str, Any]]) -> list[Any]:
+        if api == "google_ads_api":
+            return [(self.ads_api.request(customer_id, kind, rows, token="dry-run"), len(rows))]
+        out = []
+        for action_id, indexes in _by_action(rows).items():
+            events = [event_of(kind, rows[i]) for i in indexes]
+            target = destination(customer_id, action_id, self.config.login_customer_id)
+            out.append((self.data_manager.request(target, events, token="dry-run"), len(events)))
+        return out
+
+    async def _ingest(self, session: aiohttp.ClientSession, batch_key: str, customer_id: str, kind: str,
+                      rows: list[dict[str, Any]], items: list[PendingItem], row_of: list[int]) -> dict[int, GoogleError]:
+        """Rows to the Data Manager API, one destination (conversion action) per request; errors by row."""
+        failed: dict[int, GoogleError] = {}
+        for action_id, indexes in _by_action(rows).items():
+            target = destination(customer_id, action_id, self.config.login_customer_id)
+            ingested = await self.data_manager.ingest(session, target, [event_of(kind, rows[i]) for i in indexes])
+            for local, error in ingested.failed.items():
+                failed[indexes[local]] = error
+            if self.config.validate_only:
+                continue  # validated, not recorded: there is nothing to follow up
+            for request_id, locals_ in ingested.accepted:
+                sent_rows = {indexes[i] for i in locals_}
+                keys = tuple(item.idempotency_key for item, row in zip(items, row_of) if row in sent_rows)
+                await self._keep(SentRequest(self.destination, batch_key, request_id, keys, self.ctx.now()))
+        return failed
+
+    async def _keep(self, request: SentRequest) -> None:
+        if self.ctx.record_request is None:
+            return
+        try:
+            await self.ctx.record_request(request)
+        except Exception as exc:  # noqa: BLE001 - the events were accepted; only the follow-up is lost
+            log.warning("could not keep a Data Manager request id for its status check",
+                        extra={"destination": self.destination, "request_id": request.request_id,
+                               "error": type(exc).__name__})
+
+    async def request_status(self, request_id: str) -> RequestStatus | None:
+        if self.config.mode != "live" or self.oauth.paused_reason is not None:
+            return None
+        return await self.data_manager.retrieve_status(self._live_session(), request_id)
+
+    def _classify(self, error: GoogleError | None, item: PendingItem) -> Result:
         if error is None:
             return Result.delivered("validate_only" if self.config.validate_only else None)
         code, message = error.code, error.message
-        if code in _PAUSING_OAUTH_ERRORS:
+        if code in PAUSING_OAUTH_ERRORS:
             return Result.retry(code, message)
         if code in ALREADY_THERE or (code in ALREADY_THERE_ON_RETRY and item.attempts > 0):
             return Result.delivered(code)
+        if code in SKIPPED:
+            return Result.skipped(code, message)
+        if code in SUPERSEDED:
+            return Result.superseded(code, message)
         if code in RETRY_WITHIN_HORIZON:
             horizon = self._horizons.get(item.tag, DEFAULT_RETRY_HORIZON)
             left = (item.created_at + horizon - self.ctx.now()).total_seconds()
@@ -311,254 +321,18 @@ class Sender(sender.Sender):
                 return Result.permanent(code, message)
             wait = HORIZON_RETRY_BASE.total_seconds() * 2 ** min(item.attempts, 20)
             return Result.retry(code, message, min(left, wait))
-        if code in WAIT_THEN_RETRY:
-            return Result.retry(code, message, WAIT_THEN_RETRY[code].total_seconds())
-        if code in TRANSIENT or code in ("timeout", "connection_error", "bad_response", "oauth_unavailable") \
+        if code in WAIT_THEN_RETRY or code in _DATA_MANAGER_WAIT:
+            return Result.retry(code, message, (WAIT_THEN_RETRY.get(code) or _DATA_MANAGER_WAIT[code]).total_seconds())
+        if code in TRANSIENT or code in _DATA_MANAGER_TRANSIENT \
+                or code in ("timeout", "connection_error", "bad_response", "oauth_unavailable") \
                 or (error.status is not None and (error.status in (408, 429) or error.status >= 500)):
             return Result.retry(code, message, error.retry_after)
         return Result.permanent(code, message)
 
-    # -- OAuth -----------------------------------------------------------------------------------
 
-    async def _access_token(self, stale: str | None = None) -> str:
-        """A valid access token; ``stale`` is one Google just refused (a 401), so it is not reused."""
-        token = self._fresh(stale)
-        if token is not None:
-            return token
-        async with self._token_lock:  # one refresh in flight; the others wait and reuse its token
-            token = self._fresh(stale)
-            if token is not None:
-                return token
-            if self._paused_reason is not None:
-                raise _Paused()
-            token, expires_in = await self._refresh()
-            margin = min(300.0, expires_in / 10)
-            self._token = token
-            self._token_refresh_at = self.ctx.now() + timedelta(seconds=max(0.0, expires_in - margin))
-            return token
-
-    def _fresh(self, stale: str | None) -> str | None:
-        token, until = self._token, self._token_refresh_at
-        if token is None or token == stale or until is None or self.ctx.now() >= until:
-            return None
-        return token
-
-    async def _refresh(self) -> tuple[str, float]:
-        if self._session is None:
-            raise RuntimeError("google_ads sender used before start()")
-        form = {
-            "grant_type": "refresh_token",
-            "client_id": self.config.client_id,
-            "client_secret": self.config.client_secret,
-            "refresh_token": self.config.refresh_token,
-        }
-        try:
-            async with self._session.post(self.config.token_url, data=form) as response:
-                status = response.status
-                raw = await response.read()
-        except asyncio.TimeoutError:
-            metrics.TOKEN_REFRESHES.labels(self.destination, "error").inc()
-            raise _TokenUnavailable("oauth_unavailable", "the token endpoint did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            metrics.TOKEN_REFRESHES.labels(self.destination, "error").inc()
-            raise _TokenUnavailable("oauth_unavailable", f"token endpoint: {type(exc).__name__}") from None
-        try:
-            payload = orjson.loads(raw) if raw else {}
-        except orjson.JSONDecodeError:
-            payload = {}
-        if not isinstance(payload, dict):
-            payload = {}
-        token = payload.get("access_token")
-        if status == 200 and isinstance(token, str) and token:
-            expires_in = payload.get("expires_in")
-            metrics.TOKEN_REFRESHES.labels(self.destination, "ok").inc()
-            return token, float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else 3600.0
-        error = payload.get("error") if isinstance(payload.get("error"), str) else None
-        if error in _PAUSING_OAUTH_ERRORS:
-            metrics.TOKEN_REFRESHES.labels(self.destination, error).inc()
-            self._pause(error, payload.get("error_description"))
-            raise _Paused()
-        metrics.TOKEN_REFRESHES.labels(self.destination, "error").inc()
-        detail = f"token endpoint answered HTTP {status}" + (f" {error}" if error else "")
-        raise _TokenUnavailable("oauth_unavailable", detail)
-
-    def _pause(self, reason: str, description: object) -> None:
-        self._paused_reason = reason
-        metrics.DESTINATION_PAUSED.labels(self.destination, reason).set(1)
-        log.error(
-            "google_ads: the token endpoint refused the OAuth credentials (%s%s); sending is paused and items stay "
-            "in the outbox. Create a new refresh token (an OAuth app in 'Testing' status issues tokens that expire "
-            "after 7 days; publish it to avoid that), update the google_ads credentials and restart the gateway.",
-            reason, f": {str(description)[:120]}" if isinstance(description, str) and description else "",
-            extra={"destination": self.destination, "reason": reason},
-        )
-
-    def _paused_message(self) -> str:
-        return f"sending paused: OAuth {self._paused_reason}; fix the credentials and restart"
-
-    def _paused_result(self) -> Result:
-        return Result.retry(self._paused_reason or "invalid_grant", self._paused_message())
-
-
-# -- request rows ---------------------------------------------------------------------------------
-
-def _dedupe(kind: str, items: list[PendingItem]) -> tuple[list[dict[str, Any]], list[int]]:
-    """Rows to send, each once, and for every item the index of its row.
-
-    Google's own duplicate rules: an order id is unique per conversion action
-    (DUPLICATE_ORDER_ID); a click and conversion time per action
-    (DUPLICATE_CLICK_CONVERSION_IN_REQUEST); a call likewise; an adjustment by
-    its conversion, type and adjustment time (DUPLICATE_ADJUSTMENT_IN_REQUEST),
-    an enhancement by order id (DUPLICATE_ENHANCEMENT_IN_REQUEST).
-    """
-    rows: list[dict[str, Any]] = []
-    index: dict[Any, int] = {}
-    row_of: list[int] = []
-    for item in items:
-        key = _identity(kind, item.item)
-        at = index.get(key)
-        if at is None:
-            at = index[key] = len(rows)
-            rows.append(item.item)
-        row_of.append(at)
-    return rows, row_of
-
-
-def _identity(kind: str, row: dict[str, Any]) -> Any:
-    action = row.get("conversionAction")
-    if kind == "click":
-        if row.get("orderId"):
-            return ("order", action, row["orderId"])
-        for name in ("gclid", "gbraid", "wbraid"):
-            if row.get(name):
-                return (name, action, row[name], row.get("conversionDateTime"))
-    elif kind == "call":
-        return ("call", action, row.get("callerId"), row.get("callStartDateTime"), row.get("conversionDateTime"))
-    elif kind == "adjustment":
-        if row.get("adjustmentType") == "ENHANCEMENT":
-            return ("enhancement", action, row.get("orderId"))
-        pair = row.get("gclidDateTimePair") or {}
-        return (row.get("adjustmentType"), action, row.get("orderId"), pair.get("gclid"),
-                pair.get("conversionDateTime"), row.get("adjustmentDateTime"))
-    return ("row", orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
-
-
-# -- reading answers ----------------------------------------------------------------------------------
-
-def _row_errors(payload: dict[str, Any], list_field: str, row_count: int) -> dict[int, _Error]:
-    """Errors of a 200 answer by row; an error without a row index applies to every row."""
-    failure = payload.get("partialFailureError")
-    by_row: dict[int, _Error] = {}
-    if not isinstance(failure, dict):
-        return by_row
-    unplaced: list[_Error] = []
-    for error in _google_errors(failure):
-        parsed = _error_of(error)
-        row = _row_index(error, list_field)
-        if row is None or not 0 <= row < row_count:
-            unplaced.append(parsed)
-        elif row not in by_row or _worse(parsed, by_row[row]):
-            by_row[row] = parsed
-    if not unplaced and not by_row:  # a failure Status without GoogleAdsFailure details
-        unplaced.append(_Error(_status_code(failure, "PARTIAL_FAILURE"), _short(failure.get("message"))))
-    for parsed in unplaced:
-        for row in range(row_count):
-            if row not in by_row:
-                by_row[row] = parsed
-    return by_row
-
-
-def _request_error(status: int, payload: Any, headers: dict[str, str]) -> _Error:
-    error = payload.get("error") if isinstance(payload, dict) else None
-    retry_after = _header_seconds(headers)
-    if not isinstance(error, dict):
-        code = "bad_response" if status == 200 else f"http_{status}"
-        return _Error(code, f"HTTP {status}", retry_after, status)
-    details = _google_errors(error)
-    for detail in error.get("details") or ():
-        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            retry_after = _duration(detail.get("retryDelay")) or retry_after
-    if details:
-        first = _error_of(details[0])
-        return _Error(first.code, first.message, first.retry_after or retry_after, status)
-    return _Error(_status_code(error, f"http_{status}"), _short(error.get("message")), retry_after, status)
-
-
-def _google_errors(status: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``errors`` of every GoogleAdsFailure in a google.rpc.Status's details."""
-    found = []
-    for detail in status.get("details") or ():
-        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith(".errors.GoogleAdsFailure"):
-            found.extend(e for e in detail.get("errors") or () if isinstance(e, dict))
-    return found
-
-
-def _error_of(error: dict[str, Any]) -> _Error:
-    codes = error.get("errorCode")
-    code = "UNKNOWN"
-    if isinstance(codes, dict) and codes:
-        code = str(next(iter(codes.values())))
-    details = error.get("details")
-    retry_after = None
-    if isinstance(details, dict) and isinstance(details.get("quotaErrorDetails"), dict):
-        retry_after = _duration(details["quotaErrorDetails"].get("retryDelay"))
-    # ``message`` is Google's text; ``trigger`` (the offending value) is left out: it may be personal data.
-    return _Error(code, _short(error.get("message")), retry_after)
-
-
-def _row_index(error: dict[str, Any], list_field: str) -> int | None:
-    location = error.get("location")
-    elements = location.get("fieldPathElements") if isinstance(location, dict) else None
-    if not elements or not isinstance(elements[0], dict):
-        return None
-    first = elements[0]
-    if first.get("fieldName") not in (list_field, "conversions", "conversionAdjustments", "conversion_adjustments"):
-        return None
-    index = first.get("index", 0)
-    return index if isinstance(index, int) else None
-
-
-_RANK = {"delivered": 0, "retry": 1, "permanent": 2}
-
-
-def _worse(new: _Error, old: _Error) -> bool:
-    """Of two errors for one row, the one that is harder to recover from wins."""
-    return _rank(new.code) > _rank(old.code)
-
-
-def _rank(code: str) -> int:
-    if code in ALREADY_THERE or code in ALREADY_THERE_ON_RETRY:
-        return _RANK["delivered"]
-    if code in TRANSIENT or code in WAIT_THEN_RETRY or code in RETRY_WITHIN_HORIZON:
-        return _RANK["retry"]
-    return _RANK["permanent"]
-
-
-def _status_code(status: dict[str, Any], fallback: str) -> str:
-    value = status.get("status")
-    return value if isinstance(value, str) and value else fallback
-
-
-def _duration(value: object) -> float | None:
-    """A protobuf Duration in JSON (``"30s"``, ``"1.5s"``) as seconds."""
-    if isinstance(value, str) and value.endswith("s"):
-        try:
-            seconds = float(value[:-1])
-        except ValueError:
-            return None
-        return seconds if seconds >= 0 else None
-    return None
-
-
-def _header_seconds(headers: dict[str, str]) -> float | None:
-    for name, value in headers.items():
-        if name.lower() == "retry-after" and value.strip().isdigit():
-            return float(value.strip())
-    return None
-
-
-def _short(message: object) -> str | None:
-    if not isinstance(message, str) or not message:
-        return None
-    text = " ".join(message.split())
-    return text[:MESSAGE_CHARS]
+def _by_action(rows: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Row indexes by conversion action id: a Data Manager destination is one conversion action."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, row in enumerate(rows):
+        groups[action_id_of(row)].append(index)
+    return dict(groups)

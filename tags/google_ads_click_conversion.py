@@ -25,6 +25,17 @@ Wire rules that are easy to get wrong:
   are not supported with the iOS parameters), so they are dropped then.
 - ``consent.adUserData`` mirrors the event's consent; ``adPersonalization``
   only when ``send_ad_personalization`` is on.
+- What only the Data Manager API takes sits under ``dataManager`` in its own
+  JSON names, and the Google Ads API route leaves it out: ``eventSource``
+  when configured; with ``ad_user_data`` granted, the browser's IP address
+  and user agent (``eventDeviceInfo``) and Google's session attributes
+  (``adIdentifiers.sessionAttributes``), which the Google Ads API no longer
+  takes from new adopters since 2026-02-02 and the Data Manager API takes
+  from everyone; and custom variables by name (the Data Manager API's
+  ``CustomVariable.variable`` is "the name of the custom variable", so ids
+  need ``custom_variable_names``).
+  Ref: https://developers.google.com/ads/blog/posts/2026/01/changes-to-ip-address-and-session
+  Ref: https://developers.google.com/data-manager/api/devguides/events/google-ads/offline/upgrade
 
 Batching, OAuth and reading Google's answer are in ``tags/_google_ads_sender.py``.
 """
@@ -41,6 +52,7 @@ from gateway.identity import clean, sha256_hex
 from gateway.identity.google import EmailRule
 from gateway.tag import Skip
 from tags._google_ads import (
+    DATA_MANAGER_EXTRAS,
     DESTINATION,
     GoogleAdsTagConfig,
     batch_key,
@@ -116,6 +128,23 @@ class Config(GoogleAdsTagConfig):
     conversion_environment: Literal["APP", "WEB"] | None = Field(
         None, description="conversionEnvironment of the conversion, when known."
     )
+    event_source: Literal["WEB", "APP", "IN_STORE", "PHONE", "MESSAGE", "OTHER"] | None = Field(
+        None, description="eventSource for the Data Manager API (required there); default WEB, or APP with "
+        "conversion_environment: APP.",
+    )
+    send_device_info: bool = Field(
+        True, description="With ad_user_data granted, send the IP address and user agent (Data Manager API only)."
+    )
+    session_attributes_field: str | None = Field(
+        "extra.session_attributes",
+        description="Event field holding Google's encoded session attributes; sent with ad_user_data granted "
+        "(Data Manager API only).",
+    )
+    custom_variable_names: dict[str, str] = Field(
+        default_factory=dict,
+        description="Conversion custom variable id -> its name in Google Ads, for the Data Manager API, which "
+        "names variables (those without a name are sent to the Google Ads API only).",
+    )
 
     @field_validator("default_region")
     @classmethod
@@ -126,6 +155,11 @@ class Config(GoogleAdsTagConfig):
     @classmethod
     def _custom_variables(cls, value: dict[str, str]) -> dict[str, str]:
         return check_custom_variables(value)
+
+    @field_validator("session_attributes_field")
+    @classmethod
+    def _session_path(cls, value: str | None) -> str | None:
+        return None if value is None else check_path(value)
 
 
 def build(event: Event, config: Config) -> list[Delivery]:
@@ -157,6 +191,7 @@ def build(event: Event, config: Config) -> list[Delivery]:
     order_id = clean(event.transaction_id) if config.send_order_id else None
     if order_id is not None:
         item["orderId"] = order_id
+    variables: list[dict[str, str]] = []
     if config.custom_variables and not identifiers and "gbraid" not in item and "wbraid" not in item:
         variables = custom_variables(event, config.custom_variables, config.customer_id)
         if variables:
@@ -172,6 +207,9 @@ def build(event: Event, config: Config) -> list[Delivery]:
     consent = consent_of(event.consent, config.send_ad_personalization)
     if consent is not None:
         item["consent"] = consent
+    extras = _data_manager_extras(event, config, variables)
+    if extras:
+        item[DATA_MANAGER_EXTRAS] = extras
 
     if order_id is not None:
         identity = f"order={order_id}"
@@ -183,6 +221,31 @@ def build(event: Event, config: Config) -> list[Delivery]:
     key = f"{DESTINATION}:click:{config.customer_id}:{config.conversion_action_id}:{identity}"
     return [Delivery(destination=DESTINATION, batch_key=batch_key(config.customer_id, "click"),
                      idempotency_key=key, item=item, tag=config.name)]
+
+
+def _data_manager_extras(event: Event, config: Config, variables: list[dict[str, str]]) -> dict[str, Any]:
+    """``eventSource``, device information, session attributes and named custom variables (Data Manager API only)."""
+    extras: dict[str, Any] = {}
+    if config.event_source is not None:
+        extras["eventSource"] = config.event_source
+    if event.consent.ad_user_data == "granted":
+        if config.session_attributes_field is not None:
+            attributes = plain_text(field_getter(config.session_attributes_field)(event))
+            if attributes is not None:
+                extras["adIdentifiers"] = {"sessionAttributes": attributes}
+        if config.send_device_info:
+            device = {name: value for name, value in (("userAgent", clean(event.user_agent)),
+                                                      ("ipAddress", clean(event.ip_override))) if value}
+            if device:
+                extras["eventDeviceInfo"] = device
+    named = []
+    for variable in variables:
+        name = config.custom_variable_names.get(variable["conversionCustomVariable"].rpartition("/")[2])
+        if name:
+            named.append({"variable": name, "value": variable["value"]})
+    if named:
+        extras["customVariables"] = named
+    return extras
 
 
 def _cart_data(event: Event, cart: CartData) -> dict[str, Any] | None:

@@ -18,14 +18,36 @@ this tag turns it into one ``ConversionAdjustment``:
 - ``adjustmentDateTime`` is the event's time and must not precede the
   conversion (ADJUSTMENT_PRECEDES_CONVERSION); a second restatement needs a
   later adjustment time or Google drops it as a duplicate.
-- Google cannot adjust a conversion it has not processed yet, so the item
-  waits ``delay_after_conversion`` after the upload (``Delivery.not_before``);
-  CONVERSION_NOT_FOUND and TOO_RECENT_CONVERSION are then retried for
-  ``retry_horizon`` (read by the sender through the item's tag) before they
-  count as permanent.
-- Retractions after the conversion action's click-through window, and
-  restatements of conversions older than Google's 54 days, would be refused:
-  they are skipped with a reason instead of dead-lettered.
+- Google cannot adjust a conversion it has not processed yet ("Try adjusting
+  a conversion that occurred at least 24 hours ago", TOO_RECENT_CONVERSION),
+  so the item waits ``delay_after_conversion`` (24 hours by default) after
+  the upload (``Delivery.not_before``); CONVERSION_NOT_FOUND and
+  TOO_RECENT_CONVERSION are then retried for ``retry_horizon`` (read by the
+  sender through the item's tag) before they count as permanent.
+- "Adjustment can't be made to a conversion that occurred more than 54 days
+  ago" (CONVERSION_EXPIRED) holds for every adjustment type: past
+  ``adjustment_window`` (54 days, the most Google allows) the event is
+  skipped with the reason ``conversion_expired`` instead of dead-lettered;
+  a retraction after a shorter configured ``click_through_window`` likewise.
+  If Google still answers CONVERSION_EXPIRED, the sender counts the item as
+  skipped; MORE_RECENT_RESTATEMENT_FOUND counts as superseded.
+  Ref: https://developers.google.com/google-ads/api/reference/rpc/latest/ConversionAdjustmentUploadErrorEnum.ConversionAdjustmentUploadError
+
+Which API takes it is the destination's choice (``api``). A restatement
+named by order id is built to travel either way: its batch key is
+``restatement`` and it carries, under ``dataManager``, what the Data Manager
+API needs to restate by re-sending the conversion (the original
+``eventTimestamp``, the click id or hashed user identifiers, ``eventSource``):
+"send an IngestEvents request that includes the same transactionId as the
+original event, the same destination and conversion action, the updated
+values ... all fields required for an event, including at least one
+identifier". Retractions and enhancements stay with the Google Ads API's
+ConversionAdjustmentUploadService: the Data Manager API "doesn't support
+retracting conversions", and its user-data adjustment only fills in a
+conversion that had none. A restatement without an order id, or without an
+identifier, goes the same way (batch key ``adjustment``).
+Ref: https://developers.google.com/data-manager/api/devguides/events/google-ads/conversion-adjustments
+Ref: https://developers.google.com/data-manager/api/devguides/events/google-ads/offline/upgrade
 
 The idempotency key is the ledger's ``adjustment_id``, so a redelivered refund
 webhook maps to the same outbox item.
@@ -33,7 +55,7 @@ webhook maps to the same outbox item.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -44,10 +66,13 @@ from gateway.event import Event
 from gateway.identity import clean
 from gateway.identity.google import EmailRule
 from gateway.tag import Skip
+from tags._data_manager import event_identifiers, rfc3339
 from tags._google_ads import (
+    ADJUSTMENT_WINDOW,
+    DATA_MANAGER_EXTRAS,
+    DEFAULT_ADJUSTMENT_DELAY,
     DEFAULT_RETRY_HORIZON,
     DESTINATION,
-    RESTATEMENT_WINDOW,
     GoogleAdsTagConfig,
     batch_key,
     check_region,
@@ -64,8 +89,14 @@ class Config(GoogleAdsTagConfig):
         description="Upload retractions, restatements and enhancements of conversions to Google Ads."
     )
     delay_after_conversion: Duration = Field(
-        timedelta(hours=6),
-        description="Hold an adjustment back this long after its conversion was uploaded, so Google has processed it.",
+        DEFAULT_ADJUSTMENT_DELAY,
+        description="Hold an adjustment back this long after its conversion was uploaded; Google refuses adjusting "
+        "a conversion younger than 24 hours (TOO_RECENT_CONVERSION).",
+    )
+    adjustment_window: Duration = Field(
+        ADJUSTMENT_WINDOW,
+        description="An adjustment later than this after its conversion is skipped (conversion_expired); Google "
+        "refuses every adjustment to a conversion older than 54 days (CONVERSION_EXPIRED), so at most 54d.",
     )
     retry_horizon: Duration = Field(
         DEFAULT_RETRY_HORIZON,
@@ -75,6 +106,9 @@ class Config(GoogleAdsTagConfig):
         timedelta(days=90),
         description="The conversion action's click-through window; "
         "a retraction later than this after the conversion is not sent.",
+    )
+    event_source: Literal["WEB", "APP", "IN_STORE", "PHONE", "MESSAGE", "OTHER"] = Field(
+        "WEB", description="eventSource of a restatement sent through the Data Manager API (as the conversion's own)."
     )
     email_rule: EmailRule = Field(
         "gmail", description="Email normalisation for enhancements: gmail, all_domains or gmail_dots."
@@ -88,6 +122,13 @@ class Config(GoogleAdsTagConfig):
     def _region(cls, value: str | None) -> str | None:
         return check_region(value)
 
+    @field_validator("adjustment_window")
+    @classmethod
+    def _window(cls, value: timedelta) -> timedelta:
+        if value > ADJUSTMENT_WINDOW:
+            raise ValueError("must be at most 54d: Google refuses adjustments to older conversions (CONVERSION_EXPIRED)")
+        return value
+
 
 def build(event: Event, config: Config) -> list[Delivery]:
     adjustment = event.adjustment
@@ -98,10 +139,10 @@ def build(event: Event, config: Config) -> list[Delivery]:
         if event.timestamp < conversion_time:
             raise Skip("adjustment_precedes_conversion")
         age = event.timestamp - conversion_time
+        if age > config.adjustment_window:
+            raise Skip("conversion_expired")
         if adjustment.type == "RETRACTION" and age > config.click_through_window:
             raise Skip("outside_click_through_window")
-        if adjustment.type == "RESTATEMENT" and age > RESTATEMENT_WINDOW:
-            raise Skip("outside_restatement_window")
 
     item: dict[str, Any] = {
         "conversionAction": config.conversion_action,
@@ -141,8 +182,31 @@ def build(event: Event, config: Config) -> list[Delivery]:
         if user_agent is not None:
             item["userAgent"] = user_agent
 
+    kind = "adjustment"
+    if adjustment.type == "RESTATEMENT" and "orderId" in item and conversion_time is not None:
+        extras = _data_manager_extras(event, config, conversion_time)
+        if extras is not None:
+            kind = "restatement"
+            item[DATA_MANAGER_EXTRAS] = extras
     uploaded = adjustment.conversion_uploaded_at or conversion_time
     key = f"{DESTINATION}:adjustment:{config.customer_id}:{config.conversion_action_id}:{adjustment.adjustment_id}"
-    return [Delivery(destination=DESTINATION, batch_key=batch_key(config.customer_id, "adjustment"),
+    return [Delivery(destination=DESTINATION, batch_key=batch_key(config.customer_id, kind),
                      idempotency_key=key, item=item, tag=config.name,
                      not_before=None if uploaded is None else uploaded + config.delay_after_conversion)]
+
+
+def _data_manager_extras(event: Event, config: Config, conversion_time: datetime) -> dict[str, Any] | None:
+    """What the Data Manager API needs to restate by re-sending the conversion, or None without an identifier."""
+    extras: dict[str, Any] = {"eventTimestamp": rfc3339(format_time(conversion_time, config.tz))}
+    gclid = clean(event.adjustment.gclid if event.adjustment else None) or clean(event.gclid)
+    if gclid is not None:
+        extras["adIdentifiers"] = {"gclid": gclid}
+    user_data = consented_user_data(event)
+    identifiers = [] if user_data is None else event_identifiers(user_identifiers(
+        user_data, email_rule=config.email_rule, default_region=config.default_region, with_address=False))
+    if identifiers:
+        extras["userData"] = {"userIdentifiers": identifiers}
+    if gclid is None and not identifiers:
+        return None  # "including at least one identifier, such as adIdentifiers or userData"
+    extras["eventSource"] = config.event_source
+    return extras

@@ -52,6 +52,7 @@ _PERSONAL_CONTAINERS = frozenset({
 # Keys that are personal identifiers without a personal-sounding name.
 _PERSONAL_KEYS = frozenset({
     "userid", "uid", "externalid", "ipoverride", "ip", "uip", "clientipaddress", "ipaddress", "remoteaddr",
+    "sessionattributes",  # Google's encoded browser session (the Data Manager API's adIdentifiers)
 })
 # Request headers whose values are credentials or signatures: never shown.
 _SECRET_HEADERS = frozenset({

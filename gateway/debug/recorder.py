@@ -32,6 +32,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from gateway.debug import masking
+from gateway.delivery import FINAL_OUTCOMES
 from gateway.debug.trace import CURRENT, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, TRACE_ID, Delivery, Trace, TraceBuffer
 from gateway.event import CONSENT_SIGNALS, Event
 from gateway.tag import Skip
@@ -215,7 +216,7 @@ def note_attempt(
         outcome, retry_after = "retry", None
     else:
         outcome, code, message, retry_after = result.outcome, result.code, result.message, result.retry_after
-    if outcome == "delivered":
+    if outcome in FINAL_OUTCOMES:  # skipped and superseded are final too; the attempt keeps the outcome
         delivery.status = "delivered"
     elif outcome == "retry" and attempt_no < max_attempts:
         delivery.status = "retry"

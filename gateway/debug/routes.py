@@ -29,6 +29,7 @@ cross-site request anyway.
     POST /debug/api/explain                     {"request": {...}} or {"trace_id": "..."}
     GET  /debug/api/dead-letters?limit=         POST /debug/api/dead-letters/replay {"ids": [...]}
     GET  /debug/api/dry-runs?last=              GET  /debug/api/orders/{order_id}
+    GET  /debug/api/requests?last=              (vendor requests processed later, with their status)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from gateway.debug.auth import COOKIE, COOKIE_PATH, SESSION_SECONDS, DebugAuth
 from gateway.debug.recorder import Recorder
 from gateway.debug.trace import Trace
 from gateway.storage.base import StorageUnavailable
+from gateway.vendor_requests import request_report
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -250,6 +252,14 @@ class DebugApp:
             self.gateway.dispatcher.wake()
         return _json(200, {"replayed": count})
 
+    async def vendor_requests(self, request: Request) -> Response:
+        """Requests a vendor accepted and processes later (Data Manager request ids), with what it said about them."""
+        try:
+            tracked = await self.gateway.storage.list_requests(_int(request, "last", 20, 500))
+        except StorageUnavailable:
+            return _error(503, "storage unavailable", None, {"Retry-After": "5"})
+        return _json(200, [request_report(t) for t in tracked])
+
     async def dry_runs(self, request: Request) -> Response:
         try:
             records = await self.gateway.storage.list_dry_runs(_int(request, "last", 20, 500))
@@ -289,6 +299,7 @@ class DebugApp:
             Route("/debug/api/dead-letters", g(self.dead_letters), methods=["GET"]),
             Route("/debug/api/dead-letters/replay", g(self.replay), methods=["POST"]),
             Route("/debug/api/dry-runs", g(self.dry_runs), methods=["GET"]),
+            Route("/debug/api/requests", g(self.vendor_requests), methods=["GET"]),
             Route("/debug/api/orders/{order_id}", g(self.order), methods=["GET"]),
         ]
 

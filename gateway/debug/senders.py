@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.debug.masking import mask_outgoing
 from gateway.delivery import Result
-from gateway.sender import DryRunRecorder, OutgoingRequest, PendingItem, Sender
+from gateway.sender import DryRunRecorder, OutgoingRequest, PendingItem, RequestStatus, Sender
 
 if TYPE_CHECKING:
     from gateway.debug.recorder import Recorder
@@ -90,6 +90,9 @@ class TracingSender(Sender):
 
     def batch_size(self, batch_key: str) -> int:
         return self.inner.batch_size(batch_key)
+
+    async def request_status(self, request_id: str) -> RequestStatus | None:
+        return await self.inner.request_status(request_id)
 
     async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
         traced = self.recorder.traces_for(items)

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from gateway.delivery import Delivery
 from gateway.ledger import AppliedChange, Held, LedgerState, LedgerWrite, Order
-from gateway.sender import PendingItem
+from gateway.sender import PendingItem, RequestStatus, SentRequest
 
 LedgerStep = Callable[[LedgerState], LedgerWrite]
 
@@ -125,6 +125,25 @@ class Sweep:
     pruned: int  # orders dropped after orders.retention
 
 
+@dataclass(frozen=True, slots=True)
+class TrackedRequest:
+    """A request a vendor accepted and processes later, and what it said about it last (``vendor_requests``)."""
+
+    id: int
+    destination: str
+    batch_key: str
+    request_id: str
+    item_keys: tuple[str, ...]
+    sent_at: datetime
+    state: str  # processing (not asked yet, or still processing) | success | partial_success | failed | unknown
+    records: int | None
+    errors: dict[str, int]  # vendor reason -> records
+    warnings: dict[str, int]
+    checks: int
+    checked_at: datetime | None
+    next_check_at: datetime | None  # None once the outcome is final or it is no longer asked for
+
+
 class Storage(abc.ABC):
     @abc.abstractmethod
     async def open(self) -> None:
@@ -186,6 +205,27 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def list_dry_runs(self, last: int) -> list[DryRunRecord]:
         """The most recent records, newest first."""
+
+    @abc.abstractmethod
+    async def track_request(self, request: SentRequest, next_check_at: datetime) -> None:
+        """Keep a request the vendor processes later, to ask for its status at ``next_check_at``."""
+
+    @abc.abstractmethod
+    async def due_requests(self, now: datetime, limit: int) -> list[TrackedRequest]:
+        """Kept requests whose status is due to be asked for, oldest due first."""
+
+    @abc.abstractmethod
+    async def update_request(self, id_: int, status: RequestStatus, checked_at: datetime,
+                             next_check_at: datetime | None) -> None:
+        """Record what the vendor said; ``next_check_at`` None stops asking."""
+
+    @abc.abstractmethod
+    async def list_requests(self, limit: int = 100) -> list[TrackedRequest]:
+        """The most recent kept requests, newest first."""
+
+    @abc.abstractmethod
+    async def dead_letter_delivered(self, keys: Sequence[str], code: str, message: str, now: datetime) -> int:
+        """Move delivered items (by idempotency key) that the vendor failed afterwards to the dead letters."""
 
     @abc.abstractmethod
     async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:

@@ -39,8 +39,8 @@ import orjson
 from gateway.delivery import Delivery
 from gateway.errors import BadRequest
 from gateway.ledger import LEDGER_DESTINATION, LedgerWrite
-from gateway.sender import PendingItem
-from gateway.storage import postgres_ledger
+from gateway.sender import PendingItem, RequestStatus, SentRequest
+from gateway.storage import postgres_ledger, postgres_requests
 from gateway.storage.base import (
     DeadLetter,
     DestinationStats,
@@ -52,6 +52,7 @@ from gateway.storage.base import (
     Storage,
     StorageUnavailable,
     Sweep,
+    TrackedRequest,
 )
 
 T = TypeVar("T")
@@ -110,6 +111,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX request_keys_created ON request_keys (created_at)",
     ),
     postgres_ledger.MIGRATION,  # the order ledger
+    postgres_requests.MIGRATION,  # vendor requests processed later (Data Manager API request ids)
 ]
 
 _DUE = "status = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)"
@@ -467,6 +469,24 @@ class PostgresStorage(Storage):
             )
         )
         return [DryRunRecord(r[0], r[1], r[2], r[3], orjson.loads(r[4]), r[5]) for r in rows]
+
+    async def track_request(self, request: SentRequest, next_check_at: datetime) -> None:
+        await self._run(lambda conn: postgres_requests.insert(conn, request, _utc(next_check_at)))
+
+    async def due_requests(self, now: datetime, limit: int) -> list[TrackedRequest]:
+        return await self._run(lambda conn: postgres_requests.due(conn, _utc(now), limit))
+
+    async def update_request(self, id_: int, status: RequestStatus, checked_at: datetime,
+                             next_check_at: datetime | None) -> None:
+        await self._run(lambda conn: postgres_requests.update(
+            conn, id_, status, _utc(checked_at), None if next_check_at is None else _utc(next_check_at)))
+
+    async def list_requests(self, limit: int = 100) -> list[TrackedRequest]:
+        return await self._run(lambda conn: postgres_requests.latest(conn, limit))
+
+    async def dead_letter_delivered(self, keys: Sequence[str], code: str, message: str, now: datetime) -> int:
+        return await self._run(lambda conn: postgres_requests.dead_letter_delivered(
+            conn, keys, code, message, _utc(now), _DEAD_COLUMNS))
 
     async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = await self._run(

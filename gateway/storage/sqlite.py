@@ -55,8 +55,8 @@ import orjson
 
 from gateway.delivery import Delivery
 from gateway.ledger import LEDGER_DESTINATION, LedgerWrite
-from gateway.sender import PendingItem
-from gateway.storage import sqlite_ledger
+from gateway.sender import PendingItem, RequestStatus, SentRequest
+from gateway.storage import sqlite_ledger, sqlite_requests
 from gateway.storage.base import (
     DeadLetter,
     DestinationStats,
@@ -68,6 +68,7 @@ from gateway.storage.base import (
     Storage,
     StorageUnavailable,
     Sweep,
+    TrackedRequest,
 )
 
 T = TypeVar("T")
@@ -129,6 +130,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX request_keys_created ON request_keys (created_at)",
     ),
     sqlite_ledger.MIGRATION,  # the order ledger
+    sqlite_requests.MIGRATION,  # vendor requests processed later (Data Manager API request ids)
 ]
 
 _INSERT_ITEM = """INSERT OR IGNORE INTO outbox
@@ -618,6 +620,24 @@ class SQLiteStorage(Storage):
             ).fetchall()
         )
         return [DryRunRecord(id_, dest, key, n, orjson.loads(req), _dt(at)) for id_, dest, key, n, req, at in rows]
+
+    async def track_request(self, request: SentRequest, next_check_at: datetime) -> None:
+        await self._write(lambda conn: sqlite_requests.insert(conn, request, next_check_at), replayable=True)
+
+    async def due_requests(self, now: datetime, limit: int) -> list[TrackedRequest]:
+        return await self._read(lambda conn: sqlite_requests.due(conn, now, limit))
+
+    async def update_request(self, id_: int, status: RequestStatus, checked_at: datetime,
+                             next_check_at: datetime | None) -> None:
+        await self._write(lambda conn: sqlite_requests.update(conn, id_, status, checked_at, next_check_at),
+                          replayable=True)
+
+    async def list_requests(self, limit: int = 100) -> list[TrackedRequest]:
+        return await self._read(lambda conn: sqlite_requests.latest(conn, limit))
+
+    async def dead_letter_delivered(self, keys: Sequence[str], code: str, message: str, now: datetime) -> int:
+        return await self._write(lambda conn: sqlite_requests.dead_letter_delivered(
+            conn, keys, code, message, now, _DEAD_COLUMNS))
 
     async def list_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         rows = await self._read(

@@ -9,9 +9,11 @@
 
     python -m tests.fakes.google_ads --port 8091  # for trying the gateway without an account
 
-What it checks, as Google does: the ``developer-token`` header, a Bearer
-token it issued and that has not expired (401 UNAUTHENTICATED otherwise), the
-``login-customer-id`` format, and the body, parsed with the google-ads
+What it checks, as Google does: a Bearer token its token endpoint
+(``tests/fakes/google_oauth.py``, which a fake Data Manager API may share)
+issued for the adwords scope and that has not expired (401 UNAUTHENTICATED,
+403 for a token without the scope), the ``login-customer-id`` format (the
+``developer-token`` header is ignored: tokens were sunset on 2026-09-09), and the body, parsed with the google-ads
 package's protobuf messages for the version in the path and
 ``ignore_unknown_fields=False``: an unknown or misspelt field is a 400
 INVALID_ARGUMENT, as Google's JSON transcoding answers. Per row it checks
@@ -41,7 +43,6 @@ import asyncio
 import importlib
 import itertools
 import re
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes._server import LoopbackServer
+from tests.fakes.google_oauth import ADS_API_SCOPE, TokenIssuer
 from google.protobuf import any_pb2, json_format
 
 _VERSIONS = ("v23", "v24", "v25", "v26")
@@ -97,6 +99,7 @@ CREDENTIALS = {
     "client_secret": "test-client-secret",
     "refresh_token": "test-refresh-token",
 }
+_OAUTH_KEYS = ("client_id", "client_secret", "refresh_token")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,19 +144,17 @@ class FakeGoogleAds(LoopbackServer):
         login_customer_id: str | None = None,
         accepted_conversions_exist: bool = True,
         port: int = 0,
+        issuer: TokenIssuer | None = None,
         **credentials: str,
     ) -> None:
         self.credentials = CREDENTIALS | credentials
+        self.issuer = issuer or TokenIssuer({k: self.credentials[k] for k in _OAUTH_KEYS}, expires_in=expires_in)
         self.expires_in = expires_in
         self.login_customer_id = login_customer_id  # when set, uploads must carry exactly this header
         self.accepted_conversions_exist = accepted_conversions_exist
         self.port = port
         self.uploads: list[Upload] = []
-        self.token_requests = 0
-        self._tokens: dict[str, float] = {}  # access token -> monotonic expiry
-        self._token_numbers = itertools.count(1)
         self._request_ids = itertools.count(1)
-        self._revoked: str | None = None
         self._failures: deque[_Failure] = deque()
         self._row_failures: deque[dict[int, str]] = deque()
         self._value_failures: dict[str, str] = {}
@@ -180,14 +181,17 @@ class FakeGoogleAds(LoopbackServer):
 
     # -- scripting --------------------------------------------------------------------------------
 
+    @property
+    def token_requests(self) -> int:
+        return len(self.issuer.requests)
+
     def expire_tokens(self) -> None:
         """Every access token issued so far is expired from now on (as if an hour had passed)."""
-        for token in self._tokens:
-            self._tokens[token] = 0.0
+        self.issuer.expire_tokens()
 
     def revoke(self, error: str = "invalid_grant") -> None:
         """The refresh token is no longer accepted: the token endpoint answers ``error``."""
-        self._revoked = error
+        self.issuer.revoke(error)
 
     def fail_next(self, status: int, count: int = 1, *, retry_delay: float | None = None, code: str | None = None) -> None:
         """The next ``count`` uploads fail as a whole: 429 RESOURCE_EXHAUSTED, 500 INTERNAL, 503 UNAVAILABLE, ..."""
@@ -215,31 +219,11 @@ class FakeGoogleAds(LoopbackServer):
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/token", self._token)
+        app.router.add_post("/token", self.issuer.handle)
         app.router.add_get("/fake/accepted", self._show_accepted)
         app.router.add_route("*", "/{tail:.*}", self._api)
         return app
 
-
-    # -- OAuth --------------------------------------------------------------------------------------
-
-    async def _token(self, request: web.Request) -> web.Response:
-        self.token_requests += 1
-        form = await request.post()
-        if form.get("grant_type") != "refresh_token":
-            return _oauth_error(400, "unsupported_grant_type", "Invalid grant_type: " + str(form.get("grant_type")))
-        if form.get("client_id") != self.credentials["client_id"] or \
-                form.get("client_secret") != self.credentials["client_secret"]:
-            return _oauth_error(401, "invalid_client", "The OAuth client was not found.")
-        if self._revoked is not None:
-            return _oauth_error(400 if self._revoked == "invalid_grant" else 401, self._revoked,
-                                "Token has been expired or revoked.")
-        if form.get("refresh_token") != self.credentials["refresh_token"]:
-            return _oauth_error(400, "invalid_grant", "Bad Request")
-        token = f"ya29.fake-access-token-{next(self._token_numbers)}"
-        self._tokens[token] = time.monotonic() + self.expires_in
-        return web.json_response({"access_token": token, "expires_in": self.expires_in,
-                                  "scope": "https://www.googleapis.com/auth/adwords", "token_type": "Bearer"})
 
     async def _show_accepted(self, request: web.Request) -> web.Response:
         return web.json_response(self._state.accepted)
@@ -269,21 +253,9 @@ class FakeGoogleAds(LoopbackServer):
         kind, module_name, request_name, list_json, list_proto, response_name = _METHODS[method]
         errors_module = _module(version, "errors.types.errors")
 
-        auth = _header(headers, "authorization")
-        if not auth:
-            return 401, _rpc_body(401, "UNAUTHENTICATED", "Request is missing required authentication credential. "
-                                  "Expected OAuth 2 access token, login cookie or other valid authentication credential.")
-        token = auth[7:] if auth.startswith("Bearer ") else ""
-        if self._tokens.get(token, 0.0) <= time.monotonic():
-            return 401, _rpc_body(401, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected "
-                                  "OAuth 2 access token, login cookie or other valid authentication credential.")
-        developer_token = _header(headers, "developer-token")
-        if not developer_token:
-            return 400, self._failure_body(version, 400, "INVALID_ARGUMENT", "request_error",
-                                           "DEVELOPER_TOKEN_PARAMETER_MISSING", "Developer token is missing.")
-        if developer_token != self.credentials["developer_token"]:
-            return 401, self._failure_body(version, 401, "UNAUTHENTICATED", "authentication_error",
-                                           "DEVELOPER_TOKEN_INVALID", "The developer token is not valid.")
+        refused = self.issuer.check(_header(headers, "authorization"), ADS_API_SCOPE)
+        if refused is not None:
+            return refused[0], _rpc_body(*refused)
         login = _header(headers, "login-customer-id")
         if login is not None and not _CUSTOMER.match(login):
             return 400, self._failure_body(version, 400, "INVALID_ARGUMENT", "header_error", "INVALID_LOGIN_CUSTOMER_ID",
@@ -647,10 +619,6 @@ def _rpc_body(http: int, status: str, message: str, details: list[Any] | None = 
 
 def _rpc_error(http: int, status: str, message: str) -> web.Response:
     return web.json_response(_rpc_body(http, status, message), status=http)
-
-
-def _oauth_error(http: int, error: str, description: str) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=http)
 
 
 def main(argv: list[str] | None = None) -> None:

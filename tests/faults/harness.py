@@ -276,6 +276,7 @@ def container_yaml(*, storage_url: str, sink_port: int, fake: FakeGoogleAds | No
         google = f"""
 destinations:
   google_ads:
+    api: google_ads_api      # the fault tests watch the Google Ads API fake's uploads
     api_base: {fake.url}
     token_url: {fake.token_url}
     developer_token: {creds["developer_token"]}

@@ -14,6 +14,10 @@ UserIdentifier (a oneof) fail the check.
 deliveries (or skip reason, or whose fault the error is) out, and each
 expected item checked against the schema inside a request wrapper, so a
 fixture written from Google's reference is also held to Google's schema.
+Every item also goes through the Data Manager encoder when its kind travels
+that way (click, call, restatement), and the ``IngestEventsRequest`` around
+it is held to the ``google-ads-datamanager`` protos; a case may state the
+expected ``data_manager_event``, written from the Data Manager reference.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from pydantic import ValidationError
 
 from gateway.event import Event
 from gateway.tag import Skip
+from tags._data_manager import destination, event_of, ingest_body
+from tags._google_ads import split_batch_key
+from tags._google_ads_api import ads_row
+from tests.tags.data_manager_schema import check_ingest_request
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "tags"
 
@@ -47,7 +55,10 @@ def _api_version() -> str:
 
 
 API_VERSION = _api_version()
+DATA_MANAGER_KINDS = ("click", "call", "restatement")
 _REQUESTS = {
+    "restatement": ("conversion_adjustment_upload_service", "UploadConversionAdjustmentsRequest",
+                    "conversionAdjustments"),
     "click": ("conversion_upload_service", "UploadClickConversionsRequest", "conversions"),
     "call": ("conversion_upload_service", "UploadCallConversionsRequest", "conversions"),
     "adjustment": ("conversion_adjustment_upload_service", "UploadConversionAdjustmentsRequest", "conversionAdjustments"),
@@ -75,8 +86,16 @@ def check_request(kind: str, body: Any, version: str = API_VERSION) -> None:
 
 
 def check_item(kind: str, item: Any, version: str = API_VERSION) -> None:
-    """Check one row inside a minimal request wrapper."""
-    check_request(kind, {_REQUESTS[kind][2]: [item], "partialFailure": True}, version)
+    """Check one row inside a minimal request wrapper, as each API that takes its kind would get it."""
+    check_request(kind, {_REQUESTS[kind][2]: [ads_row(item)], "partialFailure": True}, version)
+    if kind in DATA_MANAGER_KINDS:
+        check_ingest_request(data_manager_request(kind, [item]))
+
+
+def data_manager_request(kind: str, items: list[Any], customer_id: str = "1234567890") -> dict[str, Any]:
+    """The ``IngestEventsRequest`` the sender would make of these rows (one conversion action)."""
+    action = str(items[0].get("conversionAction", "")).rpartition("/")[2]
+    return ingest_body(destination(customer_id, action), [event_of(kind, item) for item in items], False)
 
 
 def _check_json_names(value: Any, descriptor: Descriptor, where: str) -> None:
@@ -126,7 +145,10 @@ def assert_case(module: ModuleType, kind: str, case: dict[str, Any]) -> None:
         return
     deliveries = module.build(event, config)
     got = []
+    kinds = []
     for delivery, wanted in zip(deliveries, expect["deliveries"]):
+        parsed = split_batch_key(delivery.batch_key)
+        kinds.append(parsed[1] if parsed else kind)
         entry: dict[str, Any] = {"batch_key": delivery.batch_key, "item": delivery.item}
         if "idempotency_key" in wanted:
             entry["idempotency_key"] = delivery.idempotency_key
@@ -135,9 +157,11 @@ def assert_case(module: ModuleType, kind: str, case: dict[str, Any]) -> None:
         got.append(entry)
         assert (delivery.destination, delivery.tag) == ("google_ads", "gads_test")
     assert len(deliveries) == len(expect["deliveries"])
-    assert got == [_normal(w) for w in expect["deliveries"]]
-    for wanted in expect["deliveries"]:
-        check_item(kind, wanted["item"])
+    assert got == [_normal({k: v for k, v in w.items() if k != "data_manager_event"}) for w in expect["deliveries"]]
+    for wanted, item_kind in zip(expect["deliveries"], kinds):
+        check_item(item_kind, wanted["item"])
+        if "data_manager_event" in wanted:
+            assert event_of(item_kind, wanted["item"]) == wanted["data_manager_event"]
 
 
 def _normal(wanted: dict[str, Any]) -> dict[str, Any]:

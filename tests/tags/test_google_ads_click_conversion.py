@@ -45,6 +45,8 @@ def test_the_example_config_validates_with_its_defaults() -> None:
     assert config().model_dump() == EXAMPLE | {
         "send_order_id": True, "send_user_identifiers": True, "send_ad_personalization": False, "email_rule": "gmail",
         "default_region": None, "custom_variables": {}, "cart_data": None, "conversion_environment": None,
+        "event_source": None, "send_device_info": True, "session_attributes_field": "extra.session_attributes",
+        "custom_variable_names": {},
     }
 
 

@@ -17,7 +17,7 @@ EXAMPLE = {  # CONTAINER.md's gads_refund
     "trigger": "refund_or_cancel",
     "customer_id": "1234567890",
     "conversion_action_id": "987654321",
-    "delay_after_conversion": "6h",
+    "delay_after_conversion": "24h",
     "retry_horizon": "72h",
     "click_through_window": "90d",
 }
@@ -44,8 +44,9 @@ def test_fixture(case: dict[str, Any]) -> None:
 
 def test_the_example_config_validates_with_its_defaults() -> None:
     assert config().model_dump() == EXAMPLE | {
-        "timezone": "UTC", "delay_after_conversion": timedelta(hours=6), "retry_horizon": timedelta(hours=72),
-        "click_through_window": timedelta(days=90), "email_rule": "gmail", "default_region": None,
+        "timezone": "UTC", "delay_after_conversion": timedelta(hours=24), "adjustment_window": timedelta(days=54),
+        "retry_horizon": timedelta(hours=72), "click_through_window": timedelta(days=90), "event_source": "WEB",
+        "email_rule": "gmail", "default_region": None,
     }
 
 
@@ -57,7 +58,7 @@ def test_order_id_and_gclid_date_time_pair_are_never_both_sent(kind: str, by_ord
     item = delivery.item
     assert ("orderId" in item) != ("gclidDateTimePair" in item)
     assert "orderId" in item if (by_order_id or kind == "ENHANCEMENT") else "gclidDateTimePair" in item
-    check_item("adjustment", item)
+    check_item(delivery.batch_key.rpartition(":")[2], item)
 
 
 @pytest.mark.parametrize("kind", ["RETRACTION", "RESTATEMENT"])

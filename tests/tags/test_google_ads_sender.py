@@ -95,8 +95,8 @@ async def _no_dry_run(*args: Any) -> None:
 
 def destination(fake: FakeGoogleAds, **overrides: Any) -> google_ads.Config:
     return google_ads.Config.model_validate(
-        {"api_base": fake.url, "token_url": fake.token_url, "login_customer_id": "111-222-3333",
-         "flush_interval": "50ms"} | fake.credentials | overrides
+        {"api": "google_ads_api", "api_base": fake.url, "token_url": fake.token_url,
+         "login_customer_id": "111-222-3333", "flush_interval": "50ms"} | fake.credentials | overrides
     )
 
 
@@ -147,7 +147,8 @@ def test_the_container_example_validates_with_its_defaults() -> None:
         "client_secret": "test-secret", "refresh_token": "test-refresh", "login_customer_id": "",
     })
     assert config.model_dump() == {
-        "mode": "live", "api_base": "https://googleads.googleapis.com", "api_version": "v26",
+        "mode": "live", "api": "data_manager", "data_manager_base": "https://datamanager.googleapis.com",
+        "api_base": "https://googleads.googleapis.com", "api_version": "v26",
         "token_url": "https://oauth2.googleapis.com/token", "developer_token": "test-dev", "client_id": "test-id",
         "client_secret": "test-secret", "refresh_token": "test-refresh", "login_customer_id": "", "validate_only": False,
         "debug_enabled": False, "job_id": None, "flush_interval": timedelta(seconds=10), "max_batch_size": 2000,
@@ -159,7 +160,6 @@ def test_the_container_example_validates_with_its_defaults() -> None:
     ("spec", "errors"),
     [
         pytest.param({}, [
-            "destinations.google_ads.developer_token: Value error, must be set in live mode (it may be empty only with mode: dry_run)",
             "destinations.google_ads.client_id: Value error, must be set in live mode (it may be empty only with mode: dry_run)",
             "destinations.google_ads.client_secret: Value error, must be set in live mode (it may be empty only with mode: dry_run)",
             "destinations.google_ads.refresh_token: Value error, must be set in live mode (it may be empty only with mode: dry_run)",
@@ -327,16 +327,16 @@ async def test_a_permission_error_is_permanent_with_googles_code(make_sender: An
 async def test_an_unknown_batch_key_is_refused_without_a_request(fake: FakeGoogleAds, make_sender: Any) -> None:
     sender = await make_sender(destination(fake))
     assert await sender.send("gads_purchase", [pending(click(1))]) == [
-        Result.permanent("bad_batch_key", "expected {customer_id}:{click|call|adjustment}")]
+        Result.permanent("bad_batch_key", "expected {customer_id}:{click|call|adjustment|restatement}")]
     assert fake.uploads == [] and fake.token_requests == 0
 
 
 async def test_results_are_counted_by_kind_outcome_and_code(fake: FakeGoogleAds, make_sender: Any) -> None:
     sender = await make_sender(destination(fake))
-    before = sample("gateway_google_ads_rows_total", kind="click", outcome="permanent", code="CLICK_NOT_FOUND")
+    before = sample("gateway_google_ads_rows_total", kind="click", api="google_ads_api", outcome="permanent", code="CLICK_NOT_FOUND")
     fake.fail_rows({0: "CLICK_NOT_FOUND"})
     await sender.send(f"{CUSTOMER}:click", [pending(click(1))])
-    assert sample("gateway_google_ads_rows_total", kind="click", outcome="permanent", code="CLICK_NOT_FOUND") == before + 1
+    assert sample("gateway_google_ads_rows_total", kind="click", api="google_ads_api", outcome="permanent", code="CLICK_NOT_FOUND") == before + 1
 
 
 # -- adjustments ---------------------------------------------------------------------------------------
@@ -464,7 +464,7 @@ async def test_invalid_grant_pauses_the_destination_and_items_stay_pending(
     sender = await make_sender(destination(fake), now=Clock(T0 + timedelta(minutes=1)))
     dispatcher = Dispatcher(storage, {"google_ads": sender}, DeliverySection(), now=lambda: T0 + timedelta(minutes=1),
                             rng=random.Random(1))
-    await storage.enqueue([click(n) for n in range(5)] + [adjustment("RETRACTION", conversion_time=T0 - timedelta(hours=9))], T0)
+    await storage.enqueue([click(n) for n in range(5)] + [adjustment("RETRACTION", conversion_time=T0 - timedelta(hours=25))], T0)
 
     with caplog.at_level(logging.ERROR, logger="gateway.google_ads"):
         assert await dispatcher.run_once() == 6
@@ -492,7 +492,7 @@ async def test_a_wrong_client_secret_pauses_the_destination_too(fake: FakeGoogle
 async def test_dry_run_records_the_exact_request_masked_and_calls_nothing(
     fake: FakeGoogleAds, make_sender: Any, storage: Storage
 ) -> None:
-    config = google_ads.Config.model_validate({"mode": "dry_run", "api_base": fake.url, "token_url": fake.token_url,
+    config = google_ads.Config.model_validate({"mode": "dry_run", "api": "google_ads_api", "api_base": fake.url, "token_url": fake.token_url,
                                                "developer_token": "test-developer-token", "job_id": 7})
     sender = await make_sender(config, record=dry_run_recorder(storage, lambda: T0))
     items = [pending(click(n), n) for n in range(2)] + [pending(click(0), 9)]

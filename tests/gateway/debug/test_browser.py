@@ -115,7 +115,7 @@ def test_debugger_page_shows_a_live_hit_end_to_end_without_personal_data(tmp_pat
         row = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f'tr[data-trace="{trace_id}"]')))
         row.click()
         detail = browser.find_element(By.ID, "detail")
-        wait.until(lambda _: "uploadClickConversions" in detail.text and "delivered" in detail.text)
+        wait.until(lambda _: "events:ingest" in detail.text and "delivered" in detail.text)
 
         text = detail.text
         assert "consent signal" in text and "ad_user_data" in text and "json" in text
@@ -137,7 +137,7 @@ def test_debugger_page_shows_a_live_hit_end_to_end_without_personal_data(tmp_pat
         browser.find_element(By.ID, "explain-run").click()
         result = browser.find_element(By.ID, "explain-result")
         wait.until(lambda _: "explain: nothing was stored or sent" in result.text)
-        assert "gads_purchase" in result.text and "uploadClickConversions" in result.text
+        assert "gads_purchase" in result.text and "events:ingest" in result.text
         browser.save_screenshot(str(ARTIFACTS / "debugger-explain.png"))
 
         # Script errors and CSP violations; the login form's own 401 is the one expected network error.

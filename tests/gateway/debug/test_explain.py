@@ -37,13 +37,10 @@ async def test_ga4_purchase_is_explained_down_to_the_google_ads_body_without_sto
     assert run["fired"] == ["forward", "gads_purchase"]
     gads = next(d for d in trace["delivery_items"] if d["tag"] == "gads_purchase")
     [request] = gads["attempts"][0]["requests"]
-    [conversion] = request["body"]["conversions"]
-    assert conversion["gbraid"] == "0AAAAAoGxexample-gbraid"
-    assert conversion["orderId"] == "ORD-10042"
-    assert conversion["userIdentifiers"] == [
-        {"userIdentifierSource": "FIRST_PARTY", "hashedEmail": "036e9a…"},
-        {"userIdentifierSource": "FIRST_PARTY", "hashedPhoneNumber": "b4267a…"},
-    ]
+    [event] = request["body"]["events"]  # the Data Manager API's IngestEventsRequest, the default route
+    assert event["adIdentifiers"] == {"gbraid": "0AAAAAoGxexample-gbraid"}
+    assert event["transactionId"] == "ORD-10042"
+    assert event["userData"] == {"userIdentifiers": [{"emailAddress": "036e9a…"}, {"phoneNumber": "b4267a…"}]}
     assert request["headers"]["Authorization"] == "***"
     assert trace["ledger"] == [{"order_id": "ORD-10042", "decision": "explained_without_ledger", "change_id": None}]
     assert not (tmp_path / "never.db").exists()

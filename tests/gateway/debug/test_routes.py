@@ -154,10 +154,10 @@ def test_explain_shows_the_path_of_a_pasted_request_and_stores_nothing(make_clie
     assert result["note"] == "explain: nothing was stored or sent"
     assert result["runs"][0]["fired"] == ["forward", "gads_purchase", "big_only"]
     outgoing = {d["tag"]: d["attempts"][0]["requests"][0] for d in result["delivery_items"]}
-    conversion = outgoing["gads_purchase"]["body"]["conversions"][0]
-    assert conversion["gclid"] == "Cj0-test" and conversion["orderId"] == "ORD-5"
-    assert conversion["userIdentifiers"][0]["hashedEmail"].endswith("…")
-    assert outgoing["gads_purchase"]["url"].endswith("/customers/1234567890:uploadClickConversions")
+    event = outgoing["gads_purchase"]["body"]["events"][0]
+    assert event["adIdentifiers"]["gclid"] == "Cj0-test" and event["transactionId"] == "ORD-5"
+    assert event["userData"]["userIdentifiers"][0]["emailAddress"].endswith("…")
+    assert outgoing["gads_purchase"]["url"] == "https://datamanager.googleapis.com/v1/events:ingest"
     assert "jane" not in json.dumps(result)
     assert client.get("/debug/api/traces", headers=AUTH).json()["traces"] == []
     assert client.get("/debug/api/dry-runs", headers=AUTH).json() == []
