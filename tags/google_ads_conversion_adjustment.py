@@ -26,6 +26,14 @@ this tag turns it into one ``ConversionAdjustment``:
 - Retractions after the conversion action's click-through window, and
   restatements of conversions older than Google's 54 days, would be refused:
   they are skipped with a reason instead of dead-lettered.
+- Only a conversion that exists can be adjusted; anything else is 72 hours
+  of CONVERSION_NOT_FOUND retries. The ledger says what became of this
+  gateway's upload to each conversion action (``adjustment.conversions``):
+  one dead-lettered is skipped (``conversion_upload_failed``), one never
+  uploaded here is skipped (``conversion_not_uploaded``) unless
+  ``conversions_from_page_tag`` says the page's Google tag records this
+  conversion action with the transaction id as its order id (then the
+  adjustment names it by order id).
 
 The idempotency key is the ledger's ``adjustment_id``, so a redelivered refund
 webhook maps to the same outbox item.
@@ -82,6 +90,11 @@ class Config(GoogleAdsTagConfig):
     default_region: str | None = Field(
         None, description="Region for phone numbers written without a country code, e.g. DE (two letters)."
     )
+    conversions_from_page_tag: bool = Field(
+        False,
+        description="The page's Google tag records this conversion action with the transaction id as order id: "
+        "adjust orders this gateway did not upload too (by order id). Off: only conversions this gateway uploaded.",
+    )
 
     @field_validator("default_region")
     @classmethod
@@ -103,13 +116,19 @@ def build(event: Event, config: Config) -> list[Delivery]:
         if adjustment.type == "RESTATEMENT" and age > RESTATEMENT_WINDOW:
             raise Skip("outside_restatement_window")
 
+    upload = None if adjustment.conversions is None else adjustment.conversions.get(config.conversion_action, "none")
+    if upload == "failed":
+        raise Skip("conversion_upload_failed")
+    if upload == "none" and not config.conversions_from_page_tag:
+        raise Skip("conversion_not_uploaded")
+
     item: dict[str, Any] = {
         "conversionAction": config.conversion_action,
         "adjustmentType": adjustment.type,
         "adjustmentDateTime": format_time(event.timestamp, config.tz),
     }
     order_id = clean(adjustment.order_id) or clean(event.transaction_id)
-    if adjustment.type == "ENHANCEMENT" or adjustment.uploaded_with_order_id:
+    if adjustment.type == "ENHANCEMENT" or adjustment.uploaded_with_order_id or upload == "none":
         if order_id is None:
             raise Skip("no_order_id")
         item["orderId"] = order_id

@@ -271,7 +271,6 @@ tags:
     [
         pytest.param("bad_missing_order_id.json", "order_id", id="missing_order_id"),
         pytest.param("bad_negative_refund.json", "refund_amount", id="negative_refund"),
-        pytest.param("bad_unknown_event.json", "event", id="unknown_event"),
     ],
 )
 def test_a_bad_order_update_is_400_naming_the_field_and_stores_nothing(make_client, db_path, name, field):
