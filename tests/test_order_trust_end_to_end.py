@@ -15,6 +15,8 @@ import contextlib
 import hashlib
 import hmac
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.conftest import FIXTURES, load_fixture
+from tests.running import ROOT
 
 SECRET = b"fixture-secret"
 WEBHOOKS = FIXTURES / "webhooks"
@@ -397,3 +400,48 @@ def test_a_shopify_web_order_goes_to_meta_as_a_website_event_with_the_browsers_u
         "website", "https://trail-shop.myshopify.com/products/trail-shoe?utm_source=google&gclid=EAIaIQobChMIshopify-gclid-1042")
     assert purchase["user_data"]["client_user_agent"] == "Mozilla/5.0 (X11; Linux) Firefox/133.0"
     assert "client_ip_address" not in purchase["user_data"]
+
+
+# -- what the operator sees --------------------------------------------------------------------------
+
+
+def test_orders_show_says_which_value_each_adjustment_used_and_what_waits(make_client, db_path, tmp_path):
+    config = tmp_path / "container.yaml"
+    config.write_text(CONTAINER + f"\nstorage:\n  url: sqlite:///{db_path}\n")
+    client = make_client(config.read_text(), run_dispatcher=False)
+    ga4_purchase(client, "5801234567009", "100")
+    shopify(client, shopify_order(5801234567009, "124.00"), "orders/create", "wh-1")
+    shopify(client, shopify_refund(5801234567009, 980001, "62.00"), "refunds/create", "wh-2")
+    shopify(client, shopify_refund(5801234567009, 980002, "12.00", status="pending"), "refunds/create", "wh-3")
+
+    report = orjson.loads(run_cli("orders", "show", "5801234567009", "--config", str(config)))
+
+    assert {k: report["order"][k] for k in ("value", "total", "refunded")} == {
+        "value": "100.0", "total": "124.0", "refunded": "62.0"}
+    assert [(u["conversion_action"], u["status"]) for u in report["order"]["uploads"]] == [
+        ("customers/1234567890/conversionActions/987654321", "pending")]
+    assert [(c["change_id"], c["basis"], c["adjusted_value"], c["retained_after"]) for c in report["changes"]] == [
+        ("shopify:980001", "share_of_order_total", "50.00", "62.0")]
+    assert [(h["change_id"], h["amount"], h["waiting_for"]) for h in report["held"]] == [
+        ("shopify:980002", 12.0, "its money to move")]
+
+
+def run_cli(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_sample_containers_money_moving_triggers_fire_only_for_the_order_system():
+    from gateway.config import load_container_file
+    from gateway.event import Event, Source
+
+    container = load_container_file(str(ROOT / "examples" / "container.yaml"))
+    trigger = container.triggers["refund_or_cancel"]
+
+    def fires(client: str, authenticated: bool) -> bool:
+        return trigger.matches(Event(event_name="refund", transaction_id="ORD-1",
+                                     source=Source(client=client, authenticated=authenticated)))
+
+    assert [fires("ga4", False), fires("json_beacon", False), fires("shopify", True)] == [False, False, True]
