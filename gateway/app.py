@@ -145,14 +145,17 @@ def build_senders(container: Container, storage: Storage, now: Callable[[], date
     return senders
 
 
+CLICK_CONVERSION_TAG = "google_ads_click_conversion"
+
+
 def click_tags(container: Container) -> dict[str, ClickTag]:
-    """Tag name -> what the ledger must know of it, for the tags that upload click conversions (``send_order_id``)."""
+    """Tag name -> what the ledger must know of it (order id sent? which conversion action?), per click-conversion tag."""
     out: dict[str, ClickTag] = {}
     for tag in container.tags:
-        send = getattr(tag.config, "send_order_id", None)
-        if isinstance(send, bool):
+        if tag.config.type == CLICK_CONVERSION_TAG:
+            send = getattr(tag.config, "send_order_id", True)
             action = getattr(tag.config, "conversion_action", None)
-            out[tag.config.name] = ClickTag(send, action if isinstance(action, str) else None)
+            out[tag.config.name] = ClickTag(send is not False, action if isinstance(action, str) else None)
     return out
 
 
