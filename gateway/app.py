@@ -160,7 +160,10 @@ def click_tags(container: Container) -> dict[str, ClickTag]:
 
 
 def log_ledger(write: LedgerWrite, client: str) -> None:
-    """One line per ledger decision: order and change ids, a code and the values used, nothing personal."""
+    """One line per ledger decision (order and change ids, a code, the values used; nothing personal).
+
+    The dead letters the ledger filed are counted here too, once their transaction committed.
+    """
     for note in write.notes:
         level = logging.WARNING if note.what in ("retained_value_disagrees", "currency_mismatch") else logging.INFO
         extra = {"client": client, "order_id": note.order_id, "change_id": note.change_id, "decision": note.what}
