@@ -3,15 +3,18 @@
 Every order system speaks its own dialect, but the events that leave its
 client are the same, so triggers and tags see one vocabulary:
 
-- ``purchase`` (once per order: the ledger drops later copies),
+- ``purchase`` (once per order: the ledger keeps one copy; the order
+  system's is the total every refund is a share of),
 - ``refund`` with ``value`` = the refunded amount (positive) and
-  ``extra.refund_id`` = a stable id for this refund (``extra.refund_type``
-  ``full`` when the order system says so; ``extra.retained_value`` when it
-  reports one, for the ledger to compare with its own arithmetic),
+  ``order.refund_id`` = a stable id for this refund (``order.full_refund``
+  when the order system says so, ``order.retained_value`` when it reports
+  one, for the ledger to compare with its own arithmetic,
+  ``order.refund_pending`` while its money has not moved),
 - ``order_cancelled``;
 
-each with ``transaction_id`` = the order id and ``extra.source`` =
-``order_system`` (the Meta tag chooses ``action_source`` from it).
+each with ``transaction_id`` = the order id. The gateway stamps them
+``source.authenticated``, since these clients verify a signature; that
+stamp, not anything in the body, is what lets them change an order.
 
 Signatures are checked over the raw body with ``hmac.compare_digest`` before
 anything in the body is read. A missing or wrong signature is a 401 and
@@ -37,10 +40,9 @@ from pydantic import ValidationError
 from clients._time import parse_iso
 from gateway.consent import consent_from_mapping
 from gateway.errors import BadRequest
-from gateway.event import CONSENT_SIGNALS, Address, Consent, Event, UserData
+from gateway.event import CONSENT_SIGNALS, Address, Consent, Event, OrderData, UserData
 from gateway.identity import clean
 
-ORDER_SOURCE = "order_system"
 CLICK_IDS = ("gclid", "gbraid", "wbraid")
 _MAX_AMOUNT = Decimal("1e12")
 _SIGNALS = frozenset(CONSENT_SIGNALS)
@@ -171,6 +173,16 @@ def stable_id(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
 
 
+def body_digest(body: bytes) -> str:
+    """The identity of a signed body: an identical redelivery or replay is the same change.
+
+    Only the body counts, never a header: a header is not signed (an
+    attacker replaying a captured body can set it to anything), and a
+    signed timestamp changes with every delivery of the same change.
+    """
+    return "body:" + hashlib.sha256(body).hexdigest()[:32]
+
+
 # -- identifiers, consent, people ----------------------------------------------------------------
 
 
@@ -246,36 +258,42 @@ def user_data(
 
 
 def order_event(event_name: str, order_id: str, moment: datetime, **fields: Any) -> Event:
-    """An order event: ``transaction_id`` = order id, ``extra.source`` = order_system, and ``fields``."""
-    extra = {"source": ORDER_SOURCE, **fields.pop("extra", {})}
+    """An order event: ``transaction_id`` = order id, and ``fields``."""
     data = {k: v for k, v in fields.items() if v is not None}
     try:
-        return Event(event_name=event_name, transaction_id=order_id, timestamp=moment, extra=extra, **data)
+        return Event(event_name=event_name, transaction_id=order_id, timestamp=moment, **data)
     except ValidationError as exc:  # a bug in a client, not the sender's fault: never echo values
         problems = [".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False, include_url=False)]
         raise BadRequest(400, "invalid order event", detail={"fields": problems}) from None
 
 
-def purchase(order_id: str, moment: datetime, value: Decimal | None, currency_code: str | None, **fields: Any) -> Event:
-    return order_event("purchase", order_id, moment, value=_float(value), currency=currency_code, **fields)
+def purchase(
+    order_id: str, moment: datetime, value: Decimal | None, currency_code: str | None, *, placed_on_web: bool = False,
+    **fields: Any,
+) -> Event:
+    order = OrderData(placed_on_web=True) if placed_on_web else None
+    return order_event("purchase", order_id, moment, value=_float(value), currency=currency_code, order=order, **fields)
 
 
 def refund(
     order_id: str, moment: datetime, amount: Decimal | None, currency_code: str | None, refund_id: str, *,
-    full: bool = False, retained_value: Decimal | None = None, **fields: Any,
+    full: bool = False, retained_value: Decimal | None = None, pending: bool = False, total: Decimal | None = None,
+    exchange_rate: Decimal | None = None, backstop: bool = False, **fields: Any,
 ) -> Event:
-    extra: dict[str, Any] = {"refund_id": refund_id}
-    if full:
-        extra["refund_type"] = "full"
-    if retained_value is not None:
-        extra["retained_value"] = _float(retained_value)
+    order = OrderData(refund_id=refund_id, full_refund=full or None, retained_value=_float(retained_value),
+                      refund_pending=pending or None, total=_float(total), exchange_rate=_float(exchange_rate),
+                      backstop=backstop or None)
     fields.setdefault("event_id", refund_id)
-    return order_event("refund", order_id, moment, value=_float(amount), currency=currency_code, extra=extra, **fields)
+    return order_event("refund", order_id, moment, value=_float(amount), currency=currency_code, order=order, **fields)
 
 
-def cancellation(order_id: str, moment: datetime, currency_code: str | None, **fields: Any) -> Event:
+def cancellation(
+    order_id: str, moment: datetime, currency_code: str | None, *, total: Decimal | None = None, backstop: bool = False,
+    **fields: Any,
+) -> Event:
     fields.setdefault("event_id", f"cancel:{order_id}")
-    return order_event("order_cancelled", order_id, moment, currency=currency_code, **fields)
+    order = OrderData(total=_float(total), backstop=backstop or None) if total is not None or backstop else None
+    return order_event("order_cancelled", order_id, moment, currency=currency_code, order=order, **fields)
 
 
 def items(entries: Iterable[Mapping[str, Any]], *, id_keys: tuple[str, ...], name_key: str | None = None) -> list[dict[str, Any]] | None:

@@ -1,7 +1,9 @@
 """JSON beacon: ``POST /collect`` for ``navigator.sendBeacon`` and ``fetch``.
 
 The body is one event object in the event model's own keys, or
-``{"events": [...]}``. ``sendBeacon`` cannot set a JSON content type without
+``{"events": [...]}``. The internal fields (``source``, ``order``,
+``adjustment``) are the gateway's: an event that sets one gets a 400 naming
+it, since anyone can post here. ``sendBeacon`` cannot set a JSON content type without
 triggering a CORS preflight, so pages send ``text/plain``; both are parsed as
 JSON. An optional ``timestamp`` (ISO 8601, or unix milliseconds as
 JavaScript's ``Date.now()`` gives) says when the event happened; without it
@@ -26,8 +28,10 @@ from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.consent import consent_from_mapping
 from gateway.cookies import read_cookies
 from gateway.errors import BadRequest
-from gateway.event import EVENT_FIELDS, Event
+from gateway.event import EVENT_FIELDS, INTERNAL_FIELDS, Event
 
+# Anyone on the internet can send these: events from here never change an order's value (gateway.ledger).
+AUTHENTICATED = False
 ROUTES = [("POST", "/collect"), ("OPTIONS", "/collect")]
 
 _STRING = {"type": "string"}
@@ -44,6 +48,8 @@ EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["event_name"],
     "additionalProperties": True,
+    "not": {"anyOf": [{"required": [name]} for name in INTERNAL_FIELDS],
+            "description": "source, order and adjustment are set by the gateway, never by a request."},
     "properties": {
         "event_name": {"type": "string", "minLength": 1, "maxLength": 200},
         "timestamp": {"description": "ISO 8601 with an offset, or unix milliseconds; between 1970 and 2100. "
@@ -169,6 +175,8 @@ def _build_event(obj: Any, path: str, raw: RawRequest, cookies: dict[str, str]) 
     data: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, value in obj.items():
+        if key in INTERNAL_FIELDS:
+            raise BadRequest(400, f"{key} is set by the gateway, never by a request", field=f"{path}.{key}")
         if key in EVENT_FIELDS and key not in ("timestamp", "consent", "extra"):
             data[key] = value
         elif key not in ("timestamp", "consent", "extra"):

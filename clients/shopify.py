@@ -1,28 +1,44 @@
 """Shopify webhooks: ``POST /webhooks/shopify`` for the order topics that move a conversion's value.
 
 References: https://shopify.dev/docs/apps/build/webhooks/verify-deliveries (HMAC and duplicates),
-https://shopify.dev/docs/api/admin-rest/latest/resources/webhook (topics),
-https://shopify.dev/docs/api/admin-rest/latest/resources/order and .../refund (payloads).
+https://shopify.dev/docs/api/webhooks/latest (topics, each delivered with the resource's REST shape),
+https://shopify.dev/docs/api/admin-rest/latest/resources/order (``refunds``, ``source_name``,
+``client_details``), .../refund and .../transaction (a transaction's ``status``: ``pending``,
+``failure``, ``success`` or ``error``).
 
 - ``X-Shopify-Hmac-Sha256`` is the base64 HMAC-SHA256 of the raw body, keyed
   with the app's client secret (or the secret a store shows under
   Notifications -> Webhooks); compared in constant time before the body is read.
 - ``X-Shopify-Topic``: ``orders/create`` and ``orders/paid`` -> ``purchase``
   (the ledger keeps one per order), ``orders/cancelled`` -> ``order_cancelled``,
-  ``refunds/create`` -> ``refund``. Any other topic is refused with a 400
-  naming the header: a store sending it is misconfigured.
+  ``refunds/create`` -> ``refund``, ``orders/updated`` -> the backstop below.
+  The topic header is not signed, so it must agree with the body: an order
+  for the order topics, ``cancelled_at`` for ``orders/cancelled``, a refund
+  (``order_id`` and its ``transactions``) for ``refunds/create``; a body
+  re-sent under another topic is a 400. Any other topic is acknowledged
+  with 200 ``{"ignored": "unsupported_topic"}``: Shopify removes a
+  subscription whose deliveries keep failing.
 - Shopify retries a delivery with the same ``X-Shopify-Webhook-Id``; it is
   the request key, so a retry is a no-op that still gets 200.
 - The order id is the numeric ``id`` (``order_id`` in a refund), so the
   browser's purchase hit must send that as ``transaction_id`` for the two to
   be one order.
-- A refund's amount is what its ``transactions`` of kind ``refund`` with
-  status ``success`` moved: a failed attempt or a restock without money
-  refunds nothing (such a refund produces no event). Line items are not
-  summed: they ignore shipping refunds and order-level adjustments.
-  Transactions are in the currency the customer paid, so the purchase's
-  value is ``total_price_set.presentment_money`` when Shopify sends it (else
+- A refund's amount is what its ``transactions`` of kind ``refund`` moved:
+  ``success`` has moved, ``pending`` (Shopify Payments sends
+  ``refunds/create`` once, while the money is still on its way) will: such
+  a refund is ``order.refund_pending`` and the ledger holds it; ``failure``
+  and ``error`` moved nothing. A refund that moved nothing makes no event
+  (acknowledged as ignored). Line items are not summed: they ignore shipping
+  refunds and order-level adjustments. Transactions are in the currency the
+  customer paid, so the purchase's value is
+  ``total_price_set.presentment_money`` when Shopify sends it (else
   ``total_price`` in ``currency``): the ledger subtracts like from like.
+- ``orders/updated`` is the backstop: it carries the order's cumulative
+  ``refunds`` with their transactions' current status, so each refund in it
+  is a refund event (``order.backstop``) that the ledger applies by refund
+  id, once: one it missed, or one it held as pending that has succeeded
+  since. A cancelled order's update is likewise a cancellation. The ledger
+  never holds a backstop change for an order it does not know.
 - The click id is in the query of ``landing_site`` (the first page of the
   visit), or in a cart attribute (``note_attributes``) named ``gclid``,
   ``gbraid`` or ``wbraid`` that a storefront script filled. Consent comes
@@ -31,12 +47,18 @@ https://shopify.dev/docs/api/admin-rest/latest/resources/order and .../refund (p
   or the container's default applies.
 - Customer data comes from ``customer`` and ``billing_address``; user agent
   and IP from ``client_details`` (the buyer's browser, not Shopify's servers).
+  An order placed on the web storefront (``source_name: web``) with the
+  browser's user agent is ``order.placed_on_web``, its ``page_location`` the
+  landing page on the shop's domain: the Meta tag sends it as a website
+  event.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Literal, Mapping
+from urllib.parse import urljoin, urlsplit
 
 from pydantic import Field, PrivateAttr
 
@@ -45,10 +67,15 @@ from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.errors import BadRequest
 from gateway.event import Event
 
+# Every request that makes events is signed with the client's secret: its events may change an order.
+AUTHENTICATED = True
 ROUTES = [("POST", "/webhooks/shopify")]
 
 PURCHASE_TOPICS = frozenset({"orders/create", "orders/paid"})
-TOPICS = PURCHASE_TOPICS | {"orders/cancelled", "refunds/create"}
+TOPICS = PURCHASE_TOPICS | {"orders/cancelled", "refunds/create", "orders/updated"}
+# Refund transaction statuses: money that has moved, and money that may still move.
+MOVED = frozenset({"success"})
+MOVING = frozenset({"pending", "awaiting_response", "unknown"})
 
 _MONEY, _TEXT = _orders.MONEY_SCHEMA, _orders.TEXT_SCHEMA
 _TIME = {"type": "string", "format": "date-time"}
@@ -66,6 +93,8 @@ _ORDER = {
             "amount": _MONEY, "currency_code": {"type": "string", "pattern": "^[A-Za-z]{3}$"}}}}},
         "processed_at": _TIME, "created_at": _TIME, "cancelled_at": _TIME, "updated_at": _TIME,
         "landing_site": {"type": "string"}, "note_attributes": _NAMED, "email": {"type": "string"},
+        "source_name": {"type": "string"}, "order_status_url": {"type": "string"},
+        "refunds": {"type": "array", "description": "Cumulative refunds (orders/updated)."},
         "phone": {"type": "string"}, "customer": {"type": "object"}, "billing_address": {"type": "object"},
         "client_details": {"type": "object"}, "line_items": {"type": "array", "items": _LINE_ITEM},
     },
@@ -94,13 +123,14 @@ OPENAPI: dict[str, dict[str, Any]] = {
              "description": "Base64 HMAC-SHA256 of the raw body, keyed with the app's client secret.",
              "schema": {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$"}},
             {"name": "X-Shopify-Topic", "in": "header", "required": True,
-             "schema": {"type": "string", "enum": sorted(TOPICS)}},
+             "description": "One of the topics handled; any other is acknowledged with {\"ignored\": ...}.",
+             "schema": {"type": "string", "example": "orders/create"}},
             {"name": "X-Shopify-Webhook-Id", "in": "header", "required": False,
              "description": "The same for every retry of one delivery: a retry is a no-op that answers 200.",
              "schema": {"type": "string", "maxLength": 200}},
         ],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"anyOf": [_ORDER, _REFUND]}}}},
-        "responses": {"200": {"description": "Recorded, or recognised as a redelivery."}},
+        "responses": {"200": {"description": "Recorded, recognised as a redelivery, or {\"ignored\": reason}."}},
     },
 }
 
@@ -119,20 +149,63 @@ def parse(raw: RawRequest, config: Config) -> ClientResult:
         raw.body, config._key, raw.headers.get("x-shopify-hmac-sha256"), "headers.x-shopify-hmac-sha256"
     )
     topic = raw.headers.get("x-shopify-topic", "").strip()
-    if topic not in TOPICS:
-        raise BadRequest(400, "unsupported topic", field="headers.x-shopify-topic")
-    payload = _orders.json_object(raw.body)
     webhook_id = raw.headers.get("x-shopify-webhook-id", "").strip()
+    request_key = f"shopify:{webhook_id}" if webhook_id else None
+    if topic not in TOPICS:
+        return ClientResult.ignore("unsupported_topic", request_key)
+    payload = _orders.json_object(raw.body)
     if topic == "refunds/create":
-        events = _refund(payload, raw)
+        events = _refunds([payload], raw)
+        if not events:
+            return ClientResult.ignore("no_money_moved", request_key)
+    elif topic == "orders/updated":
+        events = _update(payload, raw)
+        if not events:
+            return ClientResult.ignore("no_refund_or_cancellation", request_key)
     else:
         events = [_order(topic, payload, raw)]
-    return ClientResult(events, status=200, request_key=f"shopify:{webhook_id}" if webhook_id else None)
+    return ClientResult(events, status=200, request_key=request_key)
 
 
 def _order(topic: str, order: Mapping[str, Any], raw: RawRequest) -> Event:
     order_id = _orders.required_text(order, "id", "id")
+    if "order_id" in order and "transactions" in order:  # a refund's body under an order topic
+        raise BadRequest(400, f"{topic} needs an order, not a refund", field="order_id")
     value, currency = _value(order, required=topic in PURCHASE_TOPICS)
+    fields = _order_fields(order, raw)
+    if topic in PURCHASE_TOPICS:
+        moment = _time(order, ("processed_at", "created_at")) or raw.received_at
+        line_items = order.get("line_items")
+        fields["items"] = _orders.items(line_items if isinstance(line_items, list) else [],
+                                        id_keys=("sku", "variant_id", "product_id"), name_key="title")
+        return _orders.purchase(order_id, moment, value, currency, placed_on_web=_placed_on_web(order, fields), **fields)
+    moment = _orders.timestamp(order.get("cancelled_at"), "cancelled_at")
+    if moment is None:
+        raise BadRequest(400, "orders/cancelled needs cancelled_at", field="cancelled_at")
+    return _orders.cancellation(order_id, moment, currency, total=value, **fields)
+
+
+def _update(order: Mapping[str, Any], raw: RawRequest) -> list[Event]:
+    """``orders/updated``: the order's cumulative refunds (and its cancellation), each applied once by the ledger."""
+    order_id = _orders.required_text(order, "id", "id")
+    total, currency = _value(order, required=False)
+    refunds = order.get("refunds")
+    if refunds is not None and not isinstance(refunds, list):
+        raise BadRequest(400, "refunds must be a list", field="refunds")
+    entries = []
+    for i, entry in enumerate(refunds or []):
+        if not isinstance(entry, Mapping):
+            raise BadRequest(400, "a refund must be an object", field=f"refunds[{i}]")
+        entries.append({**entry, "order_id": entry.get("order_id", order_id)})
+    events = _refunds(entries, raw, prefix="refunds", total=total, backstop=True)
+    cancelled_at = _orders.timestamp(order.get("cancelled_at"), "cancelled_at")
+    if cancelled_at is not None:
+        events.append(_orders.cancellation(order_id, cancelled_at, currency, total=total, backstop=True,
+                                           **_order_fields(order, raw)))
+    return events
+
+
+def _order_fields(order: Mapping[str, Any], raw: RawRequest) -> dict[str, Any]:
     attributes = _orders.named_values(order.get("note_attributes"), "note_attributes", "name", "value")
     fields: dict[str, Any] = {
         **_orders.click_ids_from_url(_url(order.get("landing_site"))),
@@ -141,40 +214,81 @@ def _order(topic: str, order: Mapping[str, Any], raw: RawRequest) -> Event:
         "user_data": _customer(order),
         **_client_details(order),
     }
-    if topic in PURCHASE_TOPICS:
-        moment = _time(order, ("processed_at", "created_at")) or raw.received_at
-        line_items = order.get("line_items")
-        fields["items"] = _orders.items(line_items if isinstance(line_items, list) else [],
-                                        id_keys=("sku", "variant_id", "product_id"), name_key="title")
-        return _orders.purchase(order_id, moment, value, currency, **fields)
-    moment = _time(order, ("cancelled_at", "updated_at")) or raw.received_at
-    return _orders.cancellation(order_id, moment, currency, **fields)
+    landing = _landing_page(order, raw)
+    if landing is not None and order.get("source_name") == "web":
+        fields["page_location"] = landing
+    return fields
 
 
-def _refund(refund: Mapping[str, Any], raw: RawRequest) -> list[Event]:
-    order_id = _orders.required_text(refund, "order_id", "order_id")
-    refund_id = _orders.required_text(refund, "id", "id")
-    transactions = refund.get("transactions")
-    if transactions is not None and not isinstance(transactions, list):
-        raise BadRequest(400, "transactions must be a list", field="transactions")
-    amount = None
+def _placed_on_web(order: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+    """Placed by the buyer's browser on the web storefront, with what a website event needs (agent, page)."""
+    return order.get("source_name") == "web" and "user_agent" in fields and "page_location" in fields
+
+
+def _landing_page(order: Mapping[str, Any], raw: RawRequest) -> str | None:
+    """``landing_site`` on the shop's origin: the order status page's (in the signed body), else the shop domain's."""
+    landing = _url(order.get("landing_site"))
+    if not landing or not landing.strip():
+        return None
+    status_url = _url(order.get("order_status_url"))
+    origin = None
+    if status_url:
+        parts = urlsplit(status_url.strip())
+        if parts.scheme == "https" and parts.netloc:
+            origin = f"https://{parts.netloc}/"
+    domain = raw.headers.get("x-shopify-shop-domain", "").strip()
+    if origin is None and domain and all(c.isalnum() or c in ".-" for c in domain):
+        origin = f"https://{domain}/"
+    if origin is None:
+        return None
+    page = urljoin(origin, landing.strip())
+    return page if page.startswith(("https://", "http://")) else None
+
+
+def _refunds(
+    refunds: list[Mapping[str, Any]], raw: RawRequest, *, prefix: str = "", total: Decimal | None = None,
+    backstop: bool = False,
+) -> list[Event]:
+    """One refund event per refund that moved (or is moving) money; ``prefix`` names where the refunds sit."""
+    events = []
+    for n, refund in enumerate(refunds):
+        at = f"{prefix}[{n}]." if prefix else ""
+        order_id = _orders.required_text(refund, "order_id", f"{at}order_id")
+        refund_id = _orders.required_text(refund, "id", f"{at}id")
+        transactions = refund.get("transactions")
+        if not isinstance(transactions, list):
+            raise BadRequest(400, "a refund's transactions must be a list", field=f"{at}transactions")
+        moved, moving, currency = _money_moved(transactions, at)
+        amount = (moved or Decimal(0)) + (moving or Decimal(0))
+        if amount == 0:
+            continue  # nothing was or will be paid back (a restock, or every attempt failed)
+        moment = _time(refund, ("processed_at", "created_at")) or raw.received_at
+        returned = []
+        lines = refund.get("refund_line_items")
+        for line in lines if isinstance(lines, list) else []:
+            if isinstance(line, Mapping) and isinstance(line.get("line_item"), Mapping):
+                returned.append({**line["line_item"], "quantity": line.get("quantity")})
+        items = _orders.items(returned, id_keys=("sku", "variant_id", "product_id"), name_key="title")
+        events.append(_orders.refund(order_id, moment, amount, currency, f"shopify:{refund_id}", items=items,
+                                     pending=moving is not None, total=total, backstop=backstop))
+    return events
+
+
+def _money_moved(transactions: list[Any], at: str) -> tuple[Decimal | None, Decimal | None, str | None]:
+    """What the refund transactions moved and are still moving, and their currency."""
+    moved: Decimal | None = None
+    moving: Decimal | None = None
     currency = None
-    for i, tx in enumerate(transactions or []):
-        if not isinstance(tx, Mapping) or tx.get("kind") != "refund" or tx.get("status") != "success":
+    for i, tx in enumerate(transactions):
+        if not isinstance(tx, Mapping) or tx.get("kind") != "refund" or tx.get("status") not in MOVED | MOVING:
             continue
-        moved = _orders.money(tx.get("amount"), f"transactions[{i}].amount", required=True)
-        amount = moved if amount is None else amount + moved  # type: ignore[operator]
-        currency = currency or _orders.currency(tx.get("currency"), f"transactions[{i}].currency")
-    if amount is None or amount == 0:
-        return []  # nothing was paid back (a restock, or every attempt failed)
-    moment = _time(refund, ("processed_at", "created_at")) or raw.received_at
-    returned = []
-    lines = refund.get("refund_line_items")
-    for line in lines if isinstance(lines, list) else []:
-        if isinstance(line, Mapping) and isinstance(line.get("line_item"), Mapping):
-            returned.append({**line["line_item"], "quantity": line.get("quantity")})
-    items = _orders.items(returned, id_keys=("sku", "variant_id", "product_id"), name_key="title")
-    return [_orders.refund(order_id, moment, amount, currency, f"shopify:{refund_id}", items=items)]
+        amount = _orders.money(tx.get("amount"), f"{at}transactions[{i}].amount", required=True)
+        if tx.get("status") in MOVED:
+            moved = amount if moved is None else moved + amount  # type: ignore[operator]
+        else:
+            moving = amount if moving is None else moving + amount  # type: ignore[operator]
+        currency = currency or _orders.currency(tx.get("currency"), f"{at}transactions[{i}].currency")
+    return moved, moving, currency
 
 
 def _value(order: Mapping[str, Any], required: bool) -> tuple[Any, str | None]:

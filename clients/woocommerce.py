@@ -2,7 +2,9 @@
 
 References: https://woocommerce.github.io/woocommerce-rest-api-docs/#webhooks (delivery, headers),
 https://woocommerce.github.io/woocommerce-rest-api-docs/#order-properties (the payload: an order
-exactly as the REST API returns it), and ``WC_Webhook::deliver`` / ``deliver_ping`` in WooCommerce.
+exactly as the REST API returns it), https://woocommerce.github.io/woocommerce-rest-api-docs/v3.html#orders
+(the legacy API v3's order), and ``WC_Webhook::deliver`` / ``deliver_ping`` / ``build_payload`` in
+WooCommerce.
 
 - ``X-WC-Webhook-Signature`` is the base64 HMAC-SHA256 of the raw body with
   the webhook's secret; compared in constant time before the body is read.
@@ -21,7 +23,16 @@ exactly as the REST API returns it), and ``WC_Webhook::deliver`` / ``deliver_pin
   ``refund`` with the id ``woocommerce:<refund id>``, so the ledger applies
   each once, whichever update brings it. ``order.deleted`` and
   ``order.restored`` change no conversion and are answered without events;
-  any other topic is refused with a 400 naming the header.
+  any other topic is acknowledged with 200 ``{"ignored": "unsupported_topic"}``
+  (WooCommerce disables a webhook after 5 failed deliveries in a row).
+- A webhook created on the legacy API (API version ``legacy_v3``) delivers
+  what ``WC_API_Orders::get_order`` returns: the order wrapped as
+  ``{"order": {...}}``, in the legacy API's names (``created_at`` and
+  ``updated_at`` in UTC, ``billing_address``, ``customer_ip``,
+  ``order_number``, ``order_meta``) and without its refunds (a ``refunded``
+  order is a full refund of its total). It is read into the current shape.
+- Every refund event carries the order's ``total``, so the ledger knows the
+  base even when it saw the purchase only from the browser.
 - The order id is the order's ``id`` (or its ``number`` with
   ``order_id_field: number``): the browser's purchase hit must send the same
   as ``transaction_id``.
@@ -46,6 +57,8 @@ from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.errors import BadRequest
 from gateway.event import Event
 
+# Every request that makes events is signed with the client's secret: its events may change an order.
+AUTHENTICATED = True
 ROUTES = [("POST", "/webhooks/woocommerce")]
 
 ORDER_TOPICS = frozenset({"order.created", "order.updated"})
@@ -82,7 +95,8 @@ OPENAPI: dict[str, dict[str, Any]] = {
                             "delivery except the ping (a form body webhook_id=N).",
              "schema": {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$"}},
             {"name": "X-WC-Webhook-Topic", "in": "header", "required": False,
-             "schema": {"type": "string", "enum": sorted(ORDER_TOPICS | QUIET_TOPICS)}},
+             "description": "order.created and order.updated are read; any other is acknowledged without events.",
+             "schema": {"type": "string", "example": "order.updated"}},
             {"name": "X-WC-Webhook-Delivery-ID", "in": "header", "required": False,
              "description": "The same for a delivery sent twice: the second is a no-op that answers 200.",
              "schema": {"type": "string", "maxLength": 200}},
@@ -90,7 +104,9 @@ OPENAPI: dict[str, dict[str, Any]] = {
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": _ORDER},
+                "application/json": {"schema": {"anyOf": [_ORDER, {
+                    "type": "object", "required": ["order"], "description": "A legacy API v3 webhook's order.",
+                    "properties": {"order": {"type": "object"}}}]}},
                 "application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["webhook_id"],
                                                                  "properties": {"webhook_id": {"type": "integer", "minimum": 0}}}},
             },
@@ -130,8 +146,32 @@ def parse(raw: RawRequest, config: Config) -> ClientResult:
     if topic in QUIET_TOPICS:
         return ClientResult([], status=200, request_key=request_key)
     if topic not in ORDER_TOPICS:
-        raise BadRequest(400, "unsupported topic", field="headers.x-wc-webhook-topic")
-    return ClientResult(_events(_orders.json_object(raw.body), raw, config), status=200, request_key=request_key)
+        return ClientResult.ignore("unsupported_topic", request_key)
+    payload = _orders.json_object(raw.body)
+    if "id" not in payload and isinstance(payload.get("order"), Mapping):
+        payload = legacy_order(payload["order"])
+    return ClientResult(_events(payload, raw, config), status=200, request_key=request_key)
+
+
+# The legacy API v3's order keys -> the REST API's (WC_API_Orders::get_order).
+_LEGACY_KEYS = {"id": "id", "order_number": "number", "status": "status", "currency": "currency", "total": "total",
+                "created_at": "date_created_gmt", "updated_at": "date_modified_gmt", "billing_address": "billing",
+                "customer_ip": "customer_ip_address", "customer_user_agent": "customer_user_agent",
+                "line_items": "line_items"}
+
+
+def legacy_order(order: Mapping[str, Any]) -> dict[str, Any]:
+    """A legacy API order (``{"order": {...}}``'s inside) in the REST API's shape that ``_events`` reads.
+
+    Its times are UTC with a ``Z``, which ``date_*_gmt`` accepts; it has no
+    paid date, so the conversion time is its creation; its meta data, when a
+    filter adds it, is an object (``order_meta``) rather than a list.
+    """
+    out: dict[str, Any] = {new: order[old] for old, new in _LEGACY_KEYS.items() if old in order}
+    meta = order.get("order_meta")
+    if isinstance(meta, Mapping):
+        out["meta_data"] = [{"key": k, "value": v} for k, v in meta.items()]
+    return out
 
 
 def _events(order: Mapping[str, Any], raw: RawRequest, config: Config) -> list[Event]:
@@ -174,15 +214,16 @@ def _events(order: Mapping[str, Any], raw: RawRequest, config: Config) -> list[E
         reported.append((_id_order(refund_id), refund_id, _refund_total(entry.get("total"), f"refunds[{i}].total")))
     for _, refund_id, amount in sorted(reported):  # WooCommerce lists the newest first; apply the oldest first
         refunded += amount
-        events.append(_orders.refund(order_id, changed, amount, currency, f"woocommerce:{refund_id}", **fields))
+        events.append(_orders.refund(order_id, changed, amount, currency, f"woocommerce:{refund_id}", total=total,
+                                     **fields))
 
     if status == "refunded":
         rest = None if total is None else total - refunded
         if not refunds or (rest is not None and rest > 0):
             events.append(_orders.refund(order_id, changed, rest, currency, f"woocommerce:{order_id}:refunded",
-                                         full=True, **fields))
+                                         full=True, total=total, **fields))
     elif status == "cancelled":
-        events.append(_orders.cancellation(order_id, changed, currency, **fields))
+        events.append(_orders.cancellation(order_id, changed, currency, total=total, **fields))
     return events
 
 

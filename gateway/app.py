@@ -45,17 +45,17 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope
 
 from gateway import metrics
-from gateway.client import RawRequest
+from gateway.client import RawRequest, stamp
 from gateway.collect import Answer, CollectionFront, Methods, json_answer, scope_headers
 from gateway.config import ClientEntry, Container, load_container_file
 from gateway.debug import attach as attach_debug, bind_ledger_step, install as install_debug, note_parsed
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.errors import BadRequest
 from gateway.event import Event
-from gateway.ledger import LEDGER_DESTINATION, ORDER_NOT_FOUND, LedgerState, LedgerWrite, order_id_of
+from gateway.ledger import LEDGER_DESTINATION, LedgerState, LedgerWrite, order_id_of
 from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
-from gateway.orders import Ledger
+from gateway.orders import ClickTag, Ledger
 from gateway.pipeline import Pipeline
 from gateway.sender import RequestRecorder, Sender, SenderContext
 from gateway.vendor_requests import RequestFollowUp
@@ -149,22 +149,33 @@ def build_senders(container: Container, storage: Storage, now: Callable[[], date
     return senders
 
 
-def click_tags_send_order_id(container: Container) -> dict[str, bool]:
-    """Tag name -> send_order_id, for the tags that upload click conversions with that option."""
-    out: dict[str, bool] = {}
+CLICK_CONVERSION_TAG = "google_ads_click_conversion"
+
+
+def click_tags(container: Container) -> dict[str, ClickTag]:
+    """Tag name -> what the ledger must know of it (order id sent? which conversion action?), per click-conversion tag."""
+    out: dict[str, ClickTag] = {}
     for tag in container.tags:
-        send = getattr(tag.config, "send_order_id", None)
-        if isinstance(send, bool):
-            out[tag.config.name] = send
+        if tag.config.type == CLICK_CONVERSION_TAG:
+            send = getattr(tag.config, "send_order_id", True)
+            action = getattr(tag.config, "conversion_action", None)
+            out[tag.config.name] = ClickTag(send is not False, action if isinstance(action, str) else None)
     return out
 
 
 def log_ledger(write: LedgerWrite, client: str) -> None:
-    """One line per ledger decision: order and change ids and a code, nothing personal."""
+    """One line per ledger decision (order and change ids, a code, the values used; nothing personal).
+
+    The dead letters the ledger filed are counted here too, once their transaction committed.
+    """
     for note in write.notes:
         level = logging.WARNING if note.what in ("retained_value_disagrees", "currency_mismatch") else logging.INFO
-        log.log(level, "order ledger", extra={"client": client, "order_id": note.order_id,
-                                               "change_id": note.change_id, "decision": note.what})
+        extra = {"client": client, "order_id": note.order_id, "change_id": note.change_id, "decision": note.what}
+        if note.detail:
+            extra.update(note.detail)
+        log.log(level, "order ledger", extra=extra)
+    for letter in write.dead_letters:
+        metrics.DEAD_LETTERS.labels(LEDGER_DESTINATION, letter.code).inc()
 
 
 class Gateway:
@@ -182,7 +193,8 @@ class Gateway:
         self.now = now
         self.pipeline = Pipeline(container)
         self.orders = container.file.orders
-        self.ledger = Ledger(self.pipeline.process, click_tags_send_order_id(container), self.orders.hold_unknown_refunds)
+        self.ledger = Ledger(self.pipeline.process, click_tags(container), self.orders.hold_unknown_refunds,
+                             self.orders.hold_pending_refunds)
         self.storage = storage or open_storage(container.file.storage)
         self.run_dispatcher = run_dispatcher
         senders: dict[str, Sender] = {}
@@ -197,6 +209,7 @@ class Gateway:
         self._proxies = TrustedProxies(container.trusted_proxies)
         self._requests = metrics.LabelCache(metrics.REQUESTS)
         self._events = metrics.LabelCache(metrics.EVENTS)
+        self._ignored = metrics.LabelCache(metrics.WEBHOOKS_IGNORED, buffered=False)  # rare: counted at once
         self._overload_logged: dict[str, float] = {}  # reason -> when it was last logged (monotonic)
         self._depth_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
@@ -261,9 +274,9 @@ class Gateway:
             if self.run_dispatcher:
                 self.dispatcher.wake()
         log_ledger(sweep.released, "sweep")
-        if sweep.expired:
-            metrics.DEAD_LETTERS.labels(LEDGER_DESTINATION, ORDER_NOT_FOUND).inc(sweep.expired)
-            log.warning("held order changes expired", extra={"changes": sweep.expired, "code": ORDER_NOT_FOUND})
+        for code, count in sweep.expired.items():
+            metrics.DEAD_LETTERS.labels(LEDGER_DESTINATION, code).inc(count)
+            log.warning("held order changes expired", extra={"changes": count, "code": code})
         if sweep.pruned:
             log.info("pruned orders past orders.retention", extra={"orders": sweep.pruned})
 
@@ -327,7 +340,10 @@ class Gateway:
             received_at=self.now(),
         )
         result = entry.module.parse(raw, entry.config)
+        stamp(result.events, entry.source)  # where each event came from: the gateway's word, never the request's
         note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
+        if result.ignored is not None:
+            self._ignored.get(client_name, result.ignored).inc()
         if len(result.events) > self.limits.max_events_per_request:
             raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request", field="body")
         for event in result.events:

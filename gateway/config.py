@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.client import ClientConfig
 from gateway.durations import Duration
 from gateway.errors import ConfigError
-from gateway.event import ConsentState
+from gateway.event import ConsentState, Source
 from gateway.tag import TagConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -103,7 +103,13 @@ class OrdersSection(_Section):
     hold_unknown_refunds: Duration = Field(
         timedelta(hours=72),
         description="How long a refund or cancellation of an order the ledger has not seen waits for that order; "
-        "then it is dead-lettered with the code order_not_found.",
+        "then it is dead-lettered with the code order_not_found. A partial refund of an order known only from a "
+        "browser hit waits as long for the order system's total, then is applied to the uploaded value.",
+    )
+    hold_pending_refunds: Duration = Field(
+        timedelta(days=30),
+        description="How long a refund whose money is still pending (Shopify) waits for a webhook that shows it "
+        "succeeded; then it is dead-lettered with the code refund_still_pending.",
     )
     sweep_interval: Duration = Field(
         timedelta(seconds=60), gt=timedelta(0),
@@ -134,6 +140,7 @@ class ContainerFile(_Section):
 class ClientEntry:
     module: ModuleType
     config: ClientConfig
+    source: Source  # the stamp every event of this client gets (built once, shared: it is frozen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +273,8 @@ def load_container_data(raw: dict[str, Any], env: dict[str, str] | None = None) 
             errors.append(f"{path}.type: client {ctype} is configured twice")
         seen_types.add(ctype)
         try:
-            clients.append(ClientEntry(module, module.Config.model_validate(spec)))
+            clients.append(ClientEntry(module, module.Config.model_validate(spec),
+                                       Source(client=ctype, authenticated=module.AUTHENTICATED)))
         except ValidationError as exc:
             errors.extend(format_validation_error(f"{path} ({ctype})", exc))
 

@@ -28,6 +28,10 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter("gateway_requests", "HTTP requests by client and response status.", ["client", "status"])
 EVENTS = Counter("gateway_events", "Events built by clients.", ["client", "event_name"])
+WEBHOOKS_IGNORED = Counter(
+    "gateway_webhooks_ignored", "Webhooks acknowledged without acting on them (an event or topic not handled), by reason.",
+    ["client", "reason"],
+)
 CONSENT = Counter(
     "gateway_consent_decisions", "Consent state applied to events, per signal and source.", ["signal", "state", "source"]
 )

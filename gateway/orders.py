@@ -2,108 +2,72 @@
 
 Runs inside the storage's write transaction (``Storage.record_orders``),
 between the read of the ledger rows and the write of what it returns, so it
-is pure: the ledger's arithmetic (``gateway.ledger``) and the pipeline
-(consent, triggers, tags), which is passed in as a function.
+is pure: the ledger's arithmetic (``gateway.ledger``), the translation from
+and to events (``gateway.order_events``) and the pipeline (consent,
+triggers, tags), which is passed in as a function.
 
 - A purchase of an order the ledger does not know opens it and goes through
-  the pipeline; how its Google Ads upload identified the conversion (with or
-  without the order id) is read from the click-conversion tags that fired.
-  A purchase seen before (the browser's hit and the order system's webhook
-  are two copies of one order) fires nothing: it only fills what the ledger
-  lacked, such as click ids or consent.
-- A refund or cancellation of a known order gets the ledger's decision; a
+  the pipeline; which click-conversion tags uploaded it (the outbox items
+  the ledger follows to learn the dispatcher's outcome) and whether they
+  sent the order id is read from the tags that fired. A purchase seen
+  before (the browser's hit and the order system's webhook are two copies
+  of one order) fires nothing. Only an authenticated copy may fill what the
+  ledger lacked: the order system's total, click ids, consent.
+- A refund or cancellation (from an authenticated client: see
+  ``ledger.order_id_of``) of a known order gets the ledger's decision; a
   restatement or retraction goes through the pipeline with ``adjustment``
   filled, taking the order's consent for the signals the webhook did not
-  carry (before the container's defaults apply), the order's click ids and
-  currency, and an adjustment time after the conversion and after the
-  order's previous adjustment. A change that decides nothing (seen before,
-  after a retraction, another currency) goes no further.
-- A change of an unknown order is held, without personal data, until its
-  purchase arrives (then it is applied in the same transaction) or
-  ``orders.hold_unknown_refunds`` passes (the storage's sweep dead-letters it).
+  carry (before the container's defaults apply), the order's click ids,
+  currency and kept identifiers, and an adjustment time after the
+  conversion and after the order's previous adjustment. A change that
+  decides nothing (seen before, after a retraction) goes no further; one in
+  another currency without a rate becomes a dead letter.
+- A change waits, without personal data (``Held``): for an unknown order
+  until its purchase arrives or ``orders.hold_unknown_refunds`` passes (then
+  the storage's sweep dead-letters it); a partial refund of an order known
+  only from a browser hit for the order system's total, as long (then it is
+  applied to the uploaded value); a refund whose money is still pending
+  until a later webhook shows it succeeded, or ``orders.hold_pending_refunds``.
+  A backstop change (Shopify ``orders/updated``) never waits for an unknown
+  order.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gateway.delivery import Delivery
-from gateway.event import CONSENT_SIGNALS, Consent, Event
+from gateway.event import CONSENT_SIGNALS, Event
 from gateway.ledger import (
-    CANCELLED,
     PURCHASE,
+    REFUND_CURRENCY_MISMATCH,
     Change,
     Held,
+    HoldReason,
+    LedgerDeadLetter,
     LedgerState,
     LedgerWrite,
     Note,
     Order,
+    Upload,
     adjustment_for,
     adjustment_time,
     apply,
+    basis_detail,
     decide,
     money,
     order_id_of,
-    stable_id,
 )
-
-
-def change_of(event: Event, order_id: str) -> Change:
-    """The change a refund or cancellation event reports.
-
-    A refund without an amount is a full refund (GA4's ``refund`` without a
-    value means the whole transaction); its id is ``extra.refund_id`` when the
-    client set one, else the event id, else a digest of what it says.
-    """
-    if event.event_name == CANCELLED:
-        return Change(order_id, "cancel", "cancel", event.timestamp, currency=event.currency)
-    amount = money(event.value)
-    full = event.extra.get("refund_type") == "full" or amount is None
-    change_id = event.extra.get("refund_id") or event.event_id or stable_id(order_id, event.timestamp.isoformat(), amount)
-    return Change(
-        order_id=order_id,
-        change_id=str(change_id),
-        kind="full_refund" if full else "refund",
-        occurred_at=event.timestamp,
-        amount=amount,
-        currency=event.currency,
-        reported_retained=money(event.extra.get("retained_value")),
-    )
-
-
-def consent_pairs(consent: Consent) -> tuple[tuple[str, str], ...]:
-    return tuple((s, getattr(consent, s)) for s in CONSENT_SIGNALS if getattr(consent, s) is not None)
-
-
-def fill_consent(event: Event, stored: tuple[tuple[str, str], ...]) -> None:
-    """Signals the event does not carry take the order's (before the container's defaults apply)."""
-    for signal, state in stored:
-        if getattr(event.consent, signal) is None:
-            setattr(event.consent, signal, state)
-
-
-_HELD_EXTRA = ("source", "refund_id", "refund_type", "retained_value")
-_HELD_ITEM_KEYS = ("item_id", "quantity", "price")
-
-
-def held_event_data(event: Event) -> dict[str, Any]:
-    """A held change's event without anything personal: no user data, address, agent or free text."""
-    data: dict[str, Any] = {
-        "event_name": event.event_name,
-        "timestamp": event.timestamp.isoformat(),
-        "transaction_id": event.transaction_id,
-        "consent": event.consent.model_dump(exclude_none=True),
-        "extra": {k: event.extra[k] for k in _HELD_EXTRA if k in event.extra},
-    }
-    for name in ("event_id", "value", "currency", "gclid", "gbraid", "wbraid"):
-        value = getattr(event, name)
-        if value is not None:
-            data[name] = value
-    if event.items:
-        data["items"] = [{k: item[k] for k in _HELD_ITEM_KEYS if k in item} for item in event.items]
-    return data
+from gateway.order_events import (
+    change_of,
+    consent_pairs,
+    fill_consent,
+    fill_identifiers,
+    held_event_data,
+    kept_identifiers,
+)
 
 
 class Outcome(Protocol):
@@ -114,22 +78,31 @@ class Outcome(Protocol):
 Process = Callable[[list[Event], str], Outcome]  # Pipeline.process: events and the client's name
 
 
+@dataclass(frozen=True, slots=True)
+class ClickTag:
+    """A tag that uploads click conversions: whether it sends the order id, and to which conversion action."""
+
+    send_order_id: bool
+    conversion_action: str | None = None
+
+
 class Ledger:
     """Runs one request's events through the ledger and the pipeline.
 
     ``process`` is the pipeline (consent, triggers, tags) for a list of
-    events; ``send_order_id`` maps the names of the tags that upload click
-    conversions to whether they send the order id, so the ledger can record
-    how the conversion was identified when it was uploaded.
+    events; ``click_tags`` maps the names of the tags that upload click
+    conversions to what the ledger must know of them.
     """
 
-    def __init__(self, process: Process, send_order_id: dict[str, bool], hold: timedelta) -> None:
+    def __init__(self, process: Process, click_tags: Mapping[str, ClickTag], hold: timedelta,
+                 hold_pending: timedelta = timedelta(days=30)) -> None:
         self.process = process
-        self.send_order_id = send_order_id
+        self.click_tags = dict(click_tags)
         # Without a firing click-conversion tag the conversion (if any) came from elsewhere,
         # e.g. the Google tag on the page, which sends the transaction id as the order id.
-        self.default_send_order_id = all(send_order_id.values()) if send_order_id else True
+        self.default_send_order_id = all(t.send_order_id for t in click_tags.values()) if click_tags else True
         self.hold = hold
+        self.hold_pending = hold_pending
 
     def run(self, events: Sequence[Event], source: str, state: LedgerState, now: datetime) -> LedgerWrite:
         """Every event of one request, in order; order events against the ledger, the others straight through."""
@@ -150,12 +123,16 @@ class Ledger:
         return write
 
     def release(self, state: LedgerState, now: datetime) -> LedgerWrite:
-        """Held changes whose order is in ``state.orders`` now (after a dead letter was replayed)."""
+        """The sweep: held changes whose order is known now, or whose wait for the order system's total is over."""
         write = LedgerWrite()
         orders = dict(state.orders)
         for held in state.held:
-            if held.order_id in orders:
-                self._apply_held(held, "sweep", orders, write, now)
+            order = orders.get(held.order_id)
+            if order is None or held.reason == "pending":
+                continue
+            if held.reason == "total" and order.total is None and held.expires_at > now:
+                continue
+            self._apply_held(held, "sweep", orders, write, now, expired=held.expires_at <= now)
         return write
 
     # -- purchases ----------------------------------------------------------------------------
@@ -167,21 +144,30 @@ class Ledger:
         carried = consent_pairs(event.consent)
         existing = orders.get(order_id)
         if existing is not None:
-            enriched = _enrich(existing, event, carried)
-            if enriched is not existing:
-                orders[order_id] = write.orders[order_id] = enriched
-                write.notes.append(Note(order_id, "purchase_enriched"))
-            else:
+            enriched = _enrich(existing, event, carried) if event.authenticated else existing
+            if enriched is existing:
                 write.notes.append(Note(order_id, "purchase_seen_before"))
+                return
+            orders[order_id] = write.orders[order_id] = enriched
+            write.notes.append(Note(order_id, "purchase_enriched"))
+            if enriched.total is not None:
+                self._apply_waiting(held, order_id, source, orders, write, now)
             return
 
         outcome = self.process([event], source)
-        fired = [self.send_order_id[name] for _, name in outcome.fired if name in self.send_order_id]
+        fired = [self.click_tags[name].send_order_id for _, name in outcome.fired if name in self.click_tags]
+        uploads = tuple(
+            Upload(tag.conversion_action, d.idempotency_key)
+            for d in outcome.deliveries
+            if (tag := self.click_tags.get(d.tag)) is not None and tag.conversion_action
+        )
+        effective = {s: getattr(event.consent, s) for s in CONSENT_SIGNALS}  # the pipeline filled the defaults in
+        value = money(event.value)
         order = Order(
             order_id=order_id,
             conversion_time=event.timestamp,
             recorded_at=now,
-            value=money(event.value),
+            value=value,
             currency=event.currency.upper() if event.currency else None,
             gclid=event.gclid,
             gbraid=event.gbraid,
@@ -189,12 +175,25 @@ class Ledger:
             consent=carried,
             uploaded_with_order_id=all(fired) if fired else self.default_send_order_id,
             source=source,
+            total=value if event.authenticated else None,
+            uploads=uploads,
+            identifiers=kept_identifiers(event, effective),
         )
         orders[order_id] = write.orders[order_id] = order
         self._deliver(order_id, outcome.deliveries, write)
         write.notes.append(Note(order_id, "order_recorded"))
-        for waiting in held.pop(order_id, []):
-            self._apply_held(waiting, source, orders, write, now)
+        self._apply_waiting(held, order_id, source, orders, write, now)
+
+    def _apply_waiting(
+        self, held: dict[str, list[Held]], order_id: str, source: str, orders: dict[str, Order],
+        write: LedgerWrite, now: datetime,
+    ) -> None:
+        """Changes held for this order that can go now: all but those whose money is still pending."""
+        waiting = held.get(order_id, [])
+        ready = [h for h in waiting if h.reason != "pending"]
+        held[order_id] = [h for h in waiting if h.reason == "pending"]
+        for entry in ready:
+            self._apply_held(entry, source, orders, write, now, held=held)
 
     # -- refunds and cancellations ---------------------------------------------------------------
 
@@ -204,25 +203,76 @@ class Ledger:
     ) -> None:
         change = change_of(event, order_id)
         order = orders.get(order_id)
-        if order is None:
-            waiting = held.setdefault(order_id, [])
-            if any(h.change_id == change.change_id for h in waiting):
+        if order is not None and change.change_id in order.change_ids:
+            write.notes.append(Note(order_id, "change_seen_before", change.change_id))
+            return
+        waiting = held.setdefault(order_id, [])
+        same = [h for h in waiting if h.change_id == change.change_id]
+        if change.pending:
+            if order is None and change.backstop:
+                write.notes.append(Note(order_id, "backstop_order_unknown", change.change_id))
+            elif same:
+                write.notes.append(Note(order_id, "held_before", change.change_id))
+            else:
+                self._hold(event, change, "pending", waiting, write, now)
+            return
+        settled = False
+        for entry in same:
+            if entry.reason != "pending":
                 write.notes.append(Note(order_id, "held_before", change.change_id))
                 return
-            entry = Held(order_id, change.change_id, held_event_data(event), now, now + self.hold)
-            waiting.append(entry)
-            write.hold.append(entry)
-            write.notes.append(Note(order_id, "held", change.change_id))
+            self._unhold(entry, waiting, write)  # its money moved: this report replaces the pending one
+            write.notes.append(Note(order_id, "pending_settled", change.change_id))
+            settled = True
+        if order is None:
+            if change.backstop and not settled:
+                write.notes.append(Note(order_id, "backstop_order_unknown", change.change_id))
+            else:
+                self._hold(event, change, "order", waiting, write, now)
+            return
+        order = self._learn_total(order, change, orders, write)
+        if _needs_total(order, change):
+            self._hold(event, change, "total", waiting, write, now)
             return
         self._adjust(event, change, order, source, orders, write, now)
 
-    def _apply_held(self, held: Held, source: str, orders: dict[str, Order], write: LedgerWrite, now: datetime) -> None:
-        if held.id is None:  # held earlier in this same request, before its purchase
-            write.hold.remove(held)
+    def _hold(self, event: Event, change: Change, reason: HoldReason, waiting: list[Held], write: LedgerWrite,
+              now: datetime) -> None:
+        wait = self.hold_pending if reason == "pending" else self.hold
+        entry = Held(change.order_id, change.change_id, held_event_data(event), now, now + wait, reason=reason)
+        waiting.append(entry)
+        write.hold.append(entry)
+        write.notes.append(Note(change.order_id, "held" if reason == "order" else f"held_{reason}", change.change_id))
+
+    @staticmethod
+    def _unhold(entry: Held, waiting: list[Held], write: LedgerWrite) -> None:
+        if entry in waiting:
+            waiting.remove(entry)
+        if entry.id is None:  # held earlier in this same request
+            write.hold.remove(entry)
         else:
-            write.release.append(held.id)
-        event = Event.model_validate(held.event)
-        self._adjust(event, change_of(event, held.order_id), orders[held.order_id], source, orders, write, now, released=True)
+            write.release.append(entry.id)
+
+    def _apply_held(
+        self, entry: Held, source: str, orders: dict[str, Order], write: LedgerWrite, now: datetime,
+        expired: bool = False, held: dict[str, list[Held]] | None = None,
+    ) -> None:
+        self._unhold(entry, [], write)
+        event = Event.model_validate(entry.event)
+        change = change_of(event, entry.order_id)
+        order = self._learn_total(orders[entry.order_id], change, orders, write)
+        if _needs_total(order, change) and not expired:
+            self._hold(event, change, "total", (held or {}).setdefault(entry.order_id, []), write, now)
+            return
+        self._adjust(event, change, order, source, orders, write, now, released=True)
+
+    def _learn_total(self, order: Order, change: Change, orders: dict[str, Order], write: LedgerWrite) -> Order:
+        """An order system's change that states the order's total makes it the base, when the ledger had none."""
+        if order.total is not None or change.total is None or not _same_currency(order.currency, change.currency):
+            return order
+        updated = replace(order, total=change.total)
+        orders[order.order_id] = write.orders[order.order_id] = updated
+        return updated
 
     def _adjust(
         self, event: Event, change: Change, order: Order, source: str, orders: dict[str, Order],
@@ -238,14 +288,21 @@ class Ledger:
         write.changes.append(applied)
         if decision.disagrees:
             write.notes.append(Note(order.order_id, "retained_value_disagrees", change.change_id))
+        if decision.reason == "currency_mismatch":
+            letter = Held(order.order_id, change.change_id, held_event_data(event), now, now)
+            write.dead_letters.append(LedgerDeadLetter(
+                letter, REFUND_CURRENCY_MISMATCH,
+                f"refund in {change.currency} of an order in {order.currency}, without an exchange rate"))
         if decision.action == "NONE":
             write.notes.append(Note(order.order_id, decision.reason, change.change_id))
             return
-        write.notes.append(Note(order.order_id, ("released_" if released else "") + decision.action.lower(), change.change_id))
+        write.notes.append(Note(order.order_id, ("released_" if released else "") + decision.action.lower(),
+                                change.change_id, basis_detail(order, decision)))
         fill_consent(event, order.consent)
         for name in ("gclid", "gbraid", "wbraid"):
             if getattr(event, name) is None:
                 setattr(event, name, getattr(order, name))
+        fill_identifiers(event, order.identifiers)
         if event.currency is None:
             event.currency = order.currency
         if event.value is None and order.retained is not None:
@@ -268,8 +325,17 @@ def _group_held(held: Iterable[Held]) -> dict[str, list[Held]]:
     return out
 
 
+def _same_currency(a: str | None, b: str | None) -> bool:
+    return a is None or b is None or a.upper() == b.upper()
+
+
+def _needs_total(order: Order, change: Change) -> bool:
+    """A partial refund of an order only a browser reported waits for the order system's total: its base."""
+    return change.kind == "refund" and order.total is None and order.retracted_at is None
+
+
 def _enrich(order: Order, event: Event, carried: tuple[tuple[str, str], ...]) -> Order:
-    """A later copy of a purchase fills what the ledger lacks; it never changes what was uploaded."""
+    """An authenticated later copy of a purchase fills what the ledger lacks; it never changes what was uploaded."""
     changes: dict[str, Any] = {}
     for name in ("gclid", "gbraid", "wbraid"):
         if getattr(order, name) is None and getattr(event, name) is not None:
@@ -278,8 +344,16 @@ def _enrich(order: Order, event: Event, carried: tuple[tuple[str, str], ...]) ->
     added = [(s, v) for s, v in carried if s not in known]
     if added:
         changes["consent"] = tuple(sorted({**known, **dict(added)}.items(), key=lambda kv: CONSENT_SIGNALS.index(kv[0])))
-    if order.value is None and event.value is not None:
-        changes["value"] = money(event.value)
-    if order.currency is None and event.currency:
-        changes["currency"] = event.currency.upper()
+    value = money(event.value)
+    currency = event.currency.upper() if event.currency else None
+    if order.value is None and value is not None:
+        changes["value"] = value
+    if order.currency is None and currency:
+        changes["currency"] = currency
+    if order.total is None and value is not None and _same_currency(order.currency, currency):
+        changes["total"] = value
+    if not order.identifiers:
+        identifiers = kept_identifiers(event, {**known, **dict(carried)})  # explicit grants only: no defaults here
+        if identifiers:
+            changes["identifiers"] = identifiers
     return replace(order, **changes) if changes else order

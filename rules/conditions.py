@@ -27,6 +27,10 @@ Explain = Callable[[Any], "str | None"]
 
 NODE_SHAPE = "expected exactly one of all, any, not, or a condition"
 LEAF_KEYS = ("field", "op", "value")
+# (field, value) that once marked the order system's events and that any request can send: a trigger
+# on it would fire on forged events only. The gateway's stamp says where an event came from instead.
+FORGEABLE = {("extra.source", "order_system"):
+             "anyone can send it; test source.authenticated (true for the signed order webhooks) or source.client"}
 
 _PLAIN = re.compile(r"[\w.:/@+\-]+")
 
@@ -162,6 +166,13 @@ def _leaf(spec: dict[Any, Any], key: str, where: str, errors: list[str]) -> Node
             usable = [name for name, o in OPERATORS.items() if path.shape in o.shapes]
             errors.append(f"{key}.op: {path.path} is {SHAPE_NAMES[path.shape]}; use {' or '.join(usable)}")
 
+    if path is not None:
+        raw_value = spec.get("value")
+        for candidate in raw_value if isinstance(raw_value, list) else [raw_value]:
+            advice = FORGEABLE.get((path.path, candidate)) if isinstance(candidate, str) else None
+            if advice is not None:
+                errors.append(f"{key}.field: {path.path} {candidate} is no longer set by the gateway: {advice}")
+
     if len(errors) > before or path is None or op is None:
         return None
     return _condition(path, op.build(value), _describe(path.path, op_name, spec.get("value", NO_VALUE)), where)
@@ -174,6 +185,10 @@ def _check_fits(path: FieldPath, op: Operator, raw: Any) -> None:
     values, at = (raw, "[{}]") if isinstance(raw, list) else ([raw], "")
     for i, value in enumerate(values):
         where = at.format(i)
+        if path.type is bool:
+            if type(value) is not bool:
+                raise InvalidValue("expected true or false", at=where)
+            continue
         if path.choices is not None and value not in path.choices:
             raise InvalidValue(f"expected one of {', '.join(path.choices)}", at=where)
         if type(value) is bool:

@@ -61,7 +61,7 @@ class FieldPath:
     path: str
     get: Getter
     shape: str
-    type: type | None = None                 # str or float for model fields; None when free-form
+    type: type | None = None                 # str, float or bool for model fields; None when free-form
     choices: tuple[str, ...] | None = None   # the only values a Literal field takes
 
 
@@ -102,7 +102,7 @@ def compile_path(path: Any) -> FieldPath:
         return FieldPath(path, getter, TIME)
     if get_origin(annotation) is Literal:
         return FieldPath(path, getter, VALUE, str, tuple(get_args(annotation)))
-    return FieldPath(path, getter, VALUE, annotation if annotation in (str, float) else None)
+    return FieldPath(path, getter, VALUE, annotation if annotation in (str, float, bool) else None)
 
 
 def _is_model(annotation: Any) -> bool:

@@ -32,6 +32,14 @@ this tag turns it into one ``ConversionAdjustment``:
   If Google still answers CONVERSION_EXPIRED, the sender counts the item as
   skipped; MORE_RECENT_RESTATEMENT_FOUND counts as superseded.
   Ref: https://developers.google.com/google-ads/api/reference/rpc/latest/ConversionAdjustmentUploadErrorEnum.ConversionAdjustmentUploadError
+- Only a conversion that exists can be adjusted; anything else is 72 hours
+  of CONVERSION_NOT_FOUND retries. The ledger says what became of this
+  gateway's upload to each conversion action (``adjustment.conversions``):
+  one dead-lettered is skipped (``conversion_upload_failed``), one never
+  uploaded here is skipped (``conversion_not_uploaded``) unless
+  ``conversions_from_page_tag`` says the page's Google tag records this
+  conversion action with the transaction id as its order id (then the
+  adjustment names it by order id).
 
 Which API takes it is the destination's choice (``api``). A restatement
 named by order id is built to travel either way: its batch key is
@@ -116,6 +124,11 @@ class Config(GoogleAdsTagConfig):
     default_region: str | None = Field(
         None, description="Region for phone numbers written without a country code, e.g. DE (two letters)."
     )
+    conversions_from_page_tag: bool = Field(
+        False,
+        description="The page's Google tag records this conversion action with the transaction id as order id: "
+        "adjust orders this gateway did not upload too (by order id). Off: only conversions this gateway uploaded.",
+    )
 
     @field_validator("default_region")
     @classmethod
@@ -144,13 +157,19 @@ def build(event: Event, config: Config) -> list[Delivery]:
         if adjustment.type == "RETRACTION" and age > config.click_through_window:
             raise Skip("outside_click_through_window")
 
+    upload = None if adjustment.conversions is None else adjustment.conversions.get(config.conversion_action, "none")
+    if upload == "failed":
+        raise Skip("conversion_upload_failed")
+    if upload == "none" and not config.conversions_from_page_tag:
+        raise Skip("conversion_not_uploaded")
+
     item: dict[str, Any] = {
         "conversionAction": config.conversion_action,
         "adjustmentType": adjustment.type,
         "adjustmentDateTime": format_time(event.timestamp, config.tz),
     }
     order_id = clean(adjustment.order_id) or clean(event.transaction_id)
-    if adjustment.type == "ENHANCEMENT" or adjustment.uploaded_with_order_id:
+    if adjustment.type == "ENHANCEMENT" or adjustment.uploaded_with_order_id or upload == "none":
         if order_id is None:
             raise Skip("no_order_id")
         item["orderId"] = order_id

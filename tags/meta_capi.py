@@ -17,13 +17,18 @@ Wire rules that surprised us, and what we do about them:
   id hashed from the event (client id, name, time, page), so a rebuilt event
   keeps its id. Our outbox item keeps the id, so our retries never count twice.
 - ``action_source`` is a promise to Meta ("accurate to the best of your
-  knowledge"). The rule: an event whose ``extra.source`` is ``order_system``
-  (set by the webhook clients), and every refund, takes ``order_action_source``
-  (default ``system_generated``); every other event comes from a browser hit
-  (the ga4 and json_beacon clients) and is ``website``. A website event
-  without ``user_agent`` or ``page_location`` is skipped, since Meta requires
-  ``client_user_agent`` and ``event_source_url`` and one bad event fails the
-  whole request.
+  knowledge"). The rule reads the gateway's stamp, never the request: an
+  event from an authenticated client (the signed order webhooks), and every
+  refund, takes ``order_action_source`` (default ``system_generated``),
+  except an order the buyer placed in a browser on the web storefront
+  (``order.placed_on_web``, Shopify's ``source_name: web``) that carries the
+  browser's user agent and page: that is a ``website`` event. Every other
+  event comes from a browser hit (the ga4 and json_beacon clients) and is
+  ``website``. A website event without ``user_agent`` or ``page_location`` is
+  skipped, since Meta requires ``client_user_agent`` and ``event_source_url``
+  and one bad event fails the whole request.
+- An address that is no customer's (``0.0.0.0``, loopback, link-local,
+  multicast, reserved) is never sent as ``client_ip_address``.
 - Contact information goes hashed, as lists (Meta takes a string or a list of
   strings); the normalisation is ``gateway.identity.meta``'s. IP address, user
   agent, ``fbc`` and ``fbp`` go unhashed. Without an ``fbc`` cookie, ``fbc`` is
@@ -40,7 +45,11 @@ Wire rules that surprised us, and what we do about them:
   with the refunded amount as a positive value, or with
   ``refund_convention: negative_purchase`` a ``Purchase`` with a negative
   value. Its ``event_id`` is ``refund:<order id>:<refund id>``, never the order
-  id, so that Meta does not drop it as a duplicate of the purchase.
+  id, so that Meta does not drop it as a duplicate of the purchase. Only the
+  order system refunds: a refund from a browser hit (anyone can send one) is
+  skipped. Shopify's refunds carry no customer information; the order ledger
+  gives a refund the purchase's hashed identifiers and ``fbp``/``fbc`` when
+  the purchase's consent let it keep them.
 """
 
 from __future__ import annotations
@@ -100,8 +109,9 @@ class Config(TagConfig):
     )
     order_action_source: ActionSource = Field(
         "system_generated",
-        description="action_source of events from an order system (extra.source: order_system) and of refunds; "
-                    "every other event is a website event.",
+        description="action_source of events from an order system (source.authenticated) and of refunds; "
+                    "browser hits, and orders placed on the web storefront with the browser's user agent, "
+                    "are website events.",
     )
     default_region: str | None = Field(
         None, pattern=r"^[A-Za-z]{2}$",
@@ -146,7 +156,12 @@ def build(event: Event, config: Config) -> list[Delivery]:
             raise Skip("consent_denied")
     when = event.timestamp if event.timestamp.tzinfo else event.timestamp.replace(tzinfo=timezone.utc)
     refund = event.event_name in REFUND_EVENT_NAMES
-    order_system = refund or event.extra.get("source") == "order_system"
+    authenticated = event.authenticated
+    if refund and not authenticated:
+        raise Skip("refund_not_authenticated")  # anyone can send a browser hit: only the order system refunds
+    web_order = (authenticated and not refund and event.order is not None and bool(event.order.placed_on_web)
+                 and bool(event.user_agent) and bool(event.page_location))
+    order_system = refund or (authenticated and not web_order)
 
     if refund:
         event_name, event_id, value = _refund(event, config, when)
@@ -214,8 +229,8 @@ def _refund(event: Event, config: Config, when: datetime) -> tuple[str, str, flo
         raise Skip("no_order_id")
     if event.value is None:
         raise Skip("no_value")
-    refund_id = event.extra.get("refund_id")
-    if refund_id is None or refund_id == "":
+    refund_id = event.order.refund_id if event.order is not None else None
+    if not refund_id:
         basis = "|".join((event.event_name, when.isoformat(), repr(event.value), event.currency or ""))
         refund_id = hashlib.sha256(basis.encode("utf-8")).hexdigest()[:16]
     event_id = f"refund:{order_id}:{refund_id}"
@@ -228,7 +243,7 @@ def _user_data(event: Event, config: Config, when: datetime) -> dict[str, Any]:
     user_data: dict[str, Any] = {}
     if event.consent.ad_user_data != "denied":
         user_data.update(identity.customer_information(event.user_data, config.default_region))
-    if event.ip_override and _is_ip(event.ip_override):
+    if event.ip_override and _usable_ip(event.ip_override):
         user_data["client_ip_address"] = event.ip_override
     if event.user_agent:
         user_data["client_user_agent"] = event.user_agent
@@ -275,9 +290,12 @@ def _custom_data(event: Event, config: Config, value: float | None) -> dict[str,
     return custom_data
 
 
-def _is_ip(text: str) -> bool:
+def _usable_ip(text: str) -> bool:
+    """An IP address that can be a customer's: not 0.0.0.0 (what some platforms record when they have none),
+    loopback, link-local, multicast or reserved."""
     try:
-        ipaddress.ip_address(text)
+        address = ipaddress.ip_address(text)
     except ValueError:
         return False
-    return True
+    return not (address.is_unspecified or address.is_loopback or address.is_link_local or address.is_multicast
+                or address.is_reserved)

@@ -272,7 +272,6 @@ tags:
     [
         pytest.param("bad_missing_order_id.json", "order_id", id="missing_order_id"),
         pytest.param("bad_negative_refund.json", "refund_amount", id="negative_refund"),
-        pytest.param("bad_unknown_event.json", "event", id="unknown_event"),
     ],
 )
 def test_a_bad_order_update_is_400_naming_the_field_and_stores_nothing(make_client, db_path, name, field):
@@ -411,6 +410,21 @@ async def test_adjustments_outside_googles_windows_are_not_sent_and_are_counted(
     assert skipped("conversion_expired") - expired == 2
     assert rows(tmp_path / "g.db", "SELECT order_id, action FROM order_changes ORDER BY order_id") == [
         ("ORD-10492", "RESTATEMENT"), ("ORD-20002", "RETRACTION")]
+
+
+async def test_no_adjustment_is_queued_for_a_conversion_google_refused(tmp_path):
+    refused_before = skipped("conversion_upload_failed")
+    async with gateway_with_fake(tmp_path) as (base, fake, session):
+        fake.fail_value("EAIaIQobChMI8fK2x4-test-gclid", "UNPARSEABLE_GCLID")
+        assert await post_fixture(session, base, "order_created.json") == 200
+        await wait_until(lambda: rows(tmp_path / "g.db", "SELECT code FROM dead_letters") == [("UNPARSEABLE_GCLID",)])
+        assert await post_fixture(session, base, "partial_refund.json") == 200
+        await wait_until(lambda: skipped("conversion_upload_failed") - refused_before == 1)
+
+    assert fake.accepted["adjustment"] == []
+    assert rows(tmp_path / "g.db", "SELECT count(*) FROM outbox WHERE tag = 'gads_refund'") == [(0,)]
+    # The ledger still records the refund (its money moved); only the upload to Google is skipped.
+    assert rows(tmp_path / "g.db", "SELECT action, retained FROM order_changes") == [("RESTATEMENT", "99.95")]
 
 
 async def test_an_order_uploaded_without_order_id_is_adjusted_by_gclid_and_conversion_time(tmp_path):

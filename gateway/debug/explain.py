@@ -39,7 +39,7 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from gateway.client import RawRequest
+from gateway.client import RawRequest, stamp
 from gateway.config import Container
 from gateway.consent import apply_consent
 from gateway.debug.recorder import TriggerInfo, note_attempt, note_client_events, note_request, note_run
@@ -233,6 +233,7 @@ async def explain(
     raw = RawRequest(method, path, query, headers, body, client_ip, now())
     try:
         result = entry.module.parse(raw, entry.config)
+        stamp(result.events, entry.source)
     except BadRequest as exc:  # the client's answer; its body names fields, never values
         trace.status, trace.error = exc.status, exc.body()
         return trace

@@ -191,8 +191,12 @@ def _attribute(
 
 
 def note_ledger(trace: Trace, write: LedgerWrite) -> None:
+    """The ledger's decisions; an adjustment's with the value it used (basis, order total, uploaded, adjusted)."""
     for note in write.notes:
-        trace.ledger.append({"order_id": note.order_id, "decision": note.what, "change_id": note.change_id})
+        entry: dict[str, Any] = {"order_id": note.order_id, "decision": note.what, "change_id": note.change_id}
+        if note.detail:
+            entry["value_used"] = dict(note.detail)
+        trace.ledger.append(entry)
 
 
 def note_attempt(

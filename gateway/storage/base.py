@@ -121,7 +121,7 @@ class Sweep:
     """What one ``sweep_held`` did."""
 
     released: LedgerWrite  # held changes applied to orders that exist now
-    expired: int  # held changes dead-lettered as order_not_found
+    expired: dict[str, int]  # held changes dead-lettered, by code (order_not_found, refund_still_pending)
     pruned: int  # orders dropped after orders.retention
 
 
@@ -235,9 +235,11 @@ class Storage(abc.ABC):
     async def replay_dead_letters(self, ids: Sequence[int] | None, now: datetime) -> int:
         """Move dead letters (all when ``ids`` is None) back to the outbox as new pending items; returns how many.
 
-        A held change that expired (destination ``order_ledger``) goes back to
-        the held changes instead, for as long as it was held the first time,
-        so that it is applied once its order is known.
+        A change the ledger dead-lettered (destination ``order_ledger``) goes
+        back to the held changes instead, for the same reason and as long as
+        it was held the first time, so that it is applied once its order is
+        known (a change already decided, such as a refund in another
+        currency, stays decided).
         """
 
     @abc.abstractmethod
@@ -268,13 +270,16 @@ class Storage(abc.ABC):
     async def sweep_held(self, now: datetime, step: LedgerStep, retention: timedelta | None = None) -> Sweep:
         """Housekeeping of the ledger, in one transaction.
 
-        Held changes whose order exists now are given to ``step`` with their
-        orders (their results are stored as ``record_orders`` stores them);
-        held changes past ``expires_at`` whose order is still unknown move to
-        the dead letters (destination ``order_ledger``, code
-        ``order_not_found``); orders recorded more than ``retention`` ago are
-        deleted with their changes. With several instances, an order another
-        transaction is deciding is left to the next sweep.
+        Held changes that can go now are given to ``step`` with their orders
+        (their results are stored as ``record_orders`` stores them): those
+        whose order exists now, and those that waited for the order system's
+        total when it came or their wait is over. Held changes past
+        ``expires_at`` move to the dead letters (destination ``order_ledger``):
+        code ``order_not_found`` when their order is still unknown,
+        ``refund_still_pending`` when their money never showed as moved.
+        Orders recorded more than ``retention`` ago are deleted with their
+        changes. With several instances, an order another transaction is
+        deciding is left to the next sweep.
         """
 
     @abc.abstractmethod

@@ -112,6 +112,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     postgres_ledger.MIGRATION,  # the order ledger
     postgres_requests.MIGRATION,  # vendor requests processed later (Data Manager API request ids)
+    postgres_ledger.ORDER_SYSTEM_MIGRATION,  # the order system's total, uploads followed, kept identifiers, hold reasons
 ]
 
 _DUE = "status = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)"
@@ -510,7 +511,7 @@ class PostgresStorage(Storage):
                 )}
                 rows = [found[i] for i in wanted if i in found]
             for r in rows:
-                if r["destination"] == LEDGER_DESTINATION:  # an expired held change: held again, not sent
+                if r["destination"] == LEDGER_DESTINATION:  # a change the ledger could not apply: held again, not sent
                     await postgres_ledger.rehold(conn, r["item"], now)
                     continue
                 args = (r["destination"], r["batch_key"], r["idempotency_key"], r["tag"], r["item"], r["created_at"], now)
@@ -572,7 +573,7 @@ class PostgresStorage(Storage):
         now = _utc(now)
 
         async def run(conn: asyncpg.Connection) -> Sweep:
-            state = await postgres_ledger.releasable(conn)
+            state = await postgres_ledger.releasable(conn, now)
             released = step(state) if state.held else LedgerWrite()
             await postgres_ledger.write_ledger(conn, released, now, _insert_deliveries)
             expired = await postgres_ledger.expire_held(conn, now)

@@ -32,7 +32,7 @@ Amounts are ``numeric`` (129.95 - 30 is 99.95, never a float), times
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import asyncpg
 import orjson
@@ -41,11 +41,14 @@ from gateway.delivery import Delivery
 from gateway.ledger import (
     LEDGER_DESTINATION,
     ORDER_NOT_FOUND,
+    REFUND_STILL_PENDING,
     AppliedChange,
     Held,
+    LedgerDeadLetter,
     LedgerState,
     LedgerWrite,
     Order,
+    Upload,
 )
 from gateway.storage.base import OrderDelivery, OrderHistory
 
@@ -108,20 +111,36 @@ MIGRATION: tuple[str, ...] = (
     "CREATE INDEX dead_letters_ledger ON dead_letters (batch_key) WHERE destination = 'order_ledger'",
 )
 
+# The order system's total (the base of refunds), the conversion uploads the ledger follows (NULL for
+# orders recorded before), the identifiers kept under consent, which value each adjustment used, and
+# why a change waits.
+ORDER_SYSTEM_MIGRATION: tuple[str, ...] = (
+    "ALTER TABLE orders ADD COLUMN total numeric",
+    "ALTER TABLE orders ADD COLUMN uploads json",
+    "ALTER TABLE orders ADD COLUMN identifiers json",
+    "ALTER TABLE order_changes ADD COLUMN basis text",
+    "ALTER TABLE order_changes ADD COLUMN adjusted_value numeric",
+    "ALTER TABLE held_changes ADD COLUMN reason text NOT NULL DEFAULT 'order'",
+)
+
 _ORDER_COLUMNS = (
     "order_id, conversion_time, recorded_at, value, currency, gclid, gbraid, wbraid, consent,"
-    " uploaded_with_order_id, refunded, retracted_at, last_adjusted_at, source"
+    " uploaded_with_order_id, refunded, retracted_at, last_adjusted_at, source, total, uploads, identifiers"
 )
-_CHANGE_COLUMNS = "order_id, change_id, kind, occurred_at, recorded_at, action, reason, amount, currency, retained"
-_HELD_COLUMNS = "id, order_id, change_id, event, held_at, expires_at"
+_CHANGE_COLUMNS = ("order_id, change_id, kind, occurred_at, recorded_at, action, reason, amount, currency, retained,"
+                   " basis, adjusted_value")
+_HELD_COLUMNS = "id, order_id, change_id, event, held_at, expires_at, reason"
 _UPSERT_ORDER = f"""INSERT INTO orders ({_ORDER_COLUMNS}, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10, $11, $12, $13, $14, $15)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10, $11, $12, $13, $14, $15, $16::json, $17::json, $18)
     ON CONFLICT (order_id) DO UPDATE SET value = excluded.value, currency = excluded.currency,
     gclid = excluded.gclid, gbraid = excluded.gbraid, wbraid = excluded.wbraid, consent = excluded.consent,
     refunded = excluded.refunded, retracted_at = excluded.retracted_at,
-    last_adjusted_at = excluded.last_adjusted_at, updated_at = excluded.updated_at"""
-_INSERT_HELD = """INSERT INTO held_changes (order_id, change_id, event, held_at, expires_at)
-    VALUES ($1, $2, $3::json, $4, $5) ON CONFLICT (order_id, change_id) DO NOTHING"""
+    last_adjusted_at = excluded.last_adjusted_at, total = excluded.total, identifiers = excluded.identifiers,
+    updated_at = excluded.updated_at"""
+_INSERT_HELD = """INSERT INTO held_changes (order_id, change_id, event, held_at, expires_at, reason)
+    VALUES ($1, $2, $3::json, $4, $5, $6) ON CONFLICT (order_id, change_id) DO NOTHING"""
+_INSERT_DEAD = """INSERT INTO dead_letters (destination, batch_key, idempotency_key, tag, item, attempts, code, message,
+    created_at, failed_at) VALUES ($1, $2, $3, $4, $5::json, 0, $6, $7, $8, $9)"""
 # pg_advisory_xact_lock is volatile, so PostgreSQL calls it after the sort: the locks are taken in
 # ascending key order by every transaction, which is what keeps two of them from deadlocking.
 _LOCK = """SELECT pg_advisory_xact_lock($1, h)
@@ -148,7 +167,8 @@ async def try_lock_orders(conn: asyncpg.Connection, order_ids: Sequence[str]) ->
 # -- reading -------------------------------------------------------------------------------------
 
 
-def _order(row: asyncpg.Record, change_ids: frozenset[str]) -> Order:
+def _order(row: asyncpg.Record, change_ids: frozenset[str], statuses: dict[str, str]) -> Order:
+    uploads, identifiers = row["uploads"], row["identifiers"]
     return Order(
         order_id=row["order_id"],
         conversion_time=row["conversion_time"],
@@ -165,12 +185,40 @@ def _order(row: asyncpg.Record, change_ids: frozenset[str]) -> Order:
         last_adjusted_at=row["last_adjusted_at"],
         source=row["source"],
         change_ids=change_ids,
+        total=row["total"],
+        uploads=None if uploads is None else tuple(
+            Upload(action, key, statuses.get(key, "uploaded")) for action, key in orjson.loads(uploads)  # type: ignore[arg-type]
+        ),
+        identifiers=() if identifiers is None else tuple((k, v) for k, v in orjson.loads(identifiers)),
     )
 
 
 def _held(row: asyncpg.Record) -> Held:
     return Held(row["order_id"], row["change_id"], orjson.loads(row["event"]), row["held_at"], row["expires_at"],
-                id=row["id"])
+                id=row["id"], reason=row["reason"])
+
+
+async def upload_statuses(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str, str]:
+    """What the dispatcher made of each outbox item: pending, uploaded, or failed (dead-lettered).
+
+    A key in neither table was delivered and pruned after ``delivery.retention``:
+    only delivered items leave the outbox other than as dead letters.
+    """
+    if not keys:
+        return {}
+    wanted = sorted(set(keys))
+    statuses: dict[str, str] = {}
+    for r in await conn.fetch("SELECT idempotency_key, status FROM outbox WHERE idempotency_key = ANY($1::text[])", wanted):
+        statuses[r[0]] = "uploaded" if r[1] == "delivered" else "pending"
+    for r in await conn.fetch(
+        "SELECT DISTINCT idempotency_key FROM dead_letters WHERE idempotency_key = ANY($1::text[])", wanted
+    ):
+        statuses.setdefault(r[0], "failed")
+    return statuses
+
+
+def _upload_keys(rows: Sequence[asyncpg.Record]) -> list[str]:
+    return [key for row in rows if row["uploads"] is not None for _, key in orjson.loads(row["uploads"])]
 
 
 async def load_state(conn: asyncpg.Connection, order_ids: Sequence[str]) -> LedgerState:
@@ -179,13 +227,15 @@ async def load_state(conn: asyncpg.Connection, order_ids: Sequence[str]) -> Ledg
     state = LedgerState()
     if not ids:
         return state
-    for row in await conn.fetch(
+    rows = await conn.fetch(
         f"""SELECT {_ORDER_COLUMNS},
                 ARRAY(SELECT c.change_id FROM order_changes c WHERE c.order_id = o.order_id) AS change_ids
             FROM orders o WHERE o.order_id = ANY($1::text[]) FOR UPDATE""",
         ids,
-    ):
-        state.orders[row["order_id"]] = _order(row, frozenset(row["change_ids"]))
+    )
+    statuses = await upload_statuses(conn, _upload_keys(rows))
+    for row in rows:
+        state.orders[row["order_id"]] = _order(row, frozenset(row["change_ids"]), statuses)
     state.held.extend(
         _held(row) for row in await conn.fetch(
             f"SELECT {_HELD_COLUMNS} FROM held_changes WHERE order_id = ANY($1::text[]) ORDER BY id", ids
@@ -197,33 +247,42 @@ async def load_state(conn: asyncpg.Connection, order_ids: Sequence[str]) -> Ledg
 # -- writing -------------------------------------------------------------------------------------
 
 
-def _consent(order: Order) -> str:
-    return orjson.dumps([list(p) for p in order.consent]).decode()
+def _json(pairs: Any) -> str:
+    return orjson.dumps([list(p) for p in pairs]).decode()
 
 
 async def write_ledger(conn: asyncpg.Connection, write: LedgerWrite, now: datetime, insert: InsertDeliveries) -> None:
-    """Store ``write``: deliveries (through ``insert``, the outbox's own), rows, changes, holds, links."""
+    """Store ``write``: deliveries (through ``insert``, the outbox's own), rows, changes, holds, links, dead letters.
+
+    Released holds go before new ones: a change held again for another
+    reason (its order arrived, its total did not) is deleted, then inserted.
+    """
     if write.deliveries:
         await insert(conn, write.deliveries, now)
     if write.orders:
         await conn.executemany(_UPSERT_ORDER, [
             (o.order_id, o.conversion_time, o.recorded_at, o.value, o.currency, o.gclid, o.gbraid, o.wbraid,
-             _consent(o), o.uploaded_with_order_id, o.refunded, o.retracted_at, o.last_adjusted_at, o.source, now)
+             _json(o.consent), o.uploaded_with_order_id, o.refunded, o.retracted_at, o.last_adjusted_at, o.source,
+             o.total, None if o.uploads is None else _json((u.action, u.key) for u in o.uploads),
+             _json(o.identifiers) if o.identifiers else None, now)
             for o in write.orders.values()
         ])
     if write.changes:
         await conn.executemany(
-            f"""INSERT INTO order_changes ({_CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            f"""INSERT INTO order_changes ({_CHANGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                 ON CONFLICT (order_id, change_id) DO NOTHING""",
             [(c.order_id, c.change_id, c.kind, c.occurred_at, c.recorded_at, c.action, c.reason, c.amount,
-              c.currency, c.retained) for c in write.changes],
+              c.currency, c.retained, c.basis, c.adjusted_value) for c in write.changes],
         )
-    if write.hold:
-        await conn.executemany(_INSERT_HELD, [
-            (h.order_id, h.change_id, orjson.dumps(h.event).decode(), h.held_at, h.expires_at) for h in write.hold
-        ])
     if write.release:
         await conn.execute("DELETE FROM held_changes WHERE id = ANY($1::bigint[])", list(write.release))
+    if write.hold:
+        await conn.executemany(_INSERT_HELD, [
+            (h.order_id, h.change_id, orjson.dumps(h.event).decode(), h.held_at, h.expires_at, h.reason)
+            for h in write.hold
+        ])
+    if write.dead_letters:
+        await conn.executemany(_INSERT_DEAD, [_dead_letter_row(d, now) for d in write.dead_letters])
     if write.order_deliveries:
         await conn.execute(
             """INSERT INTO order_deliveries (order_id, idempotency_key)
@@ -233,15 +292,24 @@ async def write_ledger(conn: asyncpg.Connection, write: LedgerWrite, now: dateti
         )
 
 
-async def releasable(conn: asyncpg.Connection) -> LedgerState:
-    """Held changes whose order exists (a replayed dead letter, a race lost to the sweep), with those orders.
+def _dead_letter_row(letter: LedgerDeadLetter, now: datetime) -> tuple[object, ...]:
+    held = letter.held
+    return (LEDGER_DESTINATION, held.order_id, held_key(held.order_id, held.change_id), LEDGER_DESTINATION,
+            orjson.dumps(held.dead_letter_item()).decode(), letter.code, letter.message, held.held_at, now)
+
+
+async def releasable(conn: asyncpg.Connection, now: datetime) -> LedgerState:
+    """Held changes that can go now, with their orders: their order exists (a replayed dead letter, a race lost
+    to the sweep), or they waited for the order system's total and it came or their wait is over.
 
     Only orders whose lock is free are taken; the rest wait for the next sweep.
     """
     candidates = [
         r[0] for r in await conn.fetch(
-            """SELECT DISTINCT h.order_id FROM held_changes h
-               WHERE EXISTS (SELECT 1 FROM orders o WHERE o.order_id = h.order_id) LIMIT $1""",
+            """SELECT DISTINCT h.order_id FROM held_changes h JOIN orders o ON o.order_id = h.order_id
+               WHERE h.reason = 'order' OR (h.reason = 'total' AND (o.total IS NOT NULL OR h.expires_at <= $1))
+               LIMIT $2""",
+            now,
             SWEEP_LIMIT,
         )
     ]
@@ -249,12 +317,13 @@ async def releasable(conn: asyncpg.Connection) -> LedgerState:
     return await load_state(conn, locked) if locked else LedgerState()
 
 
-async def expire_held(conn: asyncpg.Connection, now: datetime) -> int:
-    """Dead-letter held changes past their time whose order never came."""
+async def expire_held(conn: asyncpg.Connection, now: datetime) -> dict[str, int]:
+    """Dead-letter held changes past their time: whose order never came, or whose money never moved."""
     candidates = [
         r[0] for r in await conn.fetch(
             """SELECT DISTINCT h.order_id FROM held_changes h
-               WHERE h.expires_at <= $1 AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = h.order_id)
+               WHERE h.expires_at <= $1 AND (h.reason = 'pending'
+                   OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = h.order_id))
                LIMIT $2""",
             now,
             SWEEP_LIMIT,
@@ -262,31 +331,29 @@ async def expire_held(conn: asyncpg.Connection, now: datetime) -> int:
     ]
     locked = await try_lock_orders(conn, candidates)
     if not locked:
-        return 0
+        return {}
     # Asked again under the locks: an order that arrived meanwhile took its held changes with it.
     rows = await conn.fetch(
         f"""DELETE FROM held_changes h WHERE h.order_id = ANY($1::text[]) AND h.expires_at <= $2
-                AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = h.order_id)
+                AND (h.reason = 'pending' OR NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = h.order_id))
             RETURNING {_HELD_COLUMNS}""",
         locked,
         now,
     )
     letters = []
+    expired: dict[str, int] = {}
     for row in sorted(rows, key=lambda r: (r["expires_at"], r["id"])):
         held = _held(row)
-        hours = round((held.expires_at - held.held_at).total_seconds() / 3600, 2)
-        letters.append((
-            LEDGER_DESTINATION, held.order_id, held_key(held.order_id, held.change_id), LEDGER_DESTINATION,
-            orjson.dumps(held.dead_letter_item()).decode(), ORDER_NOT_FOUND,
-            f"no order {held.order_id} within {hours:g}h", held.held_at, now,
-        ))
+        hours = f"{round((held.expires_at - held.held_at).total_seconds() / 3600, 2):g}h"
+        if held.reason == "pending":
+            code, message = REFUND_STILL_PENDING, f"refund of {held.order_id} still pending after {hours}"
+        else:
+            code, message = ORDER_NOT_FOUND, f"no order {held.order_id} within {hours}"
+        letters.append(_dead_letter_row(LedgerDeadLetter(held, code, message), now))
+        expired[code] = expired.get(code, 0) + 1
     if letters:
-        await conn.executemany(
-            """INSERT INTO dead_letters (destination, batch_key, idempotency_key, tag, item, attempts, code, message,
-                   created_at, failed_at) VALUES ($1, $2, $3, $4, $5::json, 0, $6, $7, $8, $9)""",
-            letters,
-        )
-    return len(letters)
+        await conn.executemany(_INSERT_DEAD, letters)
+    return expired
 
 
 async def prune_orders(conn: asyncpg.Connection, now: datetime, retention: timedelta) -> int:
@@ -314,12 +381,12 @@ def held_key(order_id: str, change_id: str) -> str:
 
 
 async def rehold(conn: asyncpg.Connection, item: str, now: datetime) -> None:
-    """A replayed ``order_not_found`` dead letter: held again, as long as the first time."""
+    """A replayed ledger dead letter: held again, for the same reason and as long as the first time."""
     data = orjson.loads(item)
     await conn.execute(
         _INSERT_HELD,
         data["order_id"], data["change_id"], orjson.dumps(data["event"]).decode(), now,
-        now + timedelta(seconds=float(data["hold_seconds"])),
+        now + timedelta(seconds=float(data["hold_seconds"])), data.get("reason", "order"),
     )
 
 
@@ -332,7 +399,7 @@ async def history(conn: asyncpg.Connection, order_id: str) -> OrderHistory:
         AppliedChange(
             order_id=r["order_id"], change_id=r["change_id"], kind=r["kind"], occurred_at=r["occurred_at"],
             recorded_at=r["recorded_at"], action=r["action"], reason=r["reason"], amount=r["amount"],
-            currency=r["currency"], retained=r["retained"],
+            currency=r["currency"], retained=r["retained"], basis=r["basis"], adjusted_value=r["adjusted_value"],
         )
         for r in await conn.fetch(
             f"SELECT {_CHANGE_COLUMNS} FROM order_changes WHERE order_id = $1 ORDER BY recorded_at, occurred_at",
@@ -340,7 +407,8 @@ async def history(conn: asyncpg.Connection, order_id: str) -> OrderHistory:
         )
     ]
     row = await conn.fetchrow(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE order_id = $1", order_id)
-    order = None if row is None else _order(row, frozenset(c.change_id for c in changes))
+    order = None if row is None else _order(row, frozenset(c.change_id for c in changes),
+                                            await upload_statuses(conn, _upload_keys([row])))
     held = [
         _held(r) for r in await conn.fetch(
             f"SELECT {_HELD_COLUMNS} FROM held_changes WHERE order_id = $1 ORDER BY id", order_id

@@ -131,6 +131,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     sqlite_ledger.MIGRATION,  # the order ledger
     sqlite_requests.MIGRATION,  # vendor requests processed later (Data Manager API request ids)
+    sqlite_ledger.ORDER_SYSTEM_MIGRATION,  # the order system's total, uploads followed, kept identifiers, hold reasons
 ]
 
 _INSERT_ITEM = """INSERT OR IGNORE INTO outbox
@@ -659,7 +660,7 @@ class SQLiteStorage(Storage):
             else:
                 rows = [r for i in wanted for r in conn.execute(select + " WHERE id = ?", (i,)).fetchall()]
             for id_, dest, key, ikey, tag, item, created in rows:
-                if dest == LEDGER_DESTINATION:  # an expired held change: held again, not sent
+                if dest == LEDGER_DESTINATION:  # a change the ledger could not apply: held again, not sent
                     sqlite_ledger.rehold(conn, item, now)
                     conn.execute("DELETE FROM dead_letters WHERE id = ?", (id_,))
                     continue
@@ -715,7 +716,7 @@ class SQLiteStorage(Storage):
 
     async def sweep_held(self, now: datetime, step: LedgerStep, retention: timedelta | None = None) -> Sweep:
         def op(conn: sqlite3.Connection) -> Sweep:
-            state = sqlite_ledger.releasable(conn)
+            state = sqlite_ledger.releasable(conn, now)
             released = step(state) if state.held else LedgerWrite()
             sqlite_ledger.write_ledger(conn, released, now, _INSERT_ITEM)
             expired = sqlite_ledger.expire_held(conn, now)

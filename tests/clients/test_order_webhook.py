@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -39,6 +40,15 @@ def events_of(raw: RawRequest) -> list[dict[str, Any]]:
     return [event.to_json_dict() for event in result.events]
 
 
+def body_id(name: str) -> str:
+    """A refund without refund_id is named by the SHA-256 of the signed body (its first 32 hex digits)."""
+    return "body:" + hashlib.sha256((WEBHOOKS / name).read_bytes()).hexdigest()[:32]
+
+
+def refund_data(refund_id: str, **fields: Any) -> dict[str, Any]:
+    return {"refund_id": refund_id, **fields}
+
+
 CONSENT_ORD_10492 = {"ad_storage": "granted", "analytics_storage": "granted", "ad_user_data": "granted",
                      "ad_personalization": "denied"}
 
@@ -52,7 +62,7 @@ CONSENT_ORD_10492 = {"ad_storage": "granted", "analytics_storage": "granted", "a
             "user_data": {"email_address": "Alex.Doe@Gmail.com", "phone_number": "+49 170 1234567",
                           "address": {"first_name": "Alex", "last_name": "Doe", "city": "Berlin",
                                       "postal_code": "10115", "country": "DE"}},
-            "consent": CONSENT_ORD_10492, "extra": {"source": "order_system"},
+            "consent": CONSENT_ORD_10492, "extra": {},
         }, id="order_created_is_a_purchase_with_click_id_customer_and_consent"),
         pytest.param("order_created_gbraid.json", {
             "event_name": "purchase", "transaction_id": "ORD-20001", "timestamp": "2026-04-30T08:00:00Z",
@@ -60,22 +70,22 @@ CONSENT_ORD_10492 = {"ad_storage": "granted", "analytics_storage": "granted", "a
             "user_data": {"email_address": "no-consent@example.com", "phone_number": "+33 6 12 34 56 78"},
             "consent": {"ad_storage": "granted", "analytics_storage": "granted", "ad_user_data": "denied",
                         "ad_personalization": "denied"},
-            "extra": {"source": "order_system"},
+            "extra": {},
         }, id="gbraid_and_denied_consent_travel_as_sent"),
         pytest.param("partial_refund.json", {
             "event_name": "refund", "transaction_id": "ORD-10492", "timestamp": "2026-04-25T07:12:00Z",
-            "event_id": "c006a4a6efb61d4f3242129b02e5a7fd", "value": 30.0, "currency": "EUR",
+            "event_id": body_id("partial_refund.json"), "value": 30.0, "currency": "EUR",
             "items": [{"item_id": "SKU-SOCKS", "quantity": 1, "price": 30.0}], "consent": {},
-            "extra": {"source": "order_system", "refund_id": "c006a4a6efb61d4f3242129b02e5a7fd", "retained_value": 99.95},
-        }, id="partial_refund_is_a_refund_with_the_refunded_amount_and_a_stable_id"),
+            "order": refund_data(body_id("partial_refund.json"), retained_value=99.95), "extra": {},
+        }, id="partial_refund_without_refund_id_is_named_by_the_digest_of_its_signed_body"),
         pytest.param("full_refund.json", {
             "event_name": "refund", "transaction_id": "ORD-20001", "timestamp": "2026-05-02T09:00:00Z",
-            "event_id": "749b1dfbb634728d0af1c2314cffeb45", "value": 54.9, "currency": "EUR", "consent": {},
-            "extra": {"source": "order_system", "refund_id": "749b1dfbb634728d0af1c2314cffeb45", "refund_type": "full"},
+            "event_id": body_id("full_refund.json"), "value": 54.9, "currency": "EUR", "consent": {},
+            "order": refund_data(body_id("full_refund.json"), full_refund=True), "extra": {},
         }, id="full_refund_is_marked_full"),
         pytest.param("cancelled.json", {
             "event_name": "order_cancelled", "transaction_id": "ORD-20002", "timestamp": "2026-05-03T12:00:00Z",
-            "event_id": "cancel:ORD-20002", "currency": "USD", "consent": {}, "extra": {"source": "order_system"},
+            "event_id": "cancel:ORD-20002", "currency": "USD", "consent": {}, "extra": {},
         }, id="cancelled_is_order_cancelled"),
     ],
 )
@@ -88,7 +98,6 @@ def test_fixture_becomes_the_order_event(name: str, expected: dict[str, Any]) ->
     [
         pytest.param("bad_missing_order_id.json", "order_id", id="missing_order_id"),
         pytest.param("bad_negative_refund.json", "refund_amount", id="negative_refund"),
-        pytest.param("bad_unknown_event.json", "event", id="unknown_event"),
     ],
 )
 def test_bad_payload_is_refused_naming_the_field(name: str, field: str) -> None:
@@ -121,10 +130,114 @@ def test_a_request_without_the_right_signature_is_401(headers: dict[str, str], e
     assert caught.value.status == 401
 
 
-def test_the_idempotency_key_is_the_request_key_and_names_the_refund() -> None:
-    result = order_webhook.parse(fixture_request("partial_refund.json", **{"Idempotency-Key": "oms-77"}), CONFIG)
+def test_the_idempotency_key_is_the_request_key_but_never_names_the_refund() -> None:
+    keyed = order_webhook.parse(fixture_request("partial_refund.json", **{"Idempotency-Key": "oms-77"}), CONFIG)
+    replayed = order_webhook.parse(fixture_request("partial_refund.json", **{"Idempotency-Key": "attacker-1"}), CONFIG)
 
-    assert (result.request_key, result.events[0].extra["refund_id"]) == ("order_webhook:oms-77", "key:oms-77")
+    assert (keyed.request_key, replayed.request_key) == ("order_webhook:oms-77", "order_webhook:attacker-1")
+    assert keyed.events[0].order.refund_id == replayed.events[0].order.refund_id == body_id("partial_refund.json")
+
+
+def test_an_unknown_event_is_acknowledged_as_ignored() -> None:
+    result = order_webhook.parse(fixture_request("bad_unknown_event.json"), CONFIG)
+
+    assert (result.status, result.body, result.events, result.ignored) == (200, b'{"ignored":"unknown_event"}', [],
+                                                                         "unknown_event")
+
+
+def test_an_unsigned_unknown_event_is_still_401() -> None:
+    raw = RawRequest("POST", "/webhooks/order-update", "", {}, (WEBHOOKS / "bad_unknown_event.json").read_bytes(),
+                     "127.0.0.1", RECEIVED_AT)
+
+    with pytest.raises(BadRequest) as caught:
+        order_webhook.parse(raw, CONFIG)
+
+    assert caught.value.status == 401
+
+
+def stamped(payload: dict[str, Any], sent_at: int, secret: bytes = b"fixture-secret") -> RawRequest:
+    body = orjson.dumps(payload)
+    digest = hmac.new(secret, f"{sent_at}.".encode() + body, hashlib.sha256).hexdigest()
+    return RawRequest("POST", "/webhooks/order-update", "", {"x-signature": f"t={sent_at},sha256={digest}"}, body,
+                      "127.0.0.1", RECEIVED_AT)
+
+
+CANCEL = {"order_id": "A-1", "event": "cancelled"}
+NOW_UNIX = int(RECEIVED_AT.timestamp())
+
+
+@pytest.mark.parametrize(
+    "sent_at",
+    [pytest.param(NOW_UNIX, id="now"), pytest.param(NOW_UNIX - 300, id="at_the_tolerance"),
+     pytest.param(NOW_UNIX + 300, id="a_clock_ahead_within_the_tolerance")],
+)
+def test_a_signed_timestamp_within_the_tolerance_is_accepted(sent_at: int) -> None:
+    assert [e["event_name"] for e in events_of(stamped(CANCEL, sent_at))] == ["order_cancelled"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        pytest.param(stamped(CANCEL, NOW_UNIX - 301), "signature timestamp outside the tolerance", id="too_old"),
+        pytest.param(stamped(CANCEL, NOW_UNIX + 301), "signature timestamp outside the tolerance", id="too_far_ahead"),
+        pytest.param(stamped(CANCEL, NOW_UNIX, secret=b"other"), "invalid signature", id="wrong_secret"),
+        pytest.param(replace(stamped(CANCEL, NOW_UNIX), headers={"x-signature": "t=1,t=2,sha256=" + "0" * 64}),
+                     "invalid signature", id="two_timestamps"),
+        pytest.param(replace(stamped(CANCEL, NOW_UNIX), headers={"x-signature": f"t={NOW_UNIX}"}), "invalid signature",
+                     id="no_digest"),
+        pytest.param(replace(stamped(CANCEL, NOW_UNIX), headers={"x-signature": "t=99999999999999999999,sha256=00"}),
+                     "invalid signature", id="timestamp_out_of_range"),
+    ],
+)
+def test_a_bad_signed_timestamp_is_401_naming_the_header(raw: RawRequest, error: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        order_webhook.parse(raw, CONFIG)
+
+    assert (caught.value.status, caught.value.body()) == (401, {"error": error, "detail": {"field": "headers.x-signature"}})
+
+
+def test_a_timestamped_signature_may_list_several_digests_for_a_secret_being_rotated() -> None:
+    raw = stamped(CANCEL, NOW_UNIX)
+    header = raw.headers["x-signature"].replace("sha256=", "sha256=" + "0" * 64 + ",sha256=")
+
+    assert len(events_of(replace(raw, headers={"x-signature": header}))) == 1
+
+
+def test_the_tolerance_is_configurable_and_the_plain_form_can_be_refused() -> None:
+    strict = order_webhook.Config(type="order_webhook", secret="fixture-secret", signature_tolerance="1m",
+                                  require_signed_timestamp=True)
+
+    with pytest.raises(BadRequest) as old:
+        order_webhook.parse(stamped(CANCEL, NOW_UNIX - 61), strict)
+    with pytest.raises(BadRequest) as plain:
+        order_webhook.parse(signed(CANCEL), strict)
+
+    assert (old.value.status, plain.value.status, plain.value.error) == (401, 401, "signed timestamp required")
+
+
+def test_a_pending_refund_needs_its_refund_id_and_is_marked_pending() -> None:
+    pending = {"order_id": "A-1", "event": "refund", "refund_amount": 5, "refund_status": "pending", "refund_id": "RF-1"}
+
+    (event,) = events_of(signed(pending))
+    with pytest.raises(BadRequest) as caught:
+        order_webhook.parse(signed({**pending, "refund_id": None}), CONFIG)
+
+    assert (event["order"]["refund_id"], event["order"]["refund_pending"]) == ("RF-1", True)
+    assert (caught.value.status, caught.value.field) == (400, "refund_id")
+
+
+def test_a_failed_refund_is_acknowledged_as_ignored() -> None:
+    result = order_webhook.parse(signed({"order_id": "A-1", "event": "refund", "refund_amount": 5,
+                                         "refund_status": "failed"}), CONFIG)
+
+    assert (result.status, result.events, result.ignored) == (200, [], "refund_failed")
+
+
+def test_a_refund_carries_the_order_total_and_the_order_systems_exchange_rate() -> None:
+    (event,) = events_of(signed({"order_id": "A-1", "event": "refund", "refund_amount": 5, "currency": "USD",
+                                 "order_value": "124.00", "exchange_rate": "0.92", "refund_id": "RF-2"}))
+
+    assert (event["order"]["total"], event["order"]["exchange_rate"]) == (124.0, 0.92)
 
 
 def test_the_payloads_event_id_is_the_request_key_when_there_is_no_header() -> None:
@@ -139,7 +252,7 @@ def test_a_refund_id_in_the_payload_wins() -> None:
 
     (event,) = events_of(signed(payload, **{"Idempotency-Key": "k"}))
 
-    assert (event["extra"]["refund_id"], event["value"]) == ("RF-1", 5.0)
+    assert (event["order"]["refund_id"], event["value"]) == ("RF-1", 5.0)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +272,14 @@ def test_a_refund_id_in_the_payload_wins() -> None:
         pytest.param({"order_id": "A-1", "event": "cancelled", "customer": {"email": ["jane@example.com"]}},
                      "customer.email", id="customer_email_not_text"),
         pytest.param({"order_id": {"id": 1}, "event": "cancelled"}, "order_id", id="order_id_not_text"),
+        pytest.param({"order_id": "A-1"}, "event", id="event_missing"),
+        pytest.param({"order_id": "A-1", "event": ["cancelled"]}, "event", id="event_not_text"),
+        pytest.param({"order_id": "A-1", "event": "refund", "refund_amount": 1, "refund_status": "lots"},
+                     "refund_status", id="refund_status_unknown"),
+        pytest.param({"order_id": "A-1", "event": "refund", "refund_amount": 1, "exchange_rate": "lots"},
+                     "exchange_rate", id="exchange_rate_not_a_number"),
+        pytest.param({"order_id": "A-1", "event": "refund", "refund_amount": 1, "exchange_rate": 0},
+                     "exchange_rate", id="exchange_rate_zero"),
     ],
 )
 def test_a_bad_field_is_named_and_its_value_never_echoed(payload: dict[str, Any], field: str) -> None:
@@ -176,5 +297,5 @@ def test_order_paid_is_a_purchase_too() -> None:
 
     assert events_of(signed(payload)) == [{
         "event_name": "purchase", "transaction_id": "A-1", "timestamp": "2026-05-01T08:00:00Z", "value": 19.9,
-        "currency": "EUR", "wbraid": "wb-1", "consent": {}, "extra": {"source": "order_system"},
+        "currency": "EUR", "wbraid": "wb-1", "consent": {}, "extra": {},
     }]

@@ -1,4 +1,5 @@
-"""The WooCommerce client: signed order topics in, order events by status and refunds, the ping answered."""
+"""The WooCommerce client: signed order topics in, order events by status and refunds, the ping answered,
+legacy API bodies read, other topics acknowledged."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def signed(order: dict[str, Any], topic: str = "order.updated") -> RawRequest:
 def summary(raw: RawRequest, config: woocommerce.Config = CONFIG) -> list[tuple[Any, ...]]:
     """(event name, order, value, refund id, refund type, time) of each event."""
     return [
-        (e.event_name, e.transaction_id, e.value, e.extra.get("refund_id"), e.extra.get("refund_type"),
-         e.timestamp.isoformat())
+        (e.event_name, e.transaction_id, e.value, e.order.refund_id if e.order else None,
+         "full" if e.order and e.order.full_refund else None, e.timestamp.isoformat())
         for e in woocommerce.parse(raw, config).events
     ]
 
@@ -58,9 +59,42 @@ def test_a_processing_order_is_a_purchase_with_click_id_consent_and_customer() -
         "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
                       "Chrome/131.0.0.0 Safari/537.36",
         "consent": {"ad_user_data": "granted", "ad_personalization": "denied"},
-        "extra": {"source": "order_system"},
+        "extra": {},
     }]
     assert (result.status, result.request_key) == (200, "woocommerce:0b5f3a9c1d7e2f4a6b8c0d1e2f3a4b5c")
+
+
+def test_a_legacy_api_body_is_read_like_the_current_one() -> None:
+    body = (WEBHOOKS / "woocommerce_legacy_v3_order_created.json").read_bytes()
+    digest = base64.b64encode(hmac.new(b"fixture-secret", body, hashlib.sha256).digest()).decode()
+    headers = {"x-wc-webhook-signature": digest, "x-wc-webhook-topic": "order.created", "x-wc-webhook-delivery-id": "l-1"}
+
+    result = woocommerce.parse(RawRequest("POST", "/webhooks/woocommerce", "", headers, body, "127.0.0.1", RECEIVED_AT),
+                               CONFIG)
+
+    assert [e.to_json_dict() for e in result.events] == [{
+        "event_name": "purchase", "transaction_id": "4822", "timestamp": "2026-05-10T14:20:11Z",
+        "value": 89.9, "currency": "EUR",
+        "items": [{"item_id": "SWEATER-M", "item_name": "Wool Sweater", "quantity": 1, "price": 60.0},
+                  {"item_id": "SOCKS-W", "item_name": "Wool Socks", "quantity": 1, "price": 25.0}],
+        "user_data": {"email_address": "max.mustermann@example.de", "phone_number": "+49 40 1234567",
+                      "address": {"first_name": "Max", "last_name": "Mustermann", "street": "Hauptstr. 5",
+                                  "city": "Hamburg", "postal_code": "20095", "country": "DE"}},
+        "ip_override": "198.51.100.42",
+        "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                      "Chrome/131.0.0.0 Safari/537.36",
+        "consent": {}, "extra": {},
+    }]
+
+
+def test_a_legacy_refunded_order_is_a_full_refund_of_its_total_and_its_meta_data_is_read() -> None:
+    legacy = load_fixture("webhooks", "woocommerce_legacy_v3_order_created.json")
+    legacy["order"] |= {"status": "refunded", "order_meta": {"_gclid": "legacy-gclid"}}
+
+    (event,) = woocommerce.parse(signed(legacy), CONFIG).events
+
+    assert (event.event_name, event.value, event.gclid, event.order.full_refund, event.order.total) == (
+        "refund", 89.9, "legacy-gclid", True, 89.9)
 
 
 @pytest.mark.parametrize(
@@ -150,11 +184,17 @@ def test_a_deleted_order_is_answered_without_events() -> None:
     assert (result.status, result.events, result.request_key) == (200, [], "woocommerce:d-1")
 
 
-def test_a_topic_it_does_not_handle_is_400_naming_the_header() -> None:
-    with pytest.raises(BadRequest) as caught:
-        woocommerce.parse(signed({"id": 1}, "product.updated"), CONFIG)
+def test_a_topic_it_does_not_handle_is_acknowledged_as_ignored() -> None:
+    result = woocommerce.parse(signed({"id": 1}, "product.updated"), CONFIG)
 
-    assert (caught.value.status, caught.value.field) == (400, "headers.x-wc-webhook-topic")
+    assert (result.status, result.events, result.ignored, result.request_key) == (200, [], "unsupported_topic",
+                                                                                  "woocommerce:d-1")
+
+
+def test_every_refund_carries_the_order_total_for_the_ledgers_base() -> None:
+    events = woocommerce.parse(fixture_request("woocommerce_order_updated_refunded.json"), CONFIG).events
+
+    assert [(e.order.refund_id, e.order.total) for e in events] == [("woocommerce:4830", 89.9), ("woocommerce:4837", 89.9)]
 
 
 @pytest.mark.parametrize(

@@ -87,3 +87,10 @@ def test_every_public_client_and_tag_module_is_registered():
     assert tag_modules == set(tags.TAGS)
     assert list(clients.CLIENTS) == sorted(clients.CLIENTS)
     assert list(tags.TAGS) == sorted(tags.TAGS)
+
+
+def test_every_client_says_whether_it_verifies_a_signature():
+    declared = {name: getattr(module, "AUTHENTICATED", None) for name, module in clients.CLIENTS.items()}
+
+    assert declared == {"ga4": False, "json_beacon": False, "order_webhook": True, "shopify": True,
+                        "woocommerce": True}

@@ -24,7 +24,7 @@ import pytest
 from gateway.config import StorageSection
 from gateway.delivery import Delivery
 from gateway.errors import ConfigError
-from gateway.ledger import AppliedChange, Held, LedgerState, LedgerWrite, Order
+from gateway.ledger import AppliedChange, Held, LedgerDeadLetter, LedgerState, LedgerWrite, Order, Upload
 from gateway.storage import PostgresStorage, SQLiteStorage, open_storage
 from gateway.storage.base import (
     DeadLetter,
@@ -413,8 +413,8 @@ async def test_an_expired_hold_becomes_an_order_not_found_dead_letter_and_replay
     await storage.record_orders(["ORD-9"], lambda s: LedgerWrite(hold=[held("r1", T0, 1, "ORD-9")]), T0)
     nothing = lambda s: LedgerWrite()  # noqa: E731
 
-    assert (await storage.sweep_held(at(3599), nothing)).expired == 0
-    assert (await storage.sweep_held(at(3600), nothing)).expired == 1
+    assert (await storage.sweep_held(at(3599), nothing)).expired == {}
+    assert (await storage.sweep_held(at(3600), nothing)).expired == {"order_not_found": 1}
 
     (letter,) = await storage.list_dead_letters()
     assert (letter.destination, letter.batch_key, letter.code, letter.attempts) == ("order_ledger", "ORD-9", "order_not_found", 0)
@@ -435,9 +435,114 @@ async def test_a_sweep_applies_held_changes_whose_order_is_known(storage: Storag
 
     sweep = await storage.sweep_held(at(10), release)
 
-    assert ([d.idempotency_key for d in sweep.released.deliveries], sweep.expired) == (["adj-1"], 0)
+    assert ([d.idempotency_key for d in sweep.released.deliveries], sweep.expired) == (["adj-1"], {})
     assert (await storage.order_history("ORD-1")).held == []
     assert await keys_claimed(storage, at(10)) == ["adj-1"]
+
+
+async def test_the_order_systems_total_kept_identifiers_and_the_value_each_change_used_round_trip(
+    storage: Storage,
+) -> None:
+    order = replace(ORDER, value=Decimal("100"), total=Decimal("124.00"),
+                    identifiers=(("fbp", "fb.1.1700000000000.42"), ("sha256_email_address", "ab" * 32)))
+    change = AppliedChange("ORD-1", "r1", "refund", at(5), at(5), "RESTATEMENT", "partial_refund", Decimal("62.00"),
+                           "EUR", Decimal("62.00"), "share_of_order_total", Decimal("50.00"))
+    await storage.record_orders(["ORD-1"], lambda s: LedgerWrite(orders={"ORD-1": order}, changes=[change]), T0)
+
+    history = await storage.order_history("ORD-1")
+    seen: list[Order] = []
+    await storage.record_orders(["ORD-1"], lambda s: seen.append(s.orders["ORD-1"]) or LedgerWrite(), at(6))
+
+    assert (history.order, history.changes) == (replace(order, change_ids=frozenset({"r1"})), [change])
+    assert seen == [replace(order, change_ids=frozenset({"r1"}))]
+
+
+async def test_an_upload_is_followed_from_the_outbox_to_its_outcome(storage: Storage) -> None:
+    action = "customers/1234567890/conversionActions/987654321"
+    order = replace(ORDER, uploads=(Upload(action, "click-1"), Upload(action, "click-2")))
+    await storage.record_orders(["ORD-1"], opening(order, "click-1", "click-2"), T0)
+
+    async def statuses() -> list[str]:
+        loaded: list[Order] = []
+        await storage.record_orders(["ORD-1"], lambda s: loaded.append(s.orders["ORD-1"]) or LedgerWrite(), at(9))
+        return [u.status for u in loaded[0].uploads or ()]
+
+    pending = await statuses()
+    first, second = await storage.claim("http_request", "hook", 10, at(1), LEASE)
+    await storage.settle(at(2), delivered=[first.id], dead=[(second.id, "INVALID_GCLID", "bad click id")])
+    settled = await statuses()
+    await storage.prune(at(86400 * 30), timedelta(days=7))
+
+    assert (pending, settled, await statuses()) == (["pending", "pending"], ["uploaded", "failed"], ["uploaded", "failed"])
+    assert [u.status for u in (await storage.order_history("ORD-1")).order.uploads or ()] == ["uploaded", "failed"]
+
+
+async def test_an_order_recorded_before_uploads_were_followed_keeps_none(storage: Storage) -> None:
+    await storage.record_orders(["ORD-1"], opening(replace(ORDER, uploads=None)), T0)
+
+    assert (await storage.order_history("ORD-1")).order.uploads is None
+
+
+async def test_a_pending_refund_waits_through_sweeps_and_expires_as_still_pending(storage: Storage) -> None:
+    pending = replace(held("r1", T0, 24 * 30), reason="pending")
+    await storage.record_orders(["ORD-1"], lambda s: LedgerWrite(orders={"ORD-1": ORDER}, hold=[pending]), T0)
+    given: list[LedgerState] = []
+
+    def step(state: LedgerState) -> LedgerWrite:
+        given.append(state)
+        return LedgerWrite()
+
+    early = await storage.sweep_held(at(3600), step)
+    late = await storage.sweep_held(at(3600 * 24 * 30), step)
+
+    assert (given, early.expired, late.expired) == ([], {}, {"refund_still_pending": 1})
+    (letter,) = await storage.list_dead_letters()
+    assert (letter.code, letter.item["reason"]) == ("refund_still_pending", "pending")
+    assert await storage.replay_dead_letters(None, at(3600 * 24 * 31)) == 1
+    assert [h.reason for h in (await storage.order_history("ORD-1")).held] == ["pending"]
+
+
+async def test_a_change_waiting_for_the_total_is_released_once_the_total_is_known_or_its_wait_is_over(
+    storage: Storage,
+) -> None:
+    waiting = replace(held("r1", T0, 1), reason="total")
+    browser_order = replace(ORDER, total=None)
+    await storage.record_orders(["ORD-1"], lambda s: LedgerWrite(orders={"ORD-1": browser_order}, hold=[waiting]), T0)
+    released: list[list[str]] = []
+
+    def step(state: LedgerState) -> LedgerWrite:
+        released.append([h.change_id for h in state.held])
+        return LedgerWrite()
+
+    await storage.sweep_held(at(60), step)
+    await storage.sweep_held(at(3600), step)
+
+    assert released == [["r1"]]
+
+
+async def test_a_change_released_and_held_again_in_one_write_stays_held(storage: Storage) -> None:
+    await storage.record_orders(["ORD-1"], lambda s: LedgerWrite(orders={"ORD-1": ORDER}, hold=[held("r1", T0, 1)]), T0)
+
+    def hold_again(state: LedgerState) -> LedgerWrite:
+        (old,) = state.held
+        return LedgerWrite(release=[old.id or 0], hold=[replace(old, id=None, reason="total", expires_at=at(7200))])
+
+    await storage.record_orders(["ORD-1"], hold_again, at(5))
+
+    assert [(h.change_id, h.reason, h.expires_at) for h in (await storage.order_history("ORD-1")).held] == [
+        ("r1", "total", at(7200))]
+
+
+async def test_a_change_the_ledger_cannot_apply_is_filed_as_a_dead_letter_under_its_order(storage: Storage) -> None:
+    letter = LedgerDeadLetter(held("r-usd", at(5), 0), "refund_currency_mismatch", "refund in USD of an order in EUR")
+
+    await storage.record_orders(["ORD-1"], lambda s: LedgerWrite(orders={"ORD-1": ORDER}, dead_letters=[letter]), at(5))
+
+    (dead,) = await storage.list_dead_letters()
+    assert (dead.destination, dead.batch_key, dead.code, dead.message) == (
+        "order_ledger", "ORD-1", "refund_currency_mismatch", "refund in USD of an order in EUR")
+    assert [(d.status, d.code) for d in (await storage.order_history("ORD-1")).deliveries] == [
+        ("dead", "refund_currency_mismatch")]
 
 
 async def test_a_sweep_drops_orders_past_retention(storage: Storage) -> None:

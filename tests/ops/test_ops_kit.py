@@ -68,7 +68,7 @@ def test_alerts_cover_failures_outbox_dead_letters_credentials_and_consent():
 
     assert {"GatewayDeliveryFailureRateHigh", "GatewayOutboxDepthHigh", "GatewayOutboxOldestItemOld",
             "GatewayDeadLettersGrowing", "GatewayTokenRefreshFailing", "GatewayDestinationPaused",
-            "GatewayConsentDeniedShareChanged"} <= names
+            "GatewayConsentDeniedShareChanged", "GatewayRefundNotApplied"} <= names
     assert all(rule["labels"]["severity"] in ("warning", "critical") for group in groups for rule in group["rules"])
 
 

@@ -37,6 +37,12 @@ def one(field: Any, op: Any, **rest: Any) -> dict[str, Any]:
     pytest.param(one("extra..page_type", "exists"),
                  "triggers.t.all[0].field: malformed path 'extra..page_type': empty segment", id="empty_segment"),
     pytest.param(one("", "exists"), "triggers.t.all[0].field: malformed path '': empty segment", id="empty_path"),
+    pytest.param(one("extra.source", "equals", value="order_system"),
+                 "triggers.t.all[0].field: extra.source order_system is no longer set by the gateway: anyone can send "
+                 "it; test source.authenticated (true for the signed order webhooks) or source.client",
+                 id="the_old_order_system_marker_that_any_request_can_forge"),
+    pytest.param(one("source.authenticated", "equals", value="yes"),
+                 "triggers.t.all[0].value: expected true or false", id="the_stamp_is_a_boolean"),
     pytest.param(one("items[0].price", "exists"),
                  "triggers.t.all[0].field: malformed path 'items[0].price': 'items[0]' may only hold letters, digits, _ and -",
                  id="bad_characters"),

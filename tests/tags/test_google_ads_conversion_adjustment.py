@@ -46,7 +46,7 @@ def test_the_example_config_validates_with_its_defaults() -> None:
     assert config().model_dump() == EXAMPLE | {
         "timezone": "UTC", "delay_after_conversion": timedelta(hours=24), "adjustment_window": timedelta(days=54),
         "retry_horizon": timedelta(hours=72), "click_through_window": timedelta(days=90), "event_source": "WEB",
-        "email_rule": "gmail", "default_region": None,
+        "email_rule": "gmail", "default_region": None, "conversions_from_page_tag": False,
     }
 
 

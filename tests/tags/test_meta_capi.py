@@ -27,6 +27,8 @@ PIXEL = "1234567890123456"
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
 UA = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/135.0"
 EXAMPLE = {"name": "meta_purchase", "type": "meta_capi", "trigger": "purchase", "pixel_id": PIXEL}  # CONTAINER.md
+ORDER_SYSTEM = {"client": "shopify", "authenticated": True}  # the gateway's stamp on a signed webhook's events
+BROWSER = {"client": "ga4", "authenticated": False}
 
 
 def config(**overrides: Any) -> meta_capi.Config:
@@ -121,7 +123,8 @@ def test_the_container_example_validates_with_its_defaults() -> None:
 
 
 def test_build_is_deterministic() -> None:
-    for source in (event(), event(transaction_id=None, event_name="view_item"), event(event_name="refund", extra={})):
+    for source in (event(), event(transaction_id=None, event_name="view_item"),
+                   event(event_name="refund", source=ORDER_SYSTEM)):
         assert meta_capi.build(source, config()) == meta_capi.build(source.model_copy(deep=True), config())
 
 
@@ -148,7 +151,7 @@ def test_idempotency_keys_are_stable_and_name_the_pixel_event_name_and_event_id(
 def test_the_browser_and_the_order_system_copies_of_one_purchase_share_the_event_id() -> None:
     browser = event(event_id=None, transaction_id="ORD-1")
     order_system = event(event_id="shopify-delivery-77", transaction_id="ORD-1", user_agent=None, page_location=None,
-                         timestamp=T0 + timedelta(seconds=40), extra={"source": "order_system"})
+                         timestamp=T0 + timedelta(seconds=40), source=ORDER_SYSTEM)
     ids = [meta_capi.build(e, config())[0].item["event_id"] for e in (browser, order_system)]
     assert ids == ["ORD-1", "ORD-1"]
 
@@ -166,7 +169,7 @@ def test_an_event_without_ids_gets_an_id_derived_from_it_that_a_rebuild_keeps() 
 
 def test_a_refund_without_refund_id_gets_a_derived_one_distinct_per_refund() -> None:
     def refund_id(**fields: Any) -> str:
-        values = {"event_name": "refund", "extra": {"source": "order_system"}, "value": 10.0} | fields
+        values = {"event_name": "refund", "source": ORDER_SYSTEM, "value": 10.0} | fields
         return meta_capi.build(event(**values), config())[0].item["event_id"]
 
     first = refund_id()
@@ -177,8 +180,71 @@ def test_a_refund_without_refund_id_gets_a_derived_one_distinct_per_refund() -> 
 
 def test_a_refund_never_takes_the_purchase_event_id() -> None:
     purchase_id = meta_capi.build(event(), config())[0].item["event_id"]
-    refund = meta_capi.build(event(event_name="refund", extra={"refund_id": "R1"}), config(refund_convention="negative_purchase"))
+    refund = meta_capi.build(event(event_name="refund", source=ORDER_SYSTEM, order={"refund_id": "R1"}),
+                             config(refund_convention="negative_purchase"))
     assert (purchase_id, refund[0].item["event_name"], refund[0].item["event_id"]) == ("ORD-1", "Purchase", "refund:ORD-1:R1")
+
+
+# -- the trust boundary ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"event_name": "refund"}, id="refund_without_a_stamp"),
+        pytest.param({"event_name": "refund", "source": BROWSER}, id="refund_from_a_browser_hit"),
+        pytest.param({"event_name": "order_cancelled", "source": {"client": "json_beacon", "authenticated": False}},
+                     id="cancellation_from_a_beacon"),
+    ],
+)
+def test_a_refund_that_did_not_come_from_the_order_system_is_never_sent(fields: dict[str, Any]) -> None:
+    with pytest.raises(Skip) as skipped:
+        meta_capi.build(event(order={"refund_id": "R1"}, **fields), config())
+
+    assert skipped.value.reason == "refund_not_authenticated"
+
+
+def test_the_action_source_follows_the_stamp_never_the_request() -> None:
+    def action_source(**fields: Any) -> str:
+        return meta_capi.build(event(**fields), config())[0].item["action_source"]
+
+    assert [action_source(source=BROWSER), action_source(source=BROWSER, extra={"source": "order_system"}),
+            action_source(source=ORDER_SYSTEM)] == ["website", "website", "system_generated"]
+
+
+def test_an_order_placed_on_the_web_storefront_is_a_website_event_with_the_browsers_agent() -> None:
+    placed = event(source=ORDER_SYSTEM, order={"placed_on_web": True})
+
+    (delivery,) = meta_capi.build(placed, config())
+
+    assert (delivery.item["action_source"], delivery.item["event_source_url"], delivery.item["user_data"]["client_user_agent"]) == (
+        "website", "https://shop.example/thanks", UA)
+    check_against_meta(delivery.item)
+
+
+def test_an_order_placed_on_the_web_without_the_browsers_agent_stays_an_order_system_event() -> None:
+    (delivery,) = meta_capi.build(event(source=ORDER_SYSTEM, order={"placed_on_web": True}, user_agent=None), config())
+
+    assert delivery.item["action_source"] == "system_generated"
+
+
+@pytest.mark.parametrize(
+    ("address", "sent"),
+    [
+        pytest.param("0.0.0.0", False, id="unspecified"),
+        pytest.param("::", False, id="unspecified_v6"),
+        pytest.param("127.0.0.1", False, id="loopback"),
+        pytest.param("169.254.10.1", False, id="link_local"),
+        pytest.param("224.0.0.1", False, id="multicast"),
+        pytest.param("240.0.0.1", False, id="reserved"),
+        pytest.param("198.51.100.42", True, id="an_address"),
+        pytest.param("2001:db8::1", True, id="an_address_v6"),
+    ],
+)
+def test_an_address_that_is_no_customers_is_never_sent_as_the_ip(address: str, sent: bool) -> None:
+    (delivery,) = meta_capi.build(event(ip_override=address), config())
+
+    assert ("client_ip_address" in delivery.item["user_data"]) is sent
 
 
 # -- what each parameter holds ------------------------------------------------------------------

@@ -44,7 +44,7 @@ class Clock:
 
 
 def purchase(n: int, *, pixel: str = PIXEL, timestamp: datetime = T0, tag: meta_capi.Config = TAG, **fields: Any) -> Delivery:
-    """A delivery the real tag builds from a browser purchase (an order-system one with extra.source)."""
+    """A delivery the real tag builds from a browser purchase (an order-system one with the webhook's stamp)."""
     event = Event.model_validate({
         "event_name": "purchase", "timestamp": timestamp, "transaction_id": f"ORD-{n}", "value": 10.0 + n,
         "currency": "EUR", "user_agent": UA, "page_location": "https://shop.example/thanks", "ip_override": "203.0.113.9",
@@ -182,7 +182,7 @@ async def test_a_stale_event_is_dead_lettered_with_its_reason_and_the_rest_are_d
 ) -> None:
     meta = await rig(flush_interval="0s")
     dead_before = sample("gateway_dead_letters_total", destination="meta", code="event_time_out_of_range")
-    order_system = {"extra": {"source": "order_system"}}
+    order_system = {"source": {"client": "shopify", "authenticated": True}}
     in_store = TAG.model_copy(update={"order_action_source": "physical_store"})
     await meta.enqueue([
         purchase(1),

@@ -211,7 +211,8 @@ function renderTrace(container, t, recorded) {
   }
 
   if (t.ledger && t.ledger.length) {
-    parts.push(el("h3", { text: "Order ledger" }), kvTable(t.ledger.map((n) => [n.order_id, n.decision, n.change_id || ""]), ["order", "decision", "change"]));
+    const used = (n) => (n.value_used ? Object.entries(n.value_used).map(([k, v]) => `${k} ${v}`).join(", ") : "");
+    parts.push(el("h3", { text: "Order ledger" }), kvTable(t.ledger.map((n) => [n.order_id, n.decision, n.change_id || "", used(n)]), ["order", "decision", "change", "value used"]));
   }
 
   for (const [i, run] of (t.runs || []).entries()) {

@@ -171,6 +171,26 @@ def test_trace_id_is_in_every_log_line_written_about_the_request(make_client, db
     assert lines[0]["trace_id"] == response.headers["X-Gateway-Trace"]
 
 
+def test_a_restatements_trace_says_which_value_it_used(make_client, db_path):
+    client = make_client(debug_container(db_path))
+    beacon(client, {"event_name": "purchase", "transaction_id": "ORD-8", "value": 100.0, "currency": "EUR",
+                    "gclid": "Cj0-test"})
+    for payload in ({"order_id": "ORD-8", "event": "order_paid", "order_value": 124.0, "currency": "EUR"},
+                    {"order_id": "ORD-8", "event": "partial_refund", "refund_amount": 62.0, "currency": "EUR",
+                     "refund_id": "RF-8"}):
+        body = orjson.dumps(payload)
+        response = client.post("/webhooks/order-update", content=body, headers=signed(body))
+        assert response.status_code == 200
+
+    trace = settled_trace(client, response.headers["X-Gateway-Trace"])
+
+    assert trace["ledger"] == [{
+        "order_id": "ORD-8", "decision": "restatement", "change_id": "RF-8",
+        "value_used": {"basis": "share_of_order_total", "adjusted_value": "50.00", "order_total": "124.0",
+                       "uploaded_value": "100.0"},
+    }]
+
+
 def test_order_webhook_trace_shows_the_ledger_decision_and_webhook_consent(make_client, db_path):
     client = make_client(debug_container(db_path))
     body = orjson.dumps({"order_id": "ORD-9", "event": "order_paid", "order_value": 120.0, "currency": "EUR",
