@@ -15,14 +15,25 @@ then the pipeline) and writes the deliveries, the ledger changes and the
 request key in the same transaction. A small task sweeps the held refunds
 (``orders.sweep_interval``).
 
-Backpressure: nothing on the request path grows with the load. Above
-``MAX_INFLIGHT`` requests in progress a new one is answered 503 before its
-body is read, so the bodies held in memory and the storage's commit queue
-are bounded by that number; above ``storage.max_outbox_depth`` pending items
+Slow clients: a body must arrive within ``limits.read_timeout`` of the
+request's headers (whose own deadline is ``gateway.server``'s), else the
+answer is 408 and the connection closes. A request reading its body holds
+no slot: a thousand sockets that send a byte now and then cost a thousand
+small buffers, never the slots of the requests behind them.
+
+Backpressure: nothing on the request path grows with the load. Each client
+has its own budget of ``limits.max_inflight_per_client`` requests between
+a read body and their answer; past it that client's new requests are
+answered 503, so the bodies held in memory and the storage's commit queue
+are bounded, and browsers flooding ``/g/collect`` never take the slots the
+order webhooks need. Above ``storage.max_outbox_depth`` pending items
 (refreshed every second off the request path, and counted up by each
 commit in between) a request that would store something is answered 503,
 so the outbox stops growing while a destination is down. Both answers carry
 ``Retry-After`` and a JSON body; nothing of such a request is stored.
+
+Every refused request leaves one log line (``gateway.rejections``, rate
+limited per client and status) with its trace id.
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ from starlette.types import Receive, Scope
 from gateway import metrics
 from gateway.client import RawRequest
 from gateway.collect import Answer, CollectionFront, Methods, json_answer, scope_headers
-from gateway.config import ClientEntry, Container, load_container_file
+from gateway.config import CONFIG_ENV, ClientEntry, Container, load_container_file
 from gateway.debug import attach as attach_debug, bind_ledger_step, install as install_debug, note_parsed
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.errors import BadRequest
@@ -57,23 +68,20 @@ from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
 from gateway.orders import Ledger
 from gateway.pipeline import Pipeline
+from gateway.rejections import NO_CLIENT, REJECTIONS
 from gateway.sender import Sender, SenderContext
 from gateway.storage import open_storage
 from gateway.storage.base import Storage, StorageUnavailable
+from gateway.storage_url import storage_description
 from tags import DESTINATIONS
 
 log = logging.getLogger("gateway.app")
 
-CONFIG_ENV = "GATEWAY_CONFIG"
-
-# Collection requests in progress at once, per process. Each holds at most limits.max_body_bytes
-# (64 KiB by default) and one entry in the storage's commit queue; past this they are refused.
-MAX_INFLIGHT = 1024
 DEPTH_REFRESH_SECONDS = 1.0
 RETRY_AFTER_BUSY = "1"  # seconds: in-flight requests finish in milliseconds
 RETRY_AFTER_STORAGE = "5"
 RETRY_AFTER_OUTBOX_FULL = "30"  # the outbox drains at the destinations' pace, not ours
-OVERLOAD_LOG_SECONDS = 10.0
+NOT_CONFIGURED = {"error": "webhook not configured", "detail": None}
 
 
 def utcnow() -> datetime:
@@ -101,7 +109,8 @@ class Overloaded(Exception):
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def read_body(receive: Receive, method: str, headers: dict[str, str], limit: int) -> bytes:
+async def read_body(receive: Receive, method: str, headers: dict[str, str], limit: int, timeout: float) -> bytes:
+    """The request body, at most ``limit`` bytes, all of it within ``timeout`` seconds (else 408)."""
     declared = headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -114,20 +123,26 @@ async def read_body(receive: Receive, method: str, headers: dict[str, str], limi
         return b""  # nothing follows the headers: no need to wait on the body channel
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            # The sender went away mid-body: nothing of it is used. The answer
-            # is likely never read, but the request is counted as the 4xx it is.
-            raise BadRequest(400, "request body incomplete: the client disconnected", field="body")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    # The sender went away mid-body: nothing of it is used. The answer
+                    # is likely never read, but the request is counted as the 4xx it is.
+                    raise BadRequest(400, "request body incomplete: the client disconnected", field="body")
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        # The connection closes with the answer: what is left of the body is never read.
+        raise BadRequest(408, f"request body not received within {timeout:g}s", field="body",
+                         headers={"Connection": "close"}) from None
     return b"".join(chunks)
 
 
@@ -183,14 +198,17 @@ class Gateway:
         self.run_dispatcher = run_dispatcher
         self.dispatcher = Dispatcher(self.storage, build_senders(container, self.storage, now), container.file.delivery, now=now)
         self.limits = container.file.limits
+        self.read_timeout = self.limits.read_timeout.total_seconds()
         self.max_depth = container.file.storage.max_outbox_depth
         self.pending_estimate = 0
-        self.max_inflight = MAX_INFLIGHT
-        self.inflight = 0
+        self.max_inflight = self.limits.max_inflight_per_client
+        # Requests past their body and not yet answered, per client: each client has its own budget.
+        self.inflight: dict[str, int] = {entry.config.type: 0 for entry in container.clients}
         self._proxies = TrustedProxies(container.trusted_proxies)
         self._requests = metrics.LabelCache(metrics.REQUESTS)
         self._events = metrics.LabelCache(metrics.EVENTS)
-        self._overload_logged: dict[str, float] = {}  # reason -> when it was last logged (monotonic)
+        self._durations = metrics.LabelCache(metrics.REQUEST_DURATION, buffered=False)
+        metrics.declare(container)  # every known label set at zero, from the start
         self._depth_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
         self.debug = attach_debug(self)  # the /debug recorder, or None when debug.enabled is off
@@ -219,6 +237,8 @@ class Gateway:
         while True:
             await asyncio.sleep(DEPTH_REFRESH_SECONDS)
             metrics.flush()
+            for client, count in self.inflight.items():
+                metrics.IN_FLIGHT.labels(client).set(count)
             with contextlib.suppress(Exception):
                 self.pending_estimate = await self.storage.pending_count()
 
@@ -248,55 +268,61 @@ class Gateway:
         if sweep.pruned:
             log.info("pruned orders past orders.retention", extra={"orders": sweep.pruned})
 
-    async def handle(self, scope: Scope, receive: Receive, entry: ClientEntry, client_name: str) -> Answer:
+    async def handle(self, scope: Scope, receive: Receive, entry: ClientEntry | None, client_name: str) -> Answer:
+        """Answer one collection request; ``entry`` is None for a signed client switched off for want of a secret."""
+        started = time.perf_counter()
         status = 500
-        if self.inflight >= self.max_inflight:  # before the body is read: refusing must cost nothing
-            self._requests.get(client_name, "503").inc()
-            return self._overloaded(Overloaded("too many requests in progress, try again later", RETRY_AFTER_BUSY,
-                                               "inflight"))
-        self.inflight += 1
         try:
+            if entry is None:
+                status = 503
+                REJECTIONS.note(client_name, 503, NOT_CONFIGURED["error"])
+                return json_answer(503, {**NOT_CONFIGURED, "detail": {"client": client_name}})
             answer = await self._handle(scope, receive, entry, client_name)
             status = answer.status
             return answer
         except BadRequest as exc:
             status = exc.status
+            REJECTIONS.note(client_name, status, exc.error, exc.field)
             return error_answer(exc)
         except Overloaded as exc:
             status = 503
-            return self._overloaded(exc)
+            REJECTIONS.note(client_name, 503, exc.error, reason=exc.reason, pending_estimate=self.pending_estimate,
+                            inflight=self.inflight.get(client_name))
+            detail = {"reason": exc.reason, "retry_after_seconds": int(exc.retry_after)}
+            return json_answer(503, {"error": exc.error, "detail": detail}, {"Retry-After": exc.retry_after})
         except StorageUnavailable as exc:
             status = 503
             metrics.STORAGE_ERRORS.labels("enqueue").inc()
-            if self._log_due("storage_unavailable"):  # an outage would otherwise log a line per request
-                log.error("storage cannot commit; answering 503", extra={"client": client_name, "error": str(exc)})
+            REJECTIONS.note(client_name, 503, "storage unavailable", reason="storage", storage_error=str(exc))
             return json_answer(503, {"error": "storage unavailable", "detail": None}, {"Retry-After": RETRY_AFTER_STORAGE})
         except Exception as exc:
-            log.error("unexpected error", extra={"client": client_name, "error": type(exc).__name__}, exc_info=False)
+            REJECTIONS.note(client_name, 500, "internal error", error_type=type(exc).__name__)
             return json_answer(500, {"error": "internal error", "detail": None})
         finally:
-            self.inflight -= 1
             self._requests.get(client_name, status).inc()
+            self._durations.get(client_name).observe(time.perf_counter() - started)
 
-    def _log_due(self, reason: str) -> bool:
-        """True at most once per OVERLOAD_LOG_SECONDS and reason: refusals are counted in metrics, logged sparingly."""
-        now = time.monotonic()
-        if now - self._overload_logged.get(reason, -OVERLOAD_LOG_SECONDS) < OVERLOAD_LOG_SECONDS:
-            return False
-        self._overload_logged[reason] = now
-        return True
-
-    def _overloaded(self, exc: Overloaded) -> Answer:
-        if self._log_due(exc.reason):
-            log.warning("answering 503", extra={"reason": exc.reason, "pending_estimate": self.pending_estimate,
-                                                "inflight": self.inflight})
-        detail = {"reason": exc.reason, "retry_after_seconds": int(exc.retry_after)}
-        return json_answer(503, {"error": exc.error, "detail": detail}, {"Retry-After": exc.retry_after})
+    def refused_method(self, client_name: str, method: str) -> None:
+        """A method the client's path does not serve (405): counted and logged like any refusal."""
+        self._requests.get(client_name, 405).inc()
+        REJECTIONS.note(client_name, 405, "method not allowed", method=method[:16])
 
     async def _handle(self, scope: Scope, receive: Receive, entry: ClientEntry, client_name: str) -> Answer:
         method = scope["method"]
         headers = scope_headers(scope)
-        body = await read_body(receive, method, headers, self.limits.max_body_bytes)
+        body = await read_body(receive, method, headers, self.limits.max_body_bytes, self.read_timeout)
+        inflight = self.inflight
+        if inflight[client_name] >= self.max_inflight:  # a slot only once the body is here (see the docstring)
+            raise Overloaded("too many requests in progress, try again later", RETRY_AFTER_BUSY, "inflight")
+        inflight[client_name] += 1
+        try:
+            return await self._process(scope, method, headers, body, entry, client_name)
+        finally:
+            inflight[client_name] -= 1
+
+    async def _process(
+        self, scope: Scope, method: str, headers: dict[str, str], body: bytes, entry: ClientEntry, client_name: str
+    ) -> Answer:
         peer = scope.get("client")
         raw = RawRequest(
             method=method,
@@ -363,6 +389,9 @@ def create_app(
         name = entry.config.type
         for method, path in entry.module.ROUTES:
             by_path.setdefault(path, {})[method] = (entry, name)
+    for off in container.switched_off:  # answered 503 "webhook not configured" (Gateway.handle)
+        for method, path in off.module.ROUTES:
+            by_path.setdefault(path, {})[method] = (None, off.type)
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = metrics.render()
@@ -372,10 +401,13 @@ def create_app(
         return json_response(200, {"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        storage_ok = await gateway.storage.ping()
+        # Ready means a hit would be stored now: the outbox takes a write, not only a read.
+        problem = await gateway.storage.write_problem()
         dispatcher_ok = gateway.dispatcher.alive or not gateway.run_dispatcher
-        ok = storage_ok and dispatcher_ok
-        return json_response(200 if ok else 503, {"storage": storage_ok, "dispatcher": dispatcher_ok})
+        body: dict[str, Any] = {"storage": problem is None, "dispatcher": dispatcher_ok}
+        if problem is not None:
+            body["storage_problem"] = problem
+        return json_response(200 if problem is None and dispatcher_ok else 503, body)
 
     openapi_body = orjson.dumps(build_openapi(container))
 
@@ -392,13 +424,20 @@ def create_app(
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         message = "not found" if status == 404 else (getattr(exc, "detail", None) or "error")
+        if not request.url.path.startswith("/debug"):  # the debugger's own answers are its business
+            metrics.REQUESTS.labels(NO_CLIENT, str(status)).inc()
+            REJECTIONS.note(NO_CLIENT, status, message, method=request.method, path=request.url.path[:100])
         return json_response(status, {"error": message, "detail": None}, dict(getattr(exc, "headers", None) or {}))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        for off in container.switched_off:
+            log.warning("webhook client switched off: its secret is not set", extra={
+                "client": off.type, "variable": off.variable, "routes": [f"{m} {p}" for m, p in off.module.ROUTES]})
         log.info("gateway started", extra={"clients": [c.config.type for c in container.clients],
-                                           "tags": [t.config.name for t in container.tags]})
+                                           "tags": [t.config.name for t in container.tags],
+                                           "storage": storage_description(container.file.storage.url)})
         try:
             yield
         finally:
