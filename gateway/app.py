@@ -16,8 +16,8 @@ request key in the same transaction. A small task sweeps the held refunds
 (``orders.sweep_interval``).
 
 Slow clients: a body must arrive within ``limits.read_timeout`` of the
-request's headers (whose own deadline is ``gateway.server``'s), else the
-answer is 408 and the connection closes. A request reading its body holds
+request's headers (``gateway.body``; the headers' own deadline is
+``gateway.server``'s), else the answer is 408 and the connection closes. A request reading its body holds
 no slot: a thousand sockets that send a byte now and then cost a thousand
 small buffers, never the slots of the requests behind them.
 
@@ -56,6 +56,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope
 
 from gateway import metrics
+from gateway.body import ReadDeadlines, read_body
 from gateway.client import RawRequest
 from gateway.collect import Answer, CollectionFront, Methods, json_answer, scope_headers
 from gateway.config import CONFIG_ENV, ClientEntry, Container, load_container_file
@@ -104,46 +105,6 @@ class Overloaded(Exception):
         self.error = error
         self.retry_after = retry_after
         self.reason = reason  # inflight | outbox_full, in the answer's detail and the log line
-
-
-_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-async def read_body(receive: Receive, method: str, headers: dict[str, str], limit: int, timeout: float) -> bytes:
-    """The request body, at most ``limit`` bytes, all of it within ``timeout`` seconds (else 408)."""
-    declared = headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest(400, "invalid Content-Length header", field="headers.content-length")
-        if int(declared) > limit:
-            raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
-        if declared == "0":
-            return b""
-    elif method in _BODYLESS_METHODS and "transfer-encoding" not in headers:
-        return b""  # nothing follows the headers: no need to wait on the body channel
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    # The sender went away mid-body: nothing of it is used. The answer
-                    # is likely never read, but the request is counted as the 4xx it is.
-                    raise BadRequest(400, "request body incomplete: the client disconnected", field="body")
-                chunk = message.get("body", b"")
-                if chunk:
-                    size += len(chunk)
-                    if size > limit:
-                        raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-    except TimeoutError:
-        # The connection closes with the answer: what is left of the body is never read.
-        raise BadRequest(408, f"request body not received within {timeout:g}s", field="body",
-                         headers={"Connection": "close"}) from None
-    return b"".join(chunks)
 
 
 def build_senders(container: Container, storage: Storage, now: Callable[[], datetime]) -> dict[str, Sender]:
@@ -198,7 +159,7 @@ class Gateway:
         self.run_dispatcher = run_dispatcher
         self.dispatcher = Dispatcher(self.storage, build_senders(container, self.storage, now), container.file.delivery, now=now)
         self.limits = container.file.limits
-        self.read_timeout = self.limits.read_timeout.total_seconds()
+        self.read_deadlines = ReadDeadlines(self.limits.read_timeout.total_seconds())
         self.max_depth = container.file.storage.max_outbox_depth
         self.pending_estimate = 0
         self.max_inflight = self.limits.max_inflight_per_client
@@ -207,13 +168,14 @@ class Gateway:
         self._proxies = TrustedProxies(container.trusted_proxies)
         self._requests = metrics.LabelCache(metrics.REQUESTS)
         self._events = metrics.LabelCache(metrics.EVENTS)
-        self._durations = metrics.LabelCache(metrics.REQUEST_DURATION, buffered=False)
+        self._durations = metrics.LabelCache(metrics.REQUEST_DURATION)  # buffered: flushed every second
         metrics.declare(container)  # every known label set at zero, from the start
         self._depth_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
         self.debug = attach_debug(self)  # the /debug recorder, or None when debug.enabled is off
 
     async def start(self) -> None:
+        self.read_deadlines.start()
         await self.storage.open()
         self.pending_estimate = await self.storage.pending_count()
         if self.run_dispatcher:
@@ -229,6 +191,7 @@ class Gateway:
                     await task
         if self.run_dispatcher:
             await self.dispatcher.stop()
+        await self.read_deadlines.stop()
         await self.storage.close()
         metrics.flush()
 
@@ -310,45 +273,41 @@ class Gateway:
     async def _handle(self, scope: Scope, receive: Receive, entry: ClientEntry, client_name: str) -> Answer:
         method = scope["method"]
         headers = scope_headers(scope)
-        body = await read_body(receive, method, headers, self.limits.max_body_bytes, self.read_timeout)
+        body = await read_body(receive, method, headers, self.limits.max_body_bytes, self.read_deadlines)
         inflight = self.inflight
         if inflight[client_name] >= self.max_inflight:  # a slot only once the body is here (see the docstring)
             raise Overloaded("too many requests in progress, try again later", RETRY_AFTER_BUSY, "inflight")
         inflight[client_name] += 1
         try:
-            return await self._process(scope, method, headers, body, entry, client_name)
+            peer = scope.get("client")
+            raw = RawRequest(
+                method=method,
+                path=scope["path"],
+                query_string=scope.get("query_string", b"").decode("latin-1"),
+                headers=headers,
+                body=body,
+                client_ip=self._proxies.resolve(peer[0] if peer else None, headers.get("x-forwarded-for")),
+                received_at=self.now(),
+            )
+            result = entry.module.parse(raw, entry.config)
+            note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
+            if len(result.events) > self.limits.max_events_per_request:
+                raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request",
+                                 field="body")
+            for event in result.events:
+                self._events.get(client_name, metrics.event_name_label(event.event_name)).inc()
+            order_ids = [oid for oid in map(order_id_of, result.events) if oid is not None]
+            if order_ids:
+                await self._record_orders(result.events, order_ids, result.request_key, client_name)
+            else:
+                outcome = self.pipeline.process(result.events, client_name)
+                if outcome.deliveries or result.request_key:
+                    self._check_depth()
+                    await self.storage.enqueue(outcome.deliveries, raw.received_at, result.request_key)
+                    self._enqueued(len(outcome.deliveries))
+            return Answer(result.status, result.body, result.media_type, result.headers)
         finally:
             inflight[client_name] -= 1
-
-    async def _process(
-        self, scope: Scope, method: str, headers: dict[str, str], body: bytes, entry: ClientEntry, client_name: str
-    ) -> Answer:
-        peer = scope.get("client")
-        raw = RawRequest(
-            method=method,
-            path=scope["path"],
-            query_string=scope.get("query_string", b"").decode("latin-1"),
-            headers=headers,
-            body=body,
-            client_ip=self._proxies.resolve(peer[0] if peer else None, headers.get("x-forwarded-for")),
-            received_at=self.now(),
-        )
-        result = entry.module.parse(raw, entry.config)
-        note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
-        if len(result.events) > self.limits.max_events_per_request:
-            raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request", field="body")
-        for event in result.events:
-            self._events.get(client_name, metrics.event_name_label(event.event_name)).inc()
-        order_ids = [oid for oid in map(order_id_of, result.events) if oid is not None]
-        if order_ids:
-            await self._record_orders(result.events, order_ids, result.request_key, client_name)
-        else:
-            outcome = self.pipeline.process(result.events, client_name)
-            if outcome.deliveries or result.request_key:
-                self._check_depth()
-                await self.storage.enqueue(outcome.deliveries, raw.received_at, result.request_key)
-                self._enqueued(len(outcome.deliveries))
-        return Answer(result.status, result.body, result.media_type, result.headers)
 
     async def _record_orders(self, events: list[Event], order_ids: list[str], request_key: str | None, client: str) -> None:
         """The ledger's path: read, decide, process and write in one storage transaction."""

@@ -14,7 +14,7 @@ protocol with three limits added:
   closes (RFC 6585, section 5), so that the same deadline cannot be spent
   sending megabytes of headers.
 
-The body gets the same deadline in the application (``gateway.app.read_body``),
+The body gets the same deadline in the application (``gateway.body``),
 where its answer, a 408 with ``Connection: close``, is an ordinary one. A
 reverse proxy that buffers requests (docs/reverse-proxy.md) keeps slow
 clients away from the gateway altogether; these limits hold without one.
