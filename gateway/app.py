@@ -256,7 +256,8 @@ class Gateway:
         except StorageUnavailable as exc:
             status = 503
             metrics.STORAGE_ERRORS.labels("enqueue").inc()
-            REJECTIONS.note(client_name, 503, "storage unavailable", reason="storage", storage_error=str(exc))
+            REJECTIONS.note(client_name, 503, "storage unavailable", level=logging.ERROR, reason="storage",
+                            storage_error=str(exc))
             return json_answer(503, {"error": "storage unavailable", "detail": None}, {"Retry-After": RETRY_AFTER_STORAGE})
         except Exception as exc:
             REJECTIONS.note(client_name, 500, "internal error", error_type=type(exc).__name__)

@@ -48,8 +48,14 @@ class RejectionLog:
         self.clock = clock
         self._buckets: dict[tuple[str, int], list[float]] = {}  # -> [tokens, last refill, suppressed]
 
-    def note(self, client: str, status: int, error: str, field: str | None = None, **extra: Any) -> bool:
-        """Log the refusal unless its (client, status) is over its rate; True when a line was written."""
+    def note(
+        self, client: str, status: int, error: str, field: str | None = None, level: int | None = None, **extra: Any
+    ) -> bool:
+        """Log the refusal unless its (client, status) is over its rate; True when a line was written.
+
+        ``level`` overrides the status's own (``level_of``): a 503 because the
+        storage cannot commit is an error of ours, one for a full outbox is not.
+        """
         now = self.clock()
         bucket = self._buckets.get((client, status))
         if bucket is None:
@@ -68,7 +74,7 @@ class RejectionLog:
         if suppressed:
             line["suppressed"] = suppressed
         line.update(extra)
-        log.log(level_of(status), "request refused", extra=line)
+        log.log(level_of(status) if level is None else level, "request refused", extra=line)
         return True
 
 
