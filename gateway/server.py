@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.config import Container
 
 MAX_HEAD_BYTES = 32 * 1024  # nginx's default for a request's headers (large_client_header_buffers 4 8k)
+LINGER_SECONDS = 2.0  # how long a refused connection's leftover bytes are read and dropped before it closes
 # Open files `gateway serve` asks for: one per connection, and every held connection counts.
 WANTED_OPEN_FILES = 65536
 
@@ -70,7 +71,14 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._refuse(408, f"request headers not received within {self.read_timeout:g}s")
 
     def _refuse(self, status: int, error: str) -> None:
-        """Answer ``status`` and close; the rest of the request, if any comes, is never parsed."""
+        """Answer ``status`` and close; the rest of the request, if any comes, is never parsed.
+
+        The close lingers (as nginx's does): our side of the connection ends
+        after the answer, and what the client still sends is read and dropped
+        for up to ``LINGER_SECONDS``. Closing at once with unread bytes would
+        make the kernel reset the connection, and the client could lose the
+        answer that says why.
+        """
         self._refused = True
         self._disarm()
         note_refused(status, error)
@@ -82,7 +90,11 @@ class DeadlineProtocol(HttpToolsProtocol):
             b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode("ascii"),
             b"\r\nconnection: close\r\n\r\n", body,
         ]))
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._deadline = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
 
     # -- uvicorn's protocol, with the checks in front ---------------------------------------------
 
