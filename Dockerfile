@@ -1,6 +1,10 @@
 # Server-side tagging gateway. Mount the container file at /config/container.yaml
 # and a volume at /data for the SQLite outbox:
 #   docker run -p 8080:8080 -v $PWD/examples:/config -v gateway-data:/data IMAGE
+# The gateway reads GATEWAY_STORAGE_URL itself: it is the storage of a container
+# file that names none. Webhook secrets come from the environment (the sample's
+# webhooks stay switched off until they are set); docs/configuration-env.md
+# lists every variable.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

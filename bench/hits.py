@@ -10,7 +10,7 @@ The wrk Lua script (``wrk.lua``) renders the same template in the same way.
 The GA4 hit is ``tests/fixtures/ga4/page_view_get_granted.json`` with the
 user-agent client hints and timing parameters gtag.js adds (31 parameters),
 the browser's usual headers and the ``_ga`` / ``_fbp`` cookies. The webhook is
-``tests/fixtures/webhooks/order_created.json``, signed as its README says.
+``tests/fixtures/webhooks/order_created.json``, signed with ``WEBHOOK_SECRET``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-WEBHOOK_SECRET = "fixture-secret"
+WEBHOOK_SECRET = "bench-webhook-secret-0123456789"
 ORIGIN = "https://shop.example"
 
 _BROWSER_HEADERS = {

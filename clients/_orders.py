@@ -32,7 +32,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from pydantic import ValidationError
@@ -184,21 +183,6 @@ def body_digest(body: bytes) -> str:
 
 
 # -- identifiers, consent, people ----------------------------------------------------------------
-
-
-def click_ids_from_url(url: str | None) -> dict[str, str]:
-    """gclid / gbraid / wbraid from the query of a landing URL (absolute or a path)."""
-    if not url:
-        return {}
-    try:
-        query = urlsplit(url).query
-    except ValueError:
-        return {}
-    found: dict[str, str] = {}
-    for key, value in parse_qsl(query, keep_blank_values=False):
-        if key in CLICK_IDS and key not in found and clean(value):
-            found[key] = value.strip()
-    return found
 
 
 def named_values(entries: Any, field: str, name_key: str, value_key: str) -> dict[str, Any]:

@@ -31,12 +31,16 @@ Wire rules that surprised us:
   the form the tags and sGTM's ``sha256_*`` fields use. A piece that is not a
   32-byte digest is dropped: it is either garbage or an unhashed value, and
   neither may pass as a hash.
-- Click ids are not parameters: they are in the page URL (``dl``) query.
+- Click ids are not parameters: they are in the page URL (``dl``), read by
+  ``clients._click_ids`` as every client reads them.
 - ``_fbp`` / ``_fbc`` arrive as first-party cookies, because the server
   container shares the site's domain.
 - An empty numeric parameter (``epn.value=``, ``pr1=idA~qt``) is an absent
   one, not an error: a page whose dataLayer holds "" for an optional number
   should not lose its purchase hit. Text that is not a finite number is a 400.
+- A request with neither ``v=2`` nor a ``tid`` is not a GA4 hit: like sGTM's
+  GA4 client we do not claim it, and answer 400 as sGTM does for a request
+  no client claims.
 - Consent is in ``gcs`` and ``gcd`` (decoded in ``gateway.consent``); ``gcd`` is
   the richer one and wins for every signal it sets. Signals neither carries
   stay unset so the container's default applies later.
@@ -53,6 +57,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from clients._click_ids import click_ids
 from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.consent import decode_gcd, decode_gcs
 from gateway.cookies import read_cookies
@@ -73,7 +78,8 @@ def _param(name: str, description: str, schema: dict[str, Any] | None = None, re
 # What gtag.js sends, as far as the gateway reads it; any other parameter is ignored, and any
 # ``ep.<name>`` / ``epn.<name>`` / ``up.<name>`` is taken (only a few are listed here).
 _QUERY = [
-    _param("v", "Protocol version; gtag.js sends 2.", {"type": "string", "enum": ["2"]}),
+    _param("v", "Protocol version; gtag.js sends 2. A hit with neither v=2 nor a tid is not claimed: 400.",
+           {"type": "string", "enum": ["2"]}),
     _param("tid", "GA4 measurement id; checked against the client's measurement_ids when set.",
            {"type": "string", "pattern": "^G-[A-Z0-9]{4,12}$"}),
     _param("cid", "Client id (the _ga cookie's two numbers), becomes client_id.", {"type": "string", "maxLength": 100}),
@@ -106,7 +112,10 @@ _QUERY = [
     _param("pr2", "Second item, as pr1.", {"type": "string"}),
     _param("up.user_type", "A user property (any up.<name>; upn.<name> for numbers).", {"type": "string"}),
 ]
-_HIT_RESPONSES = {"204": {"description": "Accepted: the hit's deliveries are stored before this answer."}}
+_HIT_RESPONSES = {
+    "204": {"description": "Accepted: the hit's deliveries are stored before this answer."},
+    "400": {"description": "Not a GA4 hit (neither v=2 nor a tid), or a parameter is wrong: the body names it."},
+}
 
 # The OpenAPI operations of this client (served at /openapi.json by gateway.openapi).
 OPENAPI: dict[str, dict[str, Any]] = {
@@ -197,7 +206,6 @@ _MAX_NUMBER_TEXT = 64
 _MAX_SAFE_INT = 2**53  # beyond this a JSON number loses precision in every vendor's parser
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 _B64URL_DIGEST = re.compile(r"[A-Za-z0-9_-]{43}=?")
-_CLICK_ID = re.compile(r"[?&#](gclid|gbraid|wbraid|fbclid)=([^&#]*)")
 _MAX_EVENT_NAME = 200
 _FB_COOKIES = frozenset({"_fbp", "_fbc"})
 
@@ -287,6 +295,14 @@ def _unquote_plus(text: str, field: str) -> str:
 
 
 def _event(params: dict[str, str], shared: _Shared) -> Event:
+    version = params.get("v")
+    if (version != "2") if version is not None else not params.get("tid"):
+        # sGTM's GA4 client claims only protocol v2 hits with a measurement id
+        # (https://taggingdocs.com/server-side/clients/ga4-web-client), and a request no
+        # client claims gets 400 (https://github.com/NHinternesch/gtm-server-client-custom-event-parser/issues/1,
+        # on sGTM's behaviour; clients and claiming: https://developers.google.com/tag-platform/tag-manager/server-side/intro).
+        # A tid alone (gtag.js always sends both) is taken as v2.
+        raise BadRequest(400, "not a GA4 hit: without v=2 or a tid, no client claims it", field="v")
     name = params.get("en")
     if not name:
         raise BadRequest(400, "missing event name", field="en")
@@ -362,7 +378,7 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
         data["user_data"] = _user_data(em)
     location = data.get("page_location")
     if location is not None:
-        _click_ids(location, data)
+        data.update(click_ids(location))
 
     # Protocol parameters last, so a custom ep.<name> cannot replace them.
     if tid is not None:
@@ -530,19 +546,3 @@ def _digest(text: str) -> str | None:
         if len(raw) == 32:
             return raw.hex()
     return None
-
-
-def _click_ids(location: str, data: dict[str, Any]) -> None:
-    if "clid=" not in location and "braid=" not in location:
-        return
-    for match in _CLICK_ID.finditer(location):
-        name, value = match.group(1), match.group(2)
-        if name in data or not value:
-            continue  # the first one in the URL wins
-        if "%" in value or "+" in value:
-            try:
-                value = unquote_plus(value)
-            except UnicodeDecodeError:
-                continue
-        if value and "\x00" not in value:
-            data[name] = value

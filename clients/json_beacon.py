@@ -7,7 +7,8 @@ it, since anyone can post here. ``sendBeacon`` cannot set a JSON content type wi
 triggering a CORS preflight, so pages send ``text/plain``; both are parsed as
 JSON. An optional ``timestamp`` (ISO 8601, or unix milliseconds as
 JavaScript's ``Date.now()`` gives) says when the event happened; without it
-the time of receipt is used.
+the time of receipt is used. Click ids the event does not name itself are
+read from its ``page_location``, as the GA4 client reads them from ``dl``.
 
 Browsers enforce CORS: the allow-list is checked on the preflight and on the
 request itself, so a page on another origin gets 403 rather than a silent
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, ValidationError
 
+from clients._click_ids import click_ids
 from clients._time import from_unix_ms, parse_iso
 from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.consent import consent_from_mapping
@@ -191,6 +193,10 @@ def _build_event(obj: Any, path: str, raw: RawRequest, cookies: dict[str, str]) 
         data["consent"] = consent_from_mapping(obj["consent"], f"{path}.consent")
     data.setdefault("user_agent", raw.headers.get("user-agent"))
     data.setdefault("ip_override", raw.client_ip)
+    location = data.get("page_location")
+    if isinstance(location, str):
+        for name, value in click_ids(location).items():  # ids the beacon names itself win
+            data.setdefault(name, value)
     if "_fbp" in cookies:
         data.setdefault("fbp", cookies["_fbp"])
     if "_fbc" in cookies:

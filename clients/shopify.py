@@ -63,6 +63,7 @@ from urllib.parse import urljoin, urlsplit
 from pydantic import Field, PrivateAttr
 
 from clients import _orders
+from clients._click_ids import click_ids
 from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.errors import BadRequest
 from gateway.event import Event
@@ -208,7 +209,7 @@ def _update(order: Mapping[str, Any], raw: RawRequest) -> list[Event]:
 def _order_fields(order: Mapping[str, Any], raw: RawRequest) -> dict[str, Any]:
     attributes = _orders.named_values(order.get("note_attributes"), "note_attributes", "name", "value")
     fields: dict[str, Any] = {
-        **_orders.click_ids_from_url(_url(order.get("landing_site"))),
+        **click_ids(_url(order.get("landing_site"))),
         **_orders.click_ids_from_named(attributes),
         "consent": _orders.consent_from_named(attributes, "note_attributes"),
         "user_data": _customer(order),

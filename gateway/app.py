@@ -15,14 +15,25 @@ then the pipeline) and writes the deliveries, the ledger changes and the
 request key in the same transaction. A small task sweeps the held refunds
 (``orders.sweep_interval``).
 
-Backpressure: nothing on the request path grows with the load. Above
-``MAX_INFLIGHT`` requests in progress a new one is answered 503 before its
-body is read, so the bodies held in memory and the storage's commit queue
-are bounded by that number; above ``storage.max_outbox_depth`` pending items
+Slow clients: a body must arrive within ``limits.read_timeout`` of the
+request's headers (``gateway.body``; the headers' own deadline is
+``gateway.server``'s), else the answer is 408 and the connection closes. A request reading its body holds
+no slot: a thousand sockets that send a byte now and then cost a thousand
+small buffers, never the slots of the requests behind them.
+
+Backpressure: nothing on the request path grows with the load. Each client
+has its own budget of ``limits.max_inflight_per_client`` requests between
+a read body and their answer; past it that client's new requests are
+answered 503, so the bodies held in memory and the storage's commit queue
+are bounded, and browsers flooding ``/g/collect`` never take the slots the
+order webhooks need. Above ``storage.max_outbox_depth`` pending items
 (refreshed every second off the request path, and counted up by each
 commit in between) a request that would store something is answered 503,
 so the outbox stops growing while a destination is down. Both answers carry
 ``Retry-After`` and a JSON body; nothing of such a request is stored.
+
+Every refused request leaves one log line (``gateway.rejections``, rate
+limited per client and status) with its trace id.
 """
 
 from __future__ import annotations
@@ -45,9 +56,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope
 
 from gateway import metrics
+from gateway.body import ReadDeadlines, read_body
 from gateway.client import RawRequest, stamp
 from gateway.collect import Answer, CollectionFront, Methods, json_answer, scope_headers
-from gateway.config import ClientEntry, Container, load_container_file
+from gateway.config import CONFIG_ENV, ClientEntry, Container, load_container_file
 from gateway.debug import attach as attach_debug, bind_ledger_step, install as install_debug, note_parsed
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.errors import BadRequest
@@ -57,25 +69,22 @@ from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
 from gateway.orders import ClickTag, Ledger
 from gateway.pipeline import Pipeline
+from gateway.rejections import NO_CLIENT, REJECTIONS
 from gateway.sender import RequestRecorder, Sender, SenderContext
 from gateway.vendor_requests import RequestFollowUp
 from gateway.storage import open_storage
 from gateway.storage.base import Storage, StorageUnavailable
+from gateway.storage_url import storage_description
 from tags import DESTINATIONS
 
 log = logging.getLogger("gateway.app")
 
-CONFIG_ENV = "GATEWAY_CONFIG"
-
-# Collection requests in progress at once, per process. Each holds at most limits.max_body_bytes
-# (64 KiB by default) and one entry in the storage's commit queue; past this they are refused.
-MAX_INFLIGHT = 1024
 DEPTH_REFRESH_SECONDS = 1.0
 RETRY_AFTER_BUSY = "1"  # seconds: in-flight requests finish in milliseconds
 RETRY_AFTER_STORAGE = "5"
 FOLLOW_UP_SECONDS = 60.0  # how often vendor requests due for a status check are looked for
 RETRY_AFTER_OUTBOX_FULL = "30"  # the outbox drains at the destinations' pace, not ours
-OVERLOAD_LOG_SECONDS = 10.0
+NOT_CONFIGURED = {"error": "webhook not configured", "detail": None}
 
 
 def utcnow() -> datetime:
@@ -98,39 +107,6 @@ class Overloaded(Exception):
         self.error = error
         self.retry_after = retry_after
         self.reason = reason  # inflight | outbox_full, in the answer's detail and the log line
-
-
-_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-async def read_body(receive: Receive, method: str, headers: dict[str, str], limit: int) -> bytes:
-    declared = headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest(400, "invalid Content-Length header", field="headers.content-length")
-        if int(declared) > limit:
-            raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
-        if declared == "0":
-            return b""
-    elif method in _BODYLESS_METHODS and "transfer-encoding" not in headers:
-        return b""  # nothing follows the headers: no need to wait on the body channel
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            # The sender went away mid-body: nothing of it is used. The answer
-            # is likely never read, but the request is counted as the 4xx it is.
-            raise BadRequest(400, "request body incomplete: the client disconnected", field="body")
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise BadRequest(413, f"request body larger than {limit} bytes", field="body")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 def build_senders(container: Container, storage: Storage, now: Callable[[], datetime],
@@ -202,21 +178,25 @@ class Gateway:
         senders.update(build_senders(container, self.storage, now, self.follow_up.record))
         self.dispatcher = Dispatcher(self.storage, senders, container.file.delivery, now=now)
         self.limits = container.file.limits
+        self.read_deadlines = ReadDeadlines(self.limits.read_timeout.total_seconds())
         self.max_depth = container.file.storage.max_outbox_depth
         self.pending_estimate = 0
-        self.max_inflight = MAX_INFLIGHT
-        self.inflight = 0
+        self.max_inflight = self.limits.max_inflight_per_client
+        # Requests past their body and not yet answered, per client: each client has its own budget.
+        self.inflight: dict[str, int] = {entry.config.type: 0 for entry in container.clients}
         self._proxies = TrustedProxies(container.trusted_proxies)
         self._requests = metrics.LabelCache(metrics.REQUESTS)
         self._events = metrics.LabelCache(metrics.EVENTS)
         self._ignored = metrics.LabelCache(metrics.WEBHOOKS_IGNORED, buffered=False)  # rare: counted at once
-        self._overload_logged: dict[str, float] = {}  # reason -> when it was last logged (monotonic)
+        self._durations = metrics.LabelCache(metrics.REQUEST_DURATION)  # buffered: flushed every second
+        metrics.declare(container)  # every known label set at zero, from the start
         self._depth_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
         self._follow_up_task: asyncio.Task[None] | None = None
         self.debug = attach_debug(self)  # the /debug recorder, or None when debug.enabled is off
 
     async def start(self) -> None:
+        self.read_deadlines.start()
         await self.storage.open()
         self.pending_estimate = await self.storage.pending_count()
         if self.run_dispatcher:
@@ -234,6 +214,7 @@ class Gateway:
                     await task
         if self.run_dispatcher:
             await self.dispatcher.stop()
+        await self.read_deadlines.stop()
         await self.storage.close()
         metrics.flush()
 
@@ -242,6 +223,8 @@ class Gateway:
         while True:
             await asyncio.sleep(DEPTH_REFRESH_SECONDS)
             metrics.flush()
+            for client, count in self.inflight.items():
+                metrics.IN_FLIGHT.labels(client).set(count)
             with contextlib.suppress(Exception):
                 self.pending_estimate = await self.storage.pending_count()
 
@@ -280,84 +263,87 @@ class Gateway:
         if sweep.pruned:
             log.info("pruned orders past orders.retention", extra={"orders": sweep.pruned})
 
-    async def handle(self, scope: Scope, receive: Receive, entry: ClientEntry, client_name: str) -> Answer:
+    async def handle(self, scope: Scope, receive: Receive, entry: ClientEntry | None, client_name: str) -> Answer:
+        """Answer one collection request; ``entry`` is None for a signed client switched off for want of a secret."""
+        started = time.perf_counter()
         status = 500
-        if self.inflight >= self.max_inflight:  # before the body is read: refusing must cost nothing
-            self._requests.get(client_name, "503").inc()
-            return self._overloaded(Overloaded("too many requests in progress, try again later", RETRY_AFTER_BUSY,
-                                               "inflight"))
-        self.inflight += 1
         try:
+            if entry is None:
+                status = 503
+                REJECTIONS.note(client_name, 503, NOT_CONFIGURED["error"])
+                return json_answer(503, {**NOT_CONFIGURED, "detail": {"client": client_name}})
             answer = await self._handle(scope, receive, entry, client_name)
             status = answer.status
             return answer
         except BadRequest as exc:
             status = exc.status
+            REJECTIONS.note(client_name, status, exc.error, exc.field)
             return error_answer(exc)
         except Overloaded as exc:
             status = 503
-            return self._overloaded(exc)
+            REJECTIONS.note(client_name, 503, exc.error, reason=exc.reason, pending_estimate=self.pending_estimate,
+                            inflight=self.inflight.get(client_name))
+            detail = {"reason": exc.reason, "retry_after_seconds": int(exc.retry_after)}
+            return json_answer(503, {"error": exc.error, "detail": detail}, {"Retry-After": exc.retry_after})
         except StorageUnavailable as exc:
             status = 503
             metrics.STORAGE_ERRORS.labels("enqueue").inc()
-            if self._log_due("storage_unavailable"):  # an outage would otherwise log a line per request
-                log.error("storage cannot commit; answering 503", extra={"client": client_name, "error": str(exc)})
+            REJECTIONS.note(client_name, 503, "storage unavailable", level=logging.ERROR, reason="storage",
+                            storage_error=str(exc))
             return json_answer(503, {"error": "storage unavailable", "detail": None}, {"Retry-After": RETRY_AFTER_STORAGE})
         except Exception as exc:
-            log.error("unexpected error", extra={"client": client_name, "error": type(exc).__name__}, exc_info=False)
+            REJECTIONS.note(client_name, 500, "internal error", error_type=type(exc).__name__)
             return json_answer(500, {"error": "internal error", "detail": None})
         finally:
-            self.inflight -= 1
             self._requests.get(client_name, status).inc()
+            self._durations.get(client_name).observe(time.perf_counter() - started)
 
-    def _log_due(self, reason: str) -> bool:
-        """True at most once per OVERLOAD_LOG_SECONDS and reason: refusals are counted in metrics, logged sparingly."""
-        now = time.monotonic()
-        if now - self._overload_logged.get(reason, -OVERLOAD_LOG_SECONDS) < OVERLOAD_LOG_SECONDS:
-            return False
-        self._overload_logged[reason] = now
-        return True
-
-    def _overloaded(self, exc: Overloaded) -> Answer:
-        if self._log_due(exc.reason):
-            log.warning("answering 503", extra={"reason": exc.reason, "pending_estimate": self.pending_estimate,
-                                                "inflight": self.inflight})
-        detail = {"reason": exc.reason, "retry_after_seconds": int(exc.retry_after)}
-        return json_answer(503, {"error": exc.error, "detail": detail}, {"Retry-After": exc.retry_after})
+    def refused_method(self, client_name: str, method: str) -> None:
+        """A method the client's path does not serve (405): counted and logged like any refusal."""
+        self._requests.get(client_name, 405).inc()
+        REJECTIONS.note(client_name, 405, "method not allowed", method=method[:16])
 
     async def _handle(self, scope: Scope, receive: Receive, entry: ClientEntry, client_name: str) -> Answer:
         method = scope["method"]
         headers = scope_headers(scope)
-        body = await read_body(receive, method, headers, self.limits.max_body_bytes)
-        peer = scope.get("client")
-        raw = RawRequest(
-            method=method,
-            path=scope["path"],
-            query_string=scope.get("query_string", b"").decode("latin-1"),
-            headers=headers,
-            body=body,
-            client_ip=self._proxies.resolve(peer[0] if peer else None, headers.get("x-forwarded-for")),
-            received_at=self.now(),
-        )
-        result = entry.module.parse(raw, entry.config)
-        stamp(result.events, entry.source)  # where each event came from: the gateway's word, never the request's
-        note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
-        if result.ignored is not None:
-            self._ignored.get(client_name, result.ignored).inc()
-        if len(result.events) > self.limits.max_events_per_request:
-            raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request", field="body")
-        for event in result.events:
-            self._events.get(client_name, metrics.event_name_label(event.event_name)).inc()
-        order_ids = [oid for oid in map(order_id_of, result.events) if oid is not None]
-        if order_ids:
-            await self._record_orders(result.events, order_ids, result.request_key, client_name)
-        else:
-            outcome = self.pipeline.process(result.events, client_name)
-            if outcome.deliveries or result.request_key:
-                self._check_depth()
-                await self.storage.enqueue(outcome.deliveries, raw.received_at, result.request_key)
-                self._enqueued(len(outcome.deliveries))
-        return Answer(result.status, result.body, result.media_type, result.headers)
+        body = await read_body(receive, method, headers, self.limits.max_body_bytes, self.read_deadlines)
+        inflight = self.inflight
+        if inflight[client_name] >= self.max_inflight:  # a slot only once the body is here (see the docstring)
+            raise Overloaded("too many requests in progress, try again later", RETRY_AFTER_BUSY, "inflight")
+        inflight[client_name] += 1
+        try:
+            peer = scope.get("client")
+            raw = RawRequest(
+                method=method,
+                path=scope["path"],
+                query_string=scope.get("query_string", b"").decode("latin-1"),
+                headers=headers,
+                body=body,
+                client_ip=self._proxies.resolve(peer[0] if peer else None, headers.get("x-forwarded-for")),
+                received_at=self.now(),
+            )
+            result = entry.module.parse(raw, entry.config)
+            stamp(result.events, entry.source)  # where each event came from: the gateway's word, never the request's
+            note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
+            if result.ignored is not None:
+                self._ignored.get(client_name, result.ignored).inc()
+            if len(result.events) > self.limits.max_events_per_request:
+                raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request",
+                                 field="body")
+            for event in result.events:
+                self._events.get(client_name, metrics.event_name_label(event.event_name)).inc()
+            order_ids = [oid for oid in map(order_id_of, result.events) if oid is not None]
+            if order_ids:
+                await self._record_orders(result.events, order_ids, result.request_key, client_name)
+            else:
+                outcome = self.pipeline.process(result.events, client_name)
+                if outcome.deliveries or result.request_key:
+                    self._check_depth()
+                    await self.storage.enqueue(outcome.deliveries, raw.received_at, result.request_key)
+                    self._enqueued(len(outcome.deliveries))
+            return Answer(result.status, result.body, result.media_type, result.headers)
+        finally:
+            inflight[client_name] -= 1
 
     async def _record_orders(self, events: list[Event], order_ids: list[str], request_key: str | None, client: str) -> None:
         """The ledger's path: read, decide, process and write in one storage transaction."""
@@ -398,6 +384,9 @@ def create_app(
         name = entry.config.type
         for method, path in entry.module.ROUTES:
             by_path.setdefault(path, {})[method] = (entry, name)
+    for off in container.switched_off:  # answered 503 "webhook not configured" (Gateway.handle)
+        for method, path in off.module.ROUTES:
+            by_path.setdefault(path, {})[method] = (None, off.type)
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = metrics.render()
@@ -407,10 +396,13 @@ def create_app(
         return json_response(200, {"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        storage_ok = await gateway.storage.ping()
+        # Ready means a hit would be stored now: the outbox takes a write, not only a read.
+        problem = await gateway.storage.write_problem()
         dispatcher_ok = gateway.dispatcher.alive or not gateway.run_dispatcher
-        ok = storage_ok and dispatcher_ok
-        return json_response(200 if ok else 503, {"storage": storage_ok, "dispatcher": dispatcher_ok})
+        body: dict[str, Any] = {"storage": problem is None, "dispatcher": dispatcher_ok}
+        if problem is not None:
+            body["storage_problem"] = problem
+        return json_response(200 if problem is None and dispatcher_ok else 503, body)
 
     openapi_body = orjson.dumps(build_openapi(container))
 
@@ -427,13 +419,20 @@ def create_app(
     async def http_error(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 500)
         message = "not found" if status == 404 else (getattr(exc, "detail", None) or "error")
+        if not request.url.path.startswith("/debug"):  # the debugger's own answers are its business
+            metrics.REQUESTS.labels(NO_CLIENT, str(status)).inc()
+            REJECTIONS.note(NO_CLIENT, status, message, method=request.method, path=request.url.path[:100])
         return json_response(status, {"error": message, "detail": None}, dict(getattr(exc, "headers", None) or {}))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        for off in container.switched_off:
+            log.warning("webhook client switched off: its secret is not set", extra={
+                "client": off.type, "variable": off.variable, "routes": [f"{m} {p}" for m, p in off.module.ROUTES]})
         log.info("gateway started", extra={"clients": [c.config.type for c in container.clients],
-                                           "tags": [t.config.name for t in container.tags]})
+                                           "tags": [t.config.name for t in container.tags],
+                                           "storage": storage_description(container.file.storage.url)})
         try:
             yield
         finally:

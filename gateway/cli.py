@@ -1,9 +1,16 @@
-"""The ``gateway`` command: serve, validate, and the operator's storage commands (``db migrate`` among them)."""
+"""The ``gateway`` command: serve, validate, and the operator's storage commands (``db migrate`` among them).
+
+Every failure an operator can cause (a bad file, a storage that cannot be
+opened, a database that is not there) ends in one line per problem on
+stderr and exit status 1, never a traceback: ``main`` turns the gateway's
+own errors into lines, and anything else into one line that names it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -12,7 +19,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 import orjson
 
-from gateway.config import Container, load_container_file
+from gateway.config import CONFIG_ENV, Container, UnreadableContainer, load_container_file, serving_problems
 from gateway.errors import ConfigError
 from gateway.storage import PostgresStorage, open_storage
 from gateway.storage import sqlite as sqlite_storage
@@ -25,23 +32,35 @@ DEFAULT_PORT = 8080
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
-        default=os.environ.get("GATEWAY_CONFIG"),
-        help="container file (default: $GATEWAY_CONFIG)",
+        default=os.environ.get(CONFIG_ENV),
+        help=f"container file (default: ${CONFIG_ENV})",
     )
 
 
-def _load(path: str | None) -> Container:
+def _load(path: str | None, serving: bool = False) -> Container:
+    """The container at ``path``, or exit 1 with every problem in it on stderr, one per line.
+
+    ``serving`` adds what only matters to a gateway that serves requests (a container without clients).
+    """
     if not path:
-        raise SystemExit("gateway: no container file: pass --config FILE or set GATEWAY_CONFIG")
+        raise SystemExit(f"gateway: no container file: pass --config FILE or set {CONFIG_ENV}")
     try:
-        return load_container_file(path)
-    except FileNotFoundError:
-        raise SystemExit(f"gateway: {path}: no such file") from None
+        container = load_container_file(path)
+        errors = serving_problems(container) if serving else []
+    except UnreadableContainer as exc:
+        raise SystemExit(f"gateway: {exc.errors[0]}") from None
     except ConfigError as exc:
-        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
-        for line in exc.errors:
+        errors = exc.errors
+    if errors:
+        print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+        for line in errors:
             print(f"  {line}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise SystemExit(1)
+    return container
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _print_json(value: Any) -> None:
@@ -58,16 +77,23 @@ async def _with_storage(container: Container, action: Callable[[Storage], Awaita
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    _load(args.config)  # refuse to start on a bad file, with every error listed
+    container = _load(args.config, serving=True)  # refuse to start on a bad file, with every error listed
+    # Open (and migrate) the storage once before uvicorn starts: a storage that cannot be opened is
+    # then one line and exit status 1 here, not a traceback from inside the server's start-up.
+    asyncio.run(_with_storage(container, _nothing))
     import uvicorn
 
-    os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+    from gateway.server import raise_open_file_limit, uvicorn_options
+
+    os.environ[CONFIG_ENV] = os.path.abspath(args.config)
     if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics here; /metrics adds them up.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level)
+    soft, hard = raise_open_file_limit()
+    logging.getLogger("gateway.server").info("open file limit", extra={"soft": soft, "hard": hard})
     uvicorn.run(
         "gateway.app:app_from_env",
         factory=True,
@@ -75,7 +101,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=args.graceful_timeout,
@@ -83,15 +108,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # X-Forwarded-For is read by the gateway itself, from server.trusted_proxies only;
         # uvicorn must not rewrite the peer address first.
         proxy_headers=False,
+        **uvicorn_options(container),
     )
     return 0
 
 
+async def _nothing(storage: Storage) -> None:
+    return None
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    container = _load(args.file)
+    path = args.file or args.config
+    container = _load(path, serving=True)
+    for warning in container.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    off = f", {len(container.switched_off)} switched off" if container.switched_off else ""
     print(
-        f"{args.file}: ok ({len(container.clients)} clients, {len(container.triggers)} triggers, "
-        f"{len(container.tags)} tags)"
+        f"{path}: ok ({_plural(len(container.clients), 'client')}{off}, "
+        f"{_plural(len(container.triggers), 'trigger')}, {_plural(len(container.tags), 'tag')})"
     )
     return 0
 
@@ -137,11 +171,7 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     """Create or migrate the schema (what every start does too) and say which version it is at."""
     container = _load(args.config)
     storage = open_storage(container.file.storage)
-    try:
-        asyncio.run(_open_and_close(storage))
-    except StorageUnavailable as exc:
-        print(f"gateway: cannot open the storage: {exc}", file=sys.stderr)  # never the URL: it may hold a password
-        return 1
+    asyncio.run(_open_and_close(storage))
     if isinstance(storage, PostgresStorage):
         version, ran = storage.schema_version, storage.migrations_run
         print(f"schema at version {version} " + (f"({ran} migration(s) applied)" if ran else "(up to date)"))
@@ -229,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     validate = sub.add_parser("validate", help="check a container file and print every error")
-    validate.add_argument("file")
+    validate.add_argument("file", nargs="?", help="container file (or --config)")
+    _config_arg(validate)
     validate.set_defaults(func=cmd_validate)
 
     dead = sub.add_parser("dead-letters", help="list or replay items that could not be delivered")
@@ -287,7 +318,27 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:  # found after the file loaded: the storage's directory, say
+        for line in exc.errors:
+            print(f"gateway: {line}", file=sys.stderr)
+    except StorageUnavailable as exc:  # never the URL: it may hold a password
+        print(f"gateway: cannot open the storage: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback; GATEWAY_LOG_LEVEL=debug shows it
+        print(f"gateway: unexpected error ({type(exc).__name__}): {_first_line(exc)}", file=sys.stderr)
+        if os.environ.get("GATEWAY_LOG_LEVEL", "").lower() == "debug":
+            import traceback
+
+            traceback.print_exc()
+    return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 if __name__ == "__main__":

@@ -29,10 +29,12 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
     from gateway.config import ClientEntry
 
-Methods = dict[str, tuple["ClientEntry", str]]  # HTTP method -> (client entry, client name)
+# HTTP method -> (client entry, client name); the entry is None for a signed client switched off for want of a secret.
+Methods = dict[str, tuple["ClientEntry | None", str]]
 
 _TRACE_HEADER = TRACE_HEADER.lower().encode("ascii")
 _NO_BODY_STATUSES = frozenset({204, 304})
+_FORWARDED_FOR = "x-forwarded-for"
 
 
 @dataclass(slots=True)
@@ -50,12 +52,19 @@ def json_answer(status: int, body: Any, headers: dict[str, str] | None = None) -
 
 
 def scope_headers(scope: Scope) -> dict[str, str]:
-    """Request headers by lower-case name; of a repeated header the first wins, as in Starlette's ``Headers.get``."""
+    """Request headers by lower-case name; of a repeated header the first wins, as in Starlette's ``Headers.get``.
+
+    ``X-Forwarded-For`` is the exception: its lines are one list, in order
+    (RFC 9110, 5.3). A proxy that appends its own line after the one the
+    client wrote must have its line read, or the client picks its address.
+    """
     headers: dict[str, str] = {}
     for name, value in scope["headers"]:
         key = name.decode("latin-1").lower()
         if key not in headers:
             headers[key] = value.decode("latin-1")
+        elif key == _FORWARDED_FOR:
+            headers[key] += "," + value.decode("latin-1")
     return headers
 
 
@@ -108,8 +117,10 @@ class CollectionFront:
 
     async def _answer(self, scope: Scope, receive: Receive) -> Answer:
         path = scope["path"]
-        target = self.routes[path].get(scope["method"])
+        methods = self.routes[path]
+        target = methods.get(scope["method"])
         if target is None:
-            return json_answer(405, {"error": "method not allowed", "detail": {"allowed": sorted(self.routes[path])}},
+            self.gateway.refused_method(next(iter(methods.values()))[1], scope["method"])
+            return json_answer(405, {"error": "method not allowed", "detail": {"allowed": sorted(methods)}},
                                {"Allow": self.allowed[path]})
         return await self.gateway.handle(scope, receive, target[0], target[1])

@@ -25,9 +25,14 @@ from gateway.client import ClientConfig
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.event import ConsentState, Source
+from gateway.storage_url import FIELD as STORAGE_FIELD, SQLiteTarget, StorageUrlError, parse_storage_url, sqlite_url
 from gateway.tag import TagConfig
+from gateway.webhook_secrets import SwitchedOff, has_secret, secret_problem, suggested_variable
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_REFERENCE = re.compile(r"\$\{[^}]*\}?")  # anything that starts like a reference, valid or not
+CONFIG_ENV = "GATEWAY_CONFIG"  # the container file, for every subcommand and the image
+STORAGE_URL_ENV = "GATEWAY_STORAGE_URL"  # storage.url when the container file names none
 
 
 class _Section(BaseModel):
@@ -52,7 +57,11 @@ class ServerSection(_Section):
 
 
 class StorageSection(_Section):
-    url: str = Field("sqlite:///data/gateway.db", description="sqlite:///path or postgresql://user:pass@host:port/db")
+    url: str = Field(
+        "sqlite:///data/gateway.db",
+        description="sqlite:///path (a relative path is relative to the container file) or "
+        "postgresql://user:pass@host:port/db; unset, GATEWAY_STORAGE_URL if that is set.",
+    )
     synchronous: Literal["full", "normal"] = Field(
         "full", description="SQLite fsync policy: full survives power loss, normal only process crashes."
     )
@@ -71,6 +80,16 @@ class StorageSection(_Section):
 class LimitsSection(_Section):
     max_body_bytes: int = Field(65536, ge=1, description="Larger request bodies get 413.")
     max_events_per_request: int = Field(100, ge=1, description="Batched hits or beacons with more events get 400.")
+    read_timeout: Duration = Field(
+        timedelta(seconds=5), gt=timedelta(0),
+        description="A request's headers, and then its body, must each arrive within this; "
+        "else the answer is 408 and the connection closes.",
+    )
+    max_inflight_per_client: int = Field(
+        512, ge=1,
+        description="Requests of one client being processed at once (body read, waiting for the commit); "
+        "past it that client gets 503 while the other clients keep their own share.",
+    )
 
 
 class DebugSection(_Section):
@@ -161,32 +180,65 @@ class Container:
     triggers: dict[str, Any]
     tags: list[TagEntry]
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+    switched_off: tuple[SwitchedOff, ...] = field(default=())  # signed clients whose secret is not set
+
+    @property
+    def warnings(self) -> list[str]:
+        """What an operator should know that does not stop the gateway: one line each."""
+        return [client.warning() for client in self.switched_off]
 
     @property
     def consent_defaults(self) -> ConsentDefaults:
         return self.file.consent.default
 
 
-def substitute_env(value: Any, path: str, errors: list[str], env: dict[str, str]) -> Any:
-    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string value."""
+def substitute_env(
+    value: Any, path: str, errors: list[str], env: dict[str, str], sources: dict[str, list[str]] | None = None
+) -> Any:
+    """Replace ``${NAME}`` and ``${NAME:-default}`` in every string value.
+
+    ``sources`` (when given) collects, per key path, the variables a value
+    was built from, so an error about the value can name the variable to set.
+    """
     if isinstance(value, str):
+        if "${" not in value:
+            return value
+        used: list[str] = []
+
         def replace(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
+            reference = _VAR.fullmatch(match.group(0))
+            if reference is None:
+                errors.append(f"{path}: {_shape(match.group(0))} is not a valid reference: "
+                              "write ${NAME} or ${NAME:-default}")
+                return ""
+            name, default = reference.group(1), reference.group(2)
+            used.append(name)
             if name in env and env[name] != "":
                 return env[name]
             if default is not None:
                 return default
             if name in env:
                 return ""
-            errors.append(f"{path}: environment variable {name} is not set")
+            errors.append(f"{path}: environment variable {name} is not set "
+                          f"(write ${{{name}:-default}} to give it a default)")
             return ""
 
-        return _VAR.sub(replace, value)
+        result = _REFERENCE.sub(replace, value)
+        if sources is not None and used:
+            sources[path] = used
+        return result
     if isinstance(value, dict):
-        return {k: substitute_env(v, f"{path}.{k}" if path else str(k), errors, env) for k, v in value.items()}
+        return {k: substitute_env(v, f"{path}.{k}" if path else str(k), errors, env, sources) for k, v in value.items()}
     if isinstance(value, list):
-        return [substitute_env(v, f"{path}[{i}]", errors, env) for i, v in enumerate(value)]
+        return [substitute_env(v, f"{path}[{i}]", errors, env, sources) for i, v in enumerate(value)]
     return value
+
+
+def _shape(reference: str) -> str:
+    """A malformed ``${...}`` named by its variable only: a default written after it may be a secret."""
+    name = re.match(r"\$\{([A-Za-z0-9_]*)", reference)
+    head = name.group(1) if name else ""
+    return "${" + head + ("" if reference == "${" + head + "}" else ":...") + "}"
 
 
 def format_validation_error(prefix: str, exc: ValidationError) -> list[str]:
@@ -225,12 +277,35 @@ def _validate_sections(data: dict[str, Any], errors: list[str]) -> ContainerFile
     return file
 
 
+class UnreadableContainer(ConfigError):
+    """The container file itself could not be read (missing, a directory, not UTF-8): one line in ``errors``."""
+
+
+def read_container_file(path: str | os.PathLike[str]) -> str:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UnreadableContainer([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise UnreadableContainer([f"{path}: is a directory, not a container file"]) from None
+    except PermissionError:
+        raise UnreadableContainer([f"{path}: cannot read it (permission denied)"]) from None
+    except OSError as exc:
+        raise UnreadableContainer([f"{path}: cannot read it ({exc.strerror or type(exc).__name__})"]) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UnreadableContainer([f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})"]) from None
+
+
 def load_container_file(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Container:
-    text = Path(path).read_text(encoding="utf-8")
-    return load_container_text(text, env)
+    """Load a container file; a relative SQLite path in it is relative to the file's directory."""
+    text = read_container_file(path)
+    return load_container_text(text, env, base_dir=Path(path).absolute().parent)
 
 
-def load_container_text(text: str, env: dict[str, str] | None = None) -> Container:
+def load_container_text(text: str, env: dict[str, str] | None = None, base_dir: Path | None = None) -> Container:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -239,10 +314,11 @@ def load_container_text(text: str, env: dict[str, str] | None = None) -> Contain
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(["(file): the top level must be a mapping"])
-    return load_container_data(raw, env)
+    return load_container_data(raw, env, base_dir)
 
 
-def load_container_data(raw: dict[str, Any], env: dict[str, str] | None = None) -> Container:
+def load_container_data(raw: dict[str, Any], env: dict[str, str] | None = None, base_dir: Path | None = None) -> Container:
+    """Validate and compile ``raw``; ``base_dir`` is where a relative SQLite path starts (else the current directory)."""
     # Imported here: the registries import every client and tag module, which
     # import gateway's model modules; keeping this lazy avoids a cycle.
     import rules
@@ -250,8 +326,11 @@ def load_container_data(raw: dict[str, Any], env: dict[str, str] | None = None) 
     from tags import DESTINATIONS, TAGS
 
     errors: list[str] = []
-    data = substitute_env(raw, "", errors, dict(os.environ) if env is None else env)
+    env = dict(os.environ) if env is None else env
+    sources: dict[str, list[str]] = {}
+    data = substitute_env(raw, "", errors, env, sources)
     file = _validate_sections(data, errors)
+    _resolve_storage(file.storage, env, base_dir, errors)
 
     proxies = []
     for i, cidr in enumerate(file.server.trusted_proxies):
@@ -261,6 +340,7 @@ def load_container_data(raw: dict[str, Any], env: dict[str, str] | None = None) 
             errors.append(f"server.trusted_proxies[{i}]: not an IP network")
 
     clients: list[ClientEntry] = []
+    switched_off: list[SwitchedOff] = []
     seen_types: set[str] = set()
     for i, spec in enumerate(file.clients):
         path = f"clients[{i}]"
@@ -272,6 +352,15 @@ def load_container_data(raw: dict[str, Any], env: dict[str, str] | None = None) 
         if ctype in seen_types:
             errors.append(f"{path}.type: client {ctype} is configured twice")
         seen_types.add(ctype)
+        if has_secret(module):
+            secret, variables = spec.get("secret"), sources.get(f"{path}.secret", [])
+            if secret is None or secret == "":
+                switched_off.append(SwitchedOff(ctype, module, path, variables[0] if variables else suggested_variable(ctype)))
+                continue
+            problem = secret_problem(secret, ctype, variables) if isinstance(secret, str) else None
+            if problem is not None:
+                errors.append(f"{path} ({ctype}).secret: {problem}")
+                continue
         try:
             clients.append(ClientEntry(module, module.Config.model_validate(spec),
                                        Source(client=ctype, authenticated=module.AUTHENTICATED)))
@@ -325,4 +414,32 @@ def load_container_data(raw: dict[str, Any], env: dict[str, str] | None = None) 
     for dest, module in DESTINATIONS.items():
         if module.Config is None:
             destinations.setdefault(dest, None)
-    return Container(file, clients, destinations, triggers, tags, tuple(proxies))
+    return Container(file, clients, destinations, triggers, tags, tuple(proxies), tuple(switched_off))
+
+
+def serving_problems(container: Container) -> list[str]:
+    """What makes a container that loads useless to serve (``gateway validate`` and ``serve`` refuse it).
+
+    The storage commands (``db migrate``, ``dead-letters`` ...) take such a
+    container: they need only its storage.
+    """
+    if not container.clients and not container.switched_off:
+        return ["clients: no clients configured: the gateway would answer 404 to every request"]
+    return []
+
+
+def _resolve_storage(storage: StorageSection, env: dict[str, str], base_dir: Path | None, errors: list[str]) -> None:
+    """``storage.url`` checked, taken from GATEWAY_STORAGE_URL when the file names none, and made absolute."""
+    if _mentions(errors, STORAGE_FIELD):  # a ${...} in it was already reported
+        return
+    where = STORAGE_FIELD
+    if "url" not in storage.model_fields_set and env.get(STORAGE_URL_ENV):
+        storage.url = env[STORAGE_URL_ENV]
+        where = f"{STORAGE_FIELD} (from {STORAGE_URL_ENV})"
+    try:
+        target = parse_storage_url(storage.url, base_dir)
+    except StorageUrlError as exc:
+        errors.append(f"{where}: {exc}")
+        return
+    if isinstance(target, SQLiteTarget):
+        storage.url = sqlite_url(target.path)

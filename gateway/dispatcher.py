@@ -199,6 +199,7 @@ class Dispatcher:
         poll = self.delivery.poll_interval.total_seconds()
         while not self._stopping:
             self._heartbeat = time.monotonic()
+            metrics.DISPATCHER_HEARTBEAT.set(time.time())  # for the DispatcherStopped alert
             claimed = False
             try:
                 claimed = await self._pass() > 0

@@ -285,3 +285,50 @@ class GatewayProcess:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGTERM)
         return self.proc.wait(timeout)
+
+
+class SQLiteWriteLock:
+    """Another process holding a SQLite file's write lock (``BEGIN IMMEDIATE``) for the ``with`` block.
+
+    The child takes the lock, says so on stdout, and holds it until its stdin
+    closes; it is then stopped by its PID if it has not ended by itself.
+    """
+
+    _HOLD = (
+        "import sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "conn.execute('BEGIN IMMEDIATE')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> "SQLiteWriteLock":
+        self.proc = subprocess.Popen([sys.executable, "-c", self._HOLD, str(self.path)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != b"locked":
+            self.release()
+            raise RuntimeError(f"could not lock {self.path}")
+        return self
+
+    def release(self) -> None:
+        if self.proc is None:
+            return
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

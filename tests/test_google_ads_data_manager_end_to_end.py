@@ -28,7 +28,7 @@ from tests.running import serve_in_loop, wait_until
 from tests.tags.data_manager_schema import check_ingest_request
 from tests.tags.google_ads_schema import check_request
 
-SECRET = b"fixture-secret"
+SECRET = b"fixture-secret-0123456789"
 USER_AGENT = "Mozilla/5.0 (test browser)"
 CONTAINER = """
 delivery:
@@ -40,7 +40,7 @@ orders:
 clients:
   - type: json_beacon
   - type: order_webhook
-    secret: fixture-secret
+    secret: fixture-secret-0123456789
 destinations:
   google_ads:
     data_manager_base: ${GOOGLE_DATA_MANAGER_API_BASE}

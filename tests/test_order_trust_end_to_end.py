@@ -29,7 +29,7 @@ from prometheus_client import REGISTRY
 from tests.conftest import FIXTURES, load_fixture
 from tests.running import ROOT
 
-SECRET = b"fixture-secret"
+SECRET = b"fixture-secret-0123456789"
 WEBHOOKS = FIXTURES / "webhooks"
 
 CONTAINER = """
@@ -40,9 +40,9 @@ orders:
 clients:
   - {type: ga4}
   - {type: json_beacon}
-  - {type: order_webhook, secret: fixture-secret}
-  - {type: shopify, secret: fixture-secret}
-  - {type: woocommerce, secret: fixture-secret}
+  - {type: order_webhook, secret: fixture-secret-0123456789}
+  - {type: shopify, secret: fixture-secret-0123456789}
+  - {type: woocommerce, secret: fixture-secret-0123456789}
 destinations:
   google_ads: {mode: dry_run}
   meta: {mode: dry_run}
@@ -196,7 +196,7 @@ def test_triggers_can_test_the_client_and_the_source_stamp(make_client, db_path)
     client = make_client("""
 clients:
   - {type: json_beacon}
-  - {type: order_webhook, secret: fixture-secret}
+  - {type: order_webhook, secret: fixture-secret-0123456789}
 triggers:
   from_order_system:
     all:

@@ -36,8 +36,21 @@ from tests.fakes.http_sink import HttpSink
 from tests.running import ROOT, serve_in_loop, wait_until
 
 WEBHOOKS = FIXTURES / "webhooks"
-HEADERS = load_fixture("webhooks", "headers.json") | load_fixture("webhooks", "woocommerce_headers.json")
-SECRET = b"fixture-secret"
+SECRET = b"orders-e2e-secret-0123456789"  # the fixtures' own secret is too short for a container; re-signed below
+_SIGNATURES = {
+    "X-Signature": lambda body: "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest(),
+    "X-Shopify-Hmac-Sha256": lambda body: base64.b64encode(hmac.new(SECRET, body, hashlib.sha256).digest()).decode(),
+    "X-WC-Webhook-Signature": lambda body: base64.b64encode(hmac.new(SECRET, body, hashlib.sha256).digest()).decode(),
+}
+
+
+def _signed_with_secret(name: str, headers: dict[str, str]) -> dict[str, str]:
+    body = (WEBHOOKS / name).read_bytes()
+    return {key: _SIGNATURES[key](body) if key in _SIGNATURES else value for key, value in headers.items()}
+
+
+HEADERS = {name: _signed_with_secret(name, headers) for name, headers in
+           (load_fixture("webhooks", "headers.json") | load_fixture("webhooks", "woocommerce_headers.json")).items()}
 ACTION = "customers/1234567890/conversionActions/987654321"
 
 
@@ -63,11 +76,11 @@ orders:
 clients:
   - type: json_beacon
   - type: order_webhook
-    secret: fixture-secret
+    secret: orders-e2e-secret-0123456789
   - type: shopify
-    secret: fixture-secret
+    secret: orders-e2e-secret-0123456789
   - type: woocommerce
-    secret: fixture-secret
+    secret: orders-e2e-secret-0123456789
 destinations:
   google_ads:
     api: google_ads_api           # this file follows the Google Ads API route; the Data Manager route has its own
@@ -251,9 +264,9 @@ async def test_woocommerce_webhooks_restate_then_retract_and_the_ping_is_answere
 def test_a_wrongly_signed_webhook_is_401_and_stores_nothing(make_client, db_path, path, headers):
     client = make_client("""
 clients:
-  - {type: order_webhook, secret: fixture-secret}
-  - {type: shopify, secret: fixture-secret}
-  - {type: woocommerce, secret: fixture-secret}
+  - {type: order_webhook, secret: orders-e2e-secret-0123456789}
+  - {type: shopify, secret: orders-e2e-secret-0123456789}
+  - {type: woocommerce, secret: orders-e2e-secret-0123456789}
 triggers:
   everything: {all: []}
 tags:
@@ -277,7 +290,7 @@ tags:
 def test_a_bad_order_update_is_400_naming_the_field_and_stores_nothing(make_client, db_path, name, field):
     client = make_client("""
 clients:
-  - {type: order_webhook, secret: fixture-secret}
+  - {type: order_webhook, secret: orders-e2e-secret-0123456789}
 """, run_dispatcher=False)
 
     response = client.post("/webhooks/order-update", content=(WEBHOOKS / name).read_bytes(), headers=HEADERS[name])
@@ -338,7 +351,7 @@ async def test_two_refunds_of_one_order_arriving_together_are_decided_one_after_
 def test_a_retained_value_that_disagrees_with_the_ledger_is_logged_with_ids_only(make_client, caplog):
     client = make_client("""
 clients:
-  - {type: order_webhook, secret: fixture-secret}
+  - {type: order_webhook, secret: orders-e2e-secret-0123456789}
 """, run_dispatcher=False)
     refund = {"order_id": "ORD-10492", "event": "partial_refund", "refund_amount": 30.0, "retained_value": 100.0,
               "currency": "EUR", "updated_at": "2026-04-25T09:12:00+02:00", "customer": {"email": "alex.doe@example.com"}}
@@ -369,7 +382,7 @@ def test_a_held_refund_whose_order_never_comes_is_dead_lettered_as_order_not_fou
 storage: {{url: "sqlite:///{db_path}"}}
 orders: {{hold_unknown_refunds: 72h, sweep_interval: 20ms}}
 clients:
-  - {{type: order_webhook, secret: fixture-secret}}
+  - {{type: order_webhook, secret: orders-e2e-secret-0123456789}}
 """)
     clock = Clock(datetime(2026, 5, 4, 9, 0, tzinfo=timezone.utc))
     app = create_app(container_from(config_path.read_text(), db_path), now=clock)

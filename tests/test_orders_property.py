@@ -44,7 +44,7 @@ from gateway.app import create_app
 from tests.conftest import container_from
 
 EXAMPLES = int(os.environ.get("ORDERS_PROPERTY_EXAMPLES", "40"))
-SECRET = b"property-secret"
+SECRET = b"property-secret-0123456789"
 T0 = datetime(2026, 4, 23, 10, 0, tzinfo=timezone.utc)
 CENT = Decimal("0.01")
 
@@ -56,9 +56,9 @@ storage:
   synchronous: normal
 clients:
   - {type: json_beacon}
-  - {type: order_webhook, secret: property-secret}
-  - {type: shopify, secret: property-secret}
-  - {type: woocommerce, secret: property-secret}
+  - {type: order_webhook, secret: property-secret-0123456789}
+  - {type: shopify, secret: property-secret-0123456789}
+  - {type: woocommerce, secret: property-secret-0123456789}
 destinations:
   google_ads: {mode: dry_run}
 triggers:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.debug.masking import mask_body
 from gateway.debug.trace import CURRENT, TRACE_HEADER, TRACE_ID, new_trace_id
+from gateway.collect import scope_headers
 from gateway.netaddr import resolve_client_ip
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class TraceMiddleware:
             CURRENT.reset(token)
             if error:
                 trace.error = mask_body(bytes(error), "application/json")
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+            headers = scope_headers(scope)  # repeated X-Forwarded-For lines read as the gateway reads them
             peer = scope.get("client")
             client_ip = resolve_client_ip(peer[0] if peer else None, headers.get("x-forwarded-for"), self.proxies)
             query = scope.get("query_string", b"").decode("latin-1")

@@ -155,7 +155,16 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def ping(self) -> bool:
-        """True when a trivial read succeeds (for /readyz)."""
+        """True when a trivial read succeeds."""
+
+    async def write_problem(self) -> str | None:
+        """Why the outbox could not take a write now (for /readyz), or None when it could.
+
+        A backend that can tell more than "it answers" overrides this: a
+        database that answers reads may still refuse every write (locked by
+        another process, read-only).
+        """
+        return None if await self.ping() else "storage does not answer"
 
     @abc.abstractmethod
     async def enqueue(self, deliveries: Sequence[Delivery], now: datetime, request_key: str | None = None) -> bool:

@@ -41,6 +41,7 @@ from gateway.errors import BadRequest
 from gateway.ledger import LEDGER_DESTINATION, LedgerWrite
 from gateway.sender import PendingItem, RequestStatus, SentRequest
 from gateway.storage import postgres_ledger, postgres_requests
+from gateway.storage.postgres_errors import connect_failure
 from gateway.storage.base import (
     DeadLetter,
     DestinationStats,
@@ -54,6 +55,7 @@ from gateway.storage.base import (
     Sweep,
     TrackedRequest,
 )
+from gateway.storage_url import PostgresTarget, parse_storage_url
 
 T = TypeVar("T")
 log = logging.getLogger("gateway.storage")
@@ -240,8 +242,10 @@ class PostgresStorage(Storage):
         pool_size: int = 10,
         command_timeout: float = 10.0,
         dry_run_cap: int = DRY_RUN_CAP,
+        target: PostgresTarget | None = None,
     ) -> None:
         self._dsn = dsn
+        self._target = target or parse_storage_url(dsn)  # where, for messages: never the password
         self.pool_size = pool_size
         self.command_timeout = command_timeout
         self.dry_run_cap = dry_run_cap
@@ -267,11 +271,12 @@ class PostgresStorage(Storage):
                 reset=_keep_session,
             )
         except Exception as exc:
-            if _is_unavailable(exc):
-                raise _unavailable(exc) from None
-            raise StorageUnavailable(f"postgresql: cannot connect ({type(exc).__name__})") from None
+            raise connect_failure(exc, self._target, self.command_timeout) from None
         try:
             await self.migrate()
+        except asyncpg.exceptions.InsufficientPrivilegeError as exc:  # a user that may not create tables
+            await self.close()
+            raise connect_failure(exc, self._target, self.command_timeout) from None
         except BaseException:
             await self.close()
             raise
@@ -336,6 +341,15 @@ class PostgresStorage(Storage):
             return await self._run(lambda c: c.fetchval("SELECT 1")) == 1
         except StorageUnavailable:
             return False
+
+    async def write_problem(self) -> str | None:
+        """None when the database answers and takes writes: a standby in recovery answers, and refuses them."""
+        try:
+            read_only = await self._run(
+                lambda c: c.fetchval("SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'"))
+        except StorageUnavailable as exc:
+            return str(exc)
+        return "postgresql: the database is read-only (a standby, or default_transaction_read_only)" if read_only else None
 
     async def enqueue(self, deliveries: Sequence[Delivery], now: datetime, request_key: str | None = None) -> bool:
         try:

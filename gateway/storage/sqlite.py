@@ -162,6 +162,9 @@ def _ts(dt: datetime) -> float:
     return dt.timestamp()
 
 
+PROBE_TIMEOUT = 0.5  # seconds /readyz waits for the write lock
+
+
 def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
 
@@ -484,6 +487,32 @@ class SQLiteStorage(Storage):
             return await self._read(lambda c: c.execute("SELECT 1").fetchone()[0] == 1)
         except StorageUnavailable:
             return False
+
+    async def write_problem(self) -> str | None:
+        """Take the write lock for a moment, on a connection of its own, the way every commit begins.
+
+        Another process holding the lock (a ``sqlite3`` shell left in a
+        transaction, a second gateway on the same file) makes every commit
+        wait ``busy_timeout`` and fail; this says so in at most ``PROBE_TIMEOUT``.
+        """
+        if self._closed or not self._writing:
+            return "sqlite: storage is not open"
+
+        def probe() -> str | None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=PROBE_TIMEOUT, isolation_level=None)
+            except sqlite3.Error as exc:
+                return f"sqlite: {exc}"
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+                return None
+            except sqlite3.Error as exc:
+                return f"sqlite: cannot take the write lock: {exc}"
+            finally:
+                conn.close()
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader, probe)
 
     async def enqueue(self, deliveries: Sequence[Delivery], now: datetime, request_key: str | None = None) -> bool:
         ts = _ts(now)

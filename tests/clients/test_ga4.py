@@ -40,8 +40,10 @@ def request_from(case: dict[str, Any]) -> RawRequest:
     )
 
 
-def request(query: str, *, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None) -> RawRequest:
-    return RawRequest(method, "/g/collect", query, headers or {}, body, "127.0.0.1", RECEIVED_AT)
+def request(query: str, *, method: str = "GET", body: bytes = b"", headers: dict[str, str] | None = None,
+            protocol: str = "v=2&") -> RawRequest:
+    """A hit as gtag.js sends it: ``protocol`` (v=2, unless a test says otherwise) before ``query``."""
+    return RawRequest(method, "/g/collect", protocol + query, headers or {}, body, "127.0.0.1", RECEIVED_AT)
 
 
 def assert_events_match(case: dict[str, Any]) -> None:
@@ -262,3 +264,20 @@ def test_any_input_ends_in_events_or_a_bad_request(query: str, body: bytes) -> N
             assert exc.status == 400
         else:
             assert result.events
+
+
+@pytest.mark.parametrize("query", [
+    pytest.param("en=page_view", id="neither_v_nor_tid"),
+    pytest.param("v=1&tid=G-ABC123XYZ&en=page_view", id="another_protocol_version"),
+])
+def test_a_request_that_is_not_ga4_protocol_v2_is_not_claimed(query):
+    with pytest.raises(BadRequest) as info:
+        ga4.parse(request(query, protocol=""), CONFIG)
+
+    assert (info.value.status, info.value.body()) == (400, {
+        "error": "not a GA4 hit: without v=2 or a tid, no client claims it", "detail": {"field": "v"}})
+
+
+@pytest.mark.parametrize("query", ["v=2&en=page_view", "tid=G-ABC123XYZ&en=page_view"])
+def test_v2_or_a_measurement_id_is_enough_to_claim_a_hit(query):
+    assert [e.event_name for e in ga4.parse(request(query, protocol=""), CONFIG).events] == ["page_view"]

@@ -39,7 +39,7 @@ import pytest
 from tests.fakes.google_ads import FakeGoogleAds
 from tests.fakes.http_sink import HttpSink
 
-SECRET = "fault-secret"
+SECRET = "fault-secret-0123456789"
 CUSTOMER_ID = "1234567890"
 ACTION_ID = "987654321"
 

@@ -82,7 +82,8 @@ async def test_a_full_outbox_answers_503_with_retry_after_and_accepts_again_once
     assert (counts.accepted, counts.delivered, counts.lost, counts.unexpected) == (MAX_DEPTH + 1, MAX_DEPTH + 1, 0, 0)
 
 
-async def test_requests_beyond_the_in_flight_limit_are_refused_before_their_body_is_read(tmp_path):
+async def test_uploads_still_sending_their_body_hold_no_slot(tmp_path):
+    """Two uploads stall mid-body with a budget of two: they wait, and the requests behind them are served."""
     container = container_from(container_yaml(free_port(), max_depth=1000), tmp_path / "g.db", {"DB": str(tmp_path / "g.db")})
     app = create_app(container, run_dispatcher=False)
     gateway = app.state.gateway
@@ -97,13 +98,12 @@ async def test_requests_beyond_the_in_flight_limit_are_refused_before_their_body
                          b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
             await writer.drain()
             stalled.append((reader, writer))
-        await wait_until(lambda: gateway.inflight == 2)
 
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{base}/collect", json={"event_name": "third"}) as response:
-                assert response.status == 503
-                assert response.headers["Retry-After"] == "1"
-                assert (await response.json())["detail"]["reason"] == "inflight"
+            for name in ("third", "fourth", "fifth"):
+                async with session.post(f"{base}/collect", json={"event_name": name}) as response:
+                    assert response.status == 204
+            assert gateway.inflight["json_beacon"] == 0
 
             for reader, writer in stalled:
                 writer.write(body[10:])
@@ -111,9 +111,6 @@ async def test_requests_beyond_the_in_flight_limit_are_refused_before_their_body
                 assert (await reader.readline()).startswith(b"HTTP/1.1 204")
                 writer.close()
                 await writer.wait_closed()
-            await wait_until(lambda: gateway.inflight == 0)
-            async with session.post(f"{base}/collect", json={"event_name": "fourth"}) as response:
-                assert response.status == 204
 
 
 REQUESTS = 4500  # measured ones: the bound below is 72 KB; a leak of one small object (50+ bytes) per request exceeds it
@@ -185,7 +182,7 @@ def test_nothing_on_the_request_path_grows_with_the_number_of_distinct_requests(
     assert growth < 16 * REQUESTS, f"memory grew by {growth} bytes over {REQUESTS} requests:\n{top}"
     assert _label_children() == labels_before
     assert len(metrics._seen_event_names) <= 200
-    assert gateway.inflight == 0
+    assert set(gateway.inflight.values()) == {0}
     assert gateway.storage._queue.qsize() == 0
 
 

@@ -36,7 +36,7 @@ from tests.running import Answer, asgi_request
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "60"))
 STORAGE = os.environ.get("FUZZ_STORAGE", "sqlite")
-SECRET = "fuzz-secret"
+SECRET = "fuzz-secret-0123456789"
 MAX_BODY = 16384
 
 settings.register_profile(

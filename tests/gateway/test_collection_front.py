@@ -11,6 +11,7 @@ from prometheus_client import REGISTRY
 
 from gateway import metrics
 from tests.gateway.test_app_bad_input import CONTAINER  # ga4 and json_beacon, a dry-run sink
+from tests.running import asgi_request
 
 HIT = "/g/collect?v=2&tid=G-ABC123XYZ&cid=555.1&en=page_view&dl=https%3A%2F%2Fshop.example%2F"
 
@@ -95,3 +96,39 @@ def test_buffered_counts_reach_the_registry_on_flush_only():
 
     assert held == before
     assert REGISTRY.get_sample_value("gateway_tag_fires_total", {"tag": "buffer_probe"}) == before + 3
+
+
+BEHIND_A_PROXY = CONTAINER + """
+server:
+  trusted_proxies: ["127.0.0.1/32"]
+"""
+
+
+def stored_addresses(db_path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        return [orjson.loads(item)["ip_override"] for (item,) in conn.execute("SELECT item FROM outbox ORDER BY id")]
+
+
+def test_x_forwarded_for_in_two_lines_is_one_list_so_the_client_cannot_choose_its_address(make_client, db_path):
+    client = make_client(BEHIND_A_PROXY, run_dispatcher=False)
+
+    # The client wrote the first line itself; our proxy (127.0.0.1, trusted) appended what it saw as a line of its own.
+    answer = asgi_request(client, "GET", "/g/collect", query=b"v=2&tid=G-ABC123XYZ&en=page_view",
+                          headers=[(b"x-forwarded-for", b"203.0.113.66"), (b"x-forwarded-for", b"198.51.100.7")])
+
+    assert answer.status == 204
+    assert stored_addresses(db_path) == ["198.51.100.7"]
+
+
+def test_refusals_no_client_took_are_counted_too(make_client):
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    def count(client_label: str, status: str) -> float:
+        metrics.flush()
+        return REGISTRY.get_sample_value("gateway_requests_total", {"client": client_label, "status": status}) or 0.0
+
+    before = (count("ga4", "405"), count("(none)", "404"))
+    client.put("/g/collect", content=b"en=x")
+    client.get("/nowhere")
+
+    assert (count("ga4", "405"), count("(none)", "404")) == (before[0] + 1, before[1] + 1)

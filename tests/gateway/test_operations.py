@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import logging
 import pkgutil
 import re
 import subprocess
 import sys
 
+import orjson
+from prometheus_client import REGISTRY
+
 import clients
 import tags
-from tests.running import ROOT
+from gateway.logs import JsonFormatter
+from gateway.rejections import RejectionLog
+from tests.running import ROOT, SQLiteWriteLock
 
 CONTAINER = """
 clients:
@@ -94,3 +102,95 @@ def test_every_client_says_whether_it_verifies_a_signature():
 
     assert declared == {"ga4": False, "json_beacon": False, "order_webhook": True, "shopify": True,
                         "woocommerce": True}
+def test_a_locked_outbox_makes_readyz_fail_until_it_can_be_written_again(make_client, db_path):
+    client = make_client(CONTAINER)
+
+    with SQLiteWriteLock(db_path):
+        locked = client.get("/readyz")
+    unlocked = client.get("/readyz")
+
+    assert (locked.status_code, locked.json()["storage"], locked.json()["dispatcher"]) == (503, False, True)
+    assert "locked" in locked.json()["storage_problem"]
+    assert (unlocked.status_code, unlocked.json()) == (200, {"storage": True, "dispatcher": True})
+
+
+def test_metrics_start_at_zero_for_every_known_label_set_without_created_series(make_client):
+    client = make_client(CONTAINER.replace("json_beacon", "json_beacon\n  - type: shopify\n    secret: ${NO_SUCH_SECRET:-}"),
+                         run_dispatcher=False)
+
+    text = client.get("/metrics").text
+    series = {line.split(" ")[0] for line in text.splitlines() if line.startswith("gateway_")}
+
+    assert {'gateway_requests_total{client="json_beacon",status="204"}',
+            'gateway_requests_total{client="json_beacon",status="400"}',
+            'gateway_requests_total{client="json_beacon",status="503"}',
+            'gateway_requests_total{client="shopify",status="503"}',
+            'gateway_requests_total{client="(none)",status="404"}',
+            'gateway_request_duration_seconds_count{client="json_beacon"}',
+            'gateway_tag_fires_total{tag="sink"}',
+            'gateway_consent_decisions_total{signal="ad_personalization",source="request",state="granted"}',
+            'gateway_deliveries_total{code="",destination="http_request",outcome="permanent"}',
+            'gateway_dead_letters_total{code="",destination="http_request"}',
+            'gateway_delivery_retries_total{destination="http_request"}',
+            'gateway_storage_errors_total{operation="enqueue"}',
+            'gateway_delivery_request_seconds_count{destination="http_request"}'} <= series
+    assert [line for line in text.splitlines() if "_created" in line] == []
+
+
+def test_each_request_is_timed_per_client(make_client):
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    def timed() -> float:
+        return REGISTRY.get_sample_value("gateway_request_duration_seconds_count", {"client": "json_beacon"}) or 0.0
+
+    before = timed()
+    client.post("/collect", json={"event_name": "timed"})
+    client.post("/collect", json={"value": 3})  # a refusal is timed too
+    client.get("/metrics")  # which hands the buffered observations over
+
+    assert timed() == before + 2
+
+
+def test_a_webhook_client_without_its_secret_answers_503_and_says_so_once_at_start(make_client, caplog):
+    with caplog.at_level(logging.WARNING, logger="gateway.app"):
+        client = make_client("clients:\n  - type: ga4\n  - type: shopify\n    secret: ${SHOPIFY_WEBHOOK_SECRET:-}\n")
+    response = client.post("/webhooks/shopify", content=b"{}", headers={"X-Shopify-Topic": "orders/create"})
+
+    assert (response.status_code, response.json()) == (
+        503, {"error": "webhook not configured", "detail": {"client": "shopify"}})
+    assert [(r.getMessage(), r.client, r.variable) for r in caplog.records if r.name == "gateway.app"] == [
+        ("webhook client switched off: its secret is not set", "shopify", "SHOPIFY_WEBHOOK_SECRET")]
+
+
+def test_a_refused_webhook_leaves_one_log_line_with_its_trace_id(make_client):
+    client = make_client("clients:\n  - type: shopify\n    secret: the-right-shopify-secret-0123\n")
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("gateway.requests")
+    logger.addHandler(handler)
+    try:
+        response = client.post("/webhooks/shopify", content=b'{"id": 1}', headers={
+            "X-Shopify-Topic": "orders/create", "X-Shopify-Hmac-Sha256": base64.b64encode(b"x" * 32).decode()})
+    finally:
+        logger.removeHandler(handler)
+
+    [line] = [orjson.loads(text) for text in lines.getvalue().splitlines()]
+    assert response.status_code == 401
+    assert {k: line[k] for k in ("level", "message", "client", "status", "field", "trace_id")} == {
+        "level": "warning", "message": "request refused", "client": "shopify", "status": 401,
+        "field": "headers.x-shopify-hmac-sha256", "trace_id": response.headers["x-gateway-trace"]}
+
+
+def test_refusal_lines_are_rate_limited_per_client_and_status_and_count_what_they_skipped(caplog):
+    clock = [0.0]
+    log = RejectionLog(burst=3, refill_seconds=10.0, clock=lambda: clock[0])
+
+    with caplog.at_level(logging.INFO, logger="gateway.requests"):
+        written = [log.note("ga4", 400, "missing event name", "en") for _ in range(5)]
+        other = log.note("ga4", 413, "request body larger than 64 bytes", "body")  # its own budget
+        clock[0] += 10.0
+        later = log.note("ga4", 400, "missing event name", "en")
+
+    assert (written, other, later) == ([True, True, True, False, False], True, True)
+    assert [getattr(r, "suppressed", 0) for r in caplog.records] == [0, 0, 0, 0, 2]

@@ -716,7 +716,7 @@ def test_open_storage_gives_postgresql_urls_a_pool_sized_by_the_config(scheme: s
         ),
         pytest.param(
             "postgresql://gw:se#cret@db:5432/gw",
-            ["storage.url: a postgresql:// URL has no #fragment (is a '#' in the password unescaped?)"],
+            ["storage.url: a postgresql:// URL has no #fragment (is a '#' in the password unescaped? write it as %23)"],
             id="postgresql-unescaped-hash",
         ),
         pytest.param(

@@ -17,6 +17,7 @@ from tests.running import ROOT
 
 OPS = ROOT / "ops"
 ALERTS = OPS / "prometheus" / "alerts.yaml"
+ALERT_TESTS = OPS / "prometheus" / "alerts_test.yaml"
 DASHBOARD = OPS / "grafana" / "gateway-dashboard.json"
 PROVISIONING = OPS / "grafana" / "provisioning" / "dashboards.yaml"
 METRIC = re.compile(r"\bgateway_[a-z_]+\b")
@@ -68,7 +69,7 @@ def test_alerts_cover_failures_outbox_dead_letters_credentials_and_consent():
 
     assert {"GatewayDeliveryFailureRateHigh", "GatewayOutboxDepthHigh", "GatewayOutboxOldestItemOld",
             "GatewayDeadLettersGrowing", "GatewayTokenRefreshFailing", "GatewayDestinationPaused",
-            "GatewayConsentDeniedShareChanged", "GatewayRefundNotApplied"} <= names
+            "GatewayConsentDeniedShareChanged", "GatewayRefundNotApplied", "GatewayDown", "GatewayDispatcherStopped"} <= names
     assert all(rule["labels"]["severity"] in ("warning", "critical") for group in groups for rule in group["rules"])
 
 
@@ -113,3 +114,61 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
     run = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
 
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_alert_has_a_promtool_case_in_which_it_fires():
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    alerts = {rule["alert"] for group in groups for rule in group["rules"]}
+    cases = yaml.safe_load(ALERT_TESTS.read_text())["tests"]
+    fired = {check["alertname"] for case in cases for check in case.get("alert_rule_test", []) if check["exp_alerts"]}
+
+    assert sorted(alerts - fired) == []
+
+
+def panel(dashboard: dict, title: str, kind: str) -> dict:
+    [found] = [p for p in dashboard["panels"] if p.get("title") == title and p["type"] == kind]
+    return found
+
+
+@needs_promtool
+def test_the_outbox_depth_stat_counts_an_outbox_two_instances_share_once(tmp_path):
+    """Both instances report the shared database's depth: the stat takes the max per destination, then adds them."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    [target] = panel(dashboard, "Outbox depth", "stat")["targets"]
+    expr = target["expr"].replace("$destination", ".*")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(
+        {"groups": [{"name": "stat", "rules": [{"record": "dashboard:outbox_depth", "expr": expr}]}]}))
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": 'gateway_outbox_depth{destination="meta", instance="gw-1"}', "values": "100x5"},
+                {"series": 'gateway_outbox_depth{destination="meta", instance="gw-2"}', "values": "100x5"},
+                {"series": 'gateway_outbox_depth{destination="google_ads", instance="gw-1"}', "values": "50x5"},
+                {"series": 'gateway_outbox_depth{destination="google_ads", instance="gw-2"}', "values": "50x5"},
+            ],
+            "promql_expr_test": [{"expr": "dashboard:outbox_depth", "eval_time": "2m",
+                                  "exp_samples": [{"labels": "dashboard:outbox_depth", "value": 150}]}],
+        }],
+    }))
+
+    run = subprocess.run(["promtool", "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_dashboard_shows_each_clients_answer_time():
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for t in panel(dashboard, "Answer time by client (p50, p95)", "timeseries")["targets"]]
+
+    assert all("gateway_request_duration_seconds_bucket" in e and "by (client, le)" in e for e in exprs) and len(exprs) == 2
+
+
+def test_the_dead_letters_stat_reads_zero_before_the_first_dead_letter():
+    dashboard = json.loads(DASHBOARD.read_text())
+    [target] = panel(dashboard, "Dead letters (24h)", "stat")["targets"]
+
+    assert target["expr"].endswith(" or vector(0)")

@@ -114,7 +114,7 @@ async function refreshList(force) {
   state.seq = data.seq;
   if (data.unchanged) return;
   setStatus(`${data.kept} of the last ${data.keep_last} requests kept in memory`);
-  renderList(data.traces);
+  renderList(data.traces, data.kept);
   const current = data.traces.find((t) => t.id === state.selected);
   if (current && current.seq !== state.selectedSeq) openTrace(current.id, true);
   const q = document.getElementById("f-q").value.trim();
@@ -125,24 +125,41 @@ async function refreshList(force) {
   }
 }
 
-function renderList(traces) {
+function renderList(traces, kept) {
   const body = document.querySelector("#list tbody");
   body.replaceChildren(
     ...traces.map((t) =>
       el(
         "tr",
         { "data-trace": t.id, class: t.id === state.selected ? "selected" : "", onclick: () => openTrace(t.id) },
-        el("td", { class: "mono nowrap", text: time(t.started_at) }),
-        el("td", { class: "mono nowrap", text: t.id.slice(0, 8) }),
+        el("td", { class: "mono nowrap", title: t.id }, time(t.started_at), el("span", { class: "sub", text: t.id.slice(0, 8) })),
         el("td", { text: t.client || "" }),
-        el("td", { class: "mono nowrap", text: `${t.method} ${t.path}` }),
-        el("td", { text: t.events.join(", ") }),
-        el("td", { text: t.tags.join(", ") }),
+        el("td", { class: "mono" }, el("span", { class: "method", text: t.method }), t.path),
+        el("td", {}, t.events.map((name) => el("span", { class: "item", text: name }))),
+        el("td", {}, t.tags.map((name) => el("span", { class: "item", text: name }))),
         el("td", { class: "nowrap" }, `${t.status ?? ""} `, badge(t.outcome)),
       ),
     ),
   );
-  document.getElementById("list-empty").hidden = traces.length > 0;
+  renderEmpty(traces.length, kept);
+}
+
+// What an empty list means: nothing arrived yet, or nothing kept matches the filters.
+function renderEmpty(shown, kept) {
+  const empty = document.getElementById("list-empty");
+  empty.hidden = shown > 0;
+  if (!empty.hidden && state.filters) {
+    empty.replaceChildren(
+      `No request kept in memory matches these filters (${kept ?? 0} kept). `,
+      el("button", { type: "button", text: "Clear filters", onclick: clearFilters }));
+  } else if (!empty.hidden) {
+    empty.textContent = "No requests yet. Requests to the collection routes appear here as they arrive.";
+  }
+}
+
+function clearFilters() {
+  for (const id of ["f-client", "f-event", "f-tag", "f-outcome", "f-q"]) document.getElementById(id).value = "";
+  refreshList(true);
 }
 
 async function openTrace(id, quiet) {

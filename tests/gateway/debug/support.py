@@ -8,7 +8,7 @@ from pathlib import Path
 
 TOKEN = "test-debug-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-WEBHOOK_SECRET = "fixture-secret"
+WEBHOOK_SECRET = "debug-webhook-secret-0123456789"
 
 EMAIL = "jane.doe@gmail.com"
 PHONE = "+49 151 23456767"

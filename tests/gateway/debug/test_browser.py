@@ -6,7 +6,9 @@ the hit appears in the live list, its detail shows the consent decision and
 the outgoing body, no personal data is anywhere in the page, and Explain
 works. A screenshot is saved to ``tests/artifacts/debugger.png`` on every run
 (and to ``docs/debugger.png`` when ``GATEWAY_DOCS_SCREENSHOT=1``, to refresh
-the README's picture).
+the README's picture), and one per laptop screen size
+(``debugger-1280x800.png``, ``debugger-1920x1080.png``) where the test also
+checks that nothing in the list or the detail is cut off.
 
 Needs ``apt-get install chromium chromium-driver`` and ``pip install
 selenium``; without them the tests are skipped, saying which is missing.
@@ -28,7 +30,7 @@ import orjson
 import pytest
 
 from tests.conftest import container_from
-from tests.gateway.debug.support import EMAIL, PHONE, TOKEN, debug_container
+from tests.gateway.debug.support import EMAIL, PHONE, TOKEN, debug_container, signed
 from tests.running import ROOT, serve_in_thread
 
 CHROMIUM = "/usr/bin/chromium"
@@ -143,3 +145,100 @@ def test_debugger_page_shows_a_live_hit_end_to_end_without_personal_data(tmp_pat
         # Script errors and CSP violations; the login form's own 401 is the one expected network error.
         severe = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
         assert [m for m in severe if "/debug - Failed to load resource" not in m] == []
+
+
+def _log_in(browser: Any, base: str) -> Any:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 10)
+    browser.get(f"{base}/debug")
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.ID, "login").click()
+    wait.until(ec.presence_of_element_located((By.ID, "list")))
+    return wait
+
+
+def _viewport(browser: Any, width: int, height: int) -> None:
+    """Make the page's own viewport (not the window around it) ``width`` x ``height``."""
+    browser.set_window_size(width, height)
+    inner = browser.execute_script("return [window.innerWidth, window.innerHeight]")
+    browser.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+    assert browser.execute_script("return [window.innerWidth, window.innerHeight]") == [width, height]
+
+
+# What a person would see cut off: the page wider than the window, a list or detail that scrolls
+# sideways, a cell of a row beyond the list's right edge, panes below the window's bottom, a detail
+# too narrow to read.
+_LAYOUT = """
+const pane = document.querySelector('.list-pane'), detail = document.getElementById('detail');
+const right = pane.getBoundingClientRect().right;
+const cut = [...document.querySelectorAll('#list tbody tr')].flatMap((row) =>
+  [...row.cells].filter((cell) => cell.getBoundingClientRect().right > right + 1).map((cell) => row.dataset.trace + ' ' + cell.cellIndex));
+return {
+  page: document.documentElement.scrollWidth - window.innerWidth,
+  list: pane.scrollWidth - pane.clientWidth,
+  cut_cells: cut,
+  detail: detail.scrollWidth - detail.clientWidth,
+  detail_width: Math.round(detail.getBoundingClientRect().width),
+  below: Math.max(pane.getBoundingClientRect().bottom, detail.getBoundingClientRect().bottom) - window.innerHeight,
+};
+"""
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (1920, 1080)])
+def test_the_list_and_a_request_fit_a_laptop_screen_with_nothing_cut_off(tmp_path, browser, width, height):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    container = container_from(debug_container(tmp_path / "g.db"), tmp_path / "g.db")
+    with serve_in_thread(container) as base:
+        _viewport(browser, width, height)
+        wait = _log_in(browser, base)
+        get(base, "/g/collect?v=2&tid=G-TEST&cid=555.1&en=view_item_list_with_a_long_custom_event_name"
+                  "&dl=https%3A%2F%2Fshop.example%2Fcategory%2Fshoes%3Fgclid%3DCj0-a-rather-long-click-identifier")
+        body = orjson.dumps({"order_id": "ORD-2026-000042-LONG-ORDER-NUMBER", "event": "order_paid",
+                             "order_value": 120.0, "currency": "EUR"})
+        request = urllib.request.Request(f"{base}/webhooks/order-update", data=body, method="POST", headers=signed(body))
+        with urllib.request.urlopen(request, timeout=10) as response:
+            order_trace = response.headers["X-Gateway-Trace"]
+        trace_id = post(base, "/collect", {
+            "events": [{"event_name": name, "transaction_id": "ORD-10492", "value": 159.9, "currency": "EUR", "gclid": "Cj0-fit",
+                        "consent": {"ad_user_data": "granted", "ad_storage": "granted"}}
+                       for name in ("purchase", "add_payment_info", "begin_checkout")]})
+        for trace in (order_trace, trace_id):
+            wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'tr[data-trace="{trace}"]')))
+        browser.find_element(By.CSS_SELECTOR, f'tr[data-trace="{trace_id}"]').click()
+        detail = browser.find_element(By.ID, "detail")
+        wait.until(lambda _: "events:ingest" in detail.text)
+
+        layout = browser.execute_script(_LAYOUT)
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / f"debugger-{width}x{height}.png"))
+
+    assert layout == {"page": 0, "list": 0, "cut_cells": [], "detail": 0,
+                      "detail_width": layout["detail_width"], "below": min(layout["below"], 0)}
+    assert layout["detail_width"] >= 480
+
+
+def test_a_filter_that_matches_nothing_says_so_and_offers_to_clear_it(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+
+    container = container_from(debug_container(tmp_path / "g.db"), tmp_path / "g.db")
+    with serve_in_thread(container) as base:
+        wait = _log_in(browser, base)
+        trace_id = get(base, "/g/collect?v=2&tid=G-TEST&cid=555.1&en=page_view")
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-trace="{trace_id}"]'))
+
+        browser.find_element(By.ID, "f-event").send_keys("no_such_event")
+        empty = browser.find_element(By.ID, "list-empty")
+        wait.until(lambda _: empty.is_displayed() and "match" in empty.text)
+        said = empty.text
+        empty.find_element(By.TAG_NAME, "button").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, f'tr[data-trace="{trace_id}"]'))
+        cleared = browser.find_element(By.ID, "f-event").get_attribute("value")
+
+    assert said.startswith("No request kept in memory matches these filters")
+    assert "No requests yet" not in said
+    assert cleared == ""

@@ -1,0 +1,178 @@
+"""How the gateway meets the network: uvicorn's options, and deadlines on slow request heads.
+
+uvicorn reads each request's head (request line and headers) itself, with
+httptools, before the application sees anything, and it waits for as long
+as a client likes: a few hundred sockets that send a header line now and
+then would stay open for ever. ``DeadlineProtocol`` is uvicorn's httptools
+protocol with three limits added:
+
+- a request's head must arrive within ``limits.read_timeout`` of its first
+  byte, else the answer is 408 and the connection closes (RFC 9110, 15.5.9);
+- a new connection that sends nothing at all within that time is closed
+  without an answer, as uvicorn closes an idle keep-alive connection;
+- a head larger than ``MAX_HEAD_BYTES`` is answered 431 and the connection
+  closes (RFC 6585, section 5), so that the same deadline cannot be spent
+  sending megabytes of headers.
+
+The body gets the same deadline in the application (``gateway.body``),
+where its answer, a 408 with ``Connection: close``, is an ordinary one. A
+reverse proxy that buffers requests (docs/reverse-proxy.md) keeps slow
+clients away from the gateway altogether; these limits hold without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import resource
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from gateway.rejections import note_refused
+
+if TYPE_CHECKING:
+    from gateway.config import Container
+
+MAX_HEAD_BYTES = 32 * 1024  # nginx's default for a request's headers (large_client_header_buffers 4 8k)
+LINGER_SECONDS = 2.0  # how long a refused connection's leftover bytes are read and dropped before it closes
+# Open files `gateway serve` asks for: one per connection, and every held connection counts.
+WANTED_OPEN_FILES = 65536
+
+
+class DeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a deadline on each request's head and a cap on its size."""
+
+    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_timeout = read_timeout
+        self._deadline: asyncio.TimerHandle | None = None
+        self._head_bytes = -1  # bytes of the head read so far; -1 between requests
+        self._refused = False
+
+    # -- the deadline ----------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.read_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self._head_bytes < 0:  # nothing of a request arrived: just close, as for an idle keep-alive
+            if not self.transport.is_closing():
+                self.transport.close()
+            return
+        self._refuse(408, f"request headers not received within {self.read_timeout:g}s")
+
+    def _refuse(self, status: int, error: str) -> None:
+        """Answer ``status`` and close; the rest of the request, if any comes, is never parsed.
+
+        The close lingers (as nginx's does): our side of the connection ends
+        after the answer, and what the client still sends is read and dropped
+        for up to ``LINGER_SECONDS``. Closing at once with unread bytes would
+        make the kernel reset the connection, and the client could lose the
+        answer that says why.
+        """
+        self._refused = True
+        self._disarm()
+        note_refused(status, error)
+        if self.transport.is_closing():
+            return
+        body = orjson.dumps({"error": error, "detail": None})
+        self.transport.write(b"".join([
+            STATUS_LINE[status],
+            b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode("ascii"),
+            b"\r\nconnection: close\r\n\r\n", body,
+        ]))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._deadline = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
+
+    # -- uvicorn's protocol, with the checks in front ---------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()  # the first request must start, and its head end, within read_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        if self._refused:
+            return
+        if self._deadline is None:  # the next request on a kept-alive connection
+            self._arm()
+        self._head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if self._grew(len(url)):
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._grew(len(name) + len(value) + 4):
+            super().on_header(name, value)
+
+    def _grew(self, size: int) -> bool:
+        if self._refused:
+            return False
+        self._head_bytes += size
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES} bytes")
+            return False
+        return True
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        self._disarm()
+        self._head_bytes = -1
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+
+def uvicorn_options(container: Container) -> dict[str, Any]:
+    """What ``gateway serve`` (and the tests that run it in-process) give uvicorn besides host and port."""
+    return {
+        "http": functools.partial(DeadlineProtocol, read_timeout=container.file.limits.read_timeout.total_seconds()),
+        # An idle kept-alive connection is closed after this; a new request on it restarts the deadline.
+        "timeout_keep_alive": 5,
+    }
+
+
+def raise_open_file_limit(wanted: int = WANTED_OPEN_FILES) -> tuple[int, int]:
+    """Raise this process's soft limit on open files towards ``wanted`` (never past the hard limit).
+
+    Every connection is a file descriptor, held ones included; the usual soft
+    limit of 1024 would make the gateway refuse connections long before its
+    own limits do. Returns the (soft, hard) limits now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft, hard
