@@ -52,6 +52,7 @@ from gateway.debug import attach as attach_debug, bind_ledger_step, install as i
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.errors import BadRequest
 from gateway.event import Event
+from gateway.first_party import FirstPartyCookies
 from gateway.ledger import LEDGER_DESTINATION, ORDER_NOT_FOUND, LedgerState, LedgerWrite, order_id_of
 from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
@@ -188,6 +189,7 @@ class Gateway:
         self.max_inflight = MAX_INFLIGHT
         self.inflight = 0
         self._proxies = TrustedProxies(container.trusted_proxies)
+        self.first_party = FirstPartyCookies(container.file.cookies, container.consent_defaults)
         self._requests = metrics.LabelCache(metrics.REQUESTS)
         self._events = metrics.LabelCache(metrics.EVENTS)
         self._overload_logged: dict[str, float] = {}  # reason -> when it was last logged (monotonic)
@@ -308,6 +310,7 @@ class Gateway:
             received_at=self.now(),
         )
         result = entry.module.parse(raw, entry.config)
+        cookies = self.first_party.apply(raw, result.events) if client_name in self.first_party.clients else ()
         note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
         if len(result.events) > self.limits.max_events_per_request:
             raise BadRequest(400, f"more than {self.limits.max_events_per_request} events in one request", field="body")
@@ -322,7 +325,7 @@ class Gateway:
                 self._check_depth()
                 await self.storage.enqueue(outcome.deliveries, raw.received_at, result.request_key)
                 self._enqueued(len(outcome.deliveries))
-        return Answer(result.status, result.body, result.media_type, result.headers)
+        return Answer(result.status, result.body, result.media_type, result.headers, cookies)
 
     async def _record_orders(self, events: list[Event], order_ids: list[str], request_key: str | None, client: str) -> None:
         """The ledger's path: read, decide, process and write in one storage transaction."""

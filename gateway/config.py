@@ -25,6 +25,7 @@ from gateway.client import ClientConfig
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.event import ConsentState
+from gateway.first_party import CookiesSection
 from gateway.tag import TagConfig
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -124,6 +125,7 @@ class ContainerFile(_Section):
     debug: DebugSection = Field(default_factory=DebugSection)
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     orders: OrdersSection = Field(default_factory=OrdersSection)
+    cookies: CookiesSection = Field(default_factory=CookiesSection)
     clients: list[dict[str, Any]] = Field(default_factory=list)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     triggers: dict[str, Any] = Field(default_factory=dict)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Awaitable, Callable, ClassVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -74,6 +75,14 @@ async def short_message(response: aiohttp.ClientResponse) -> str:
         return head
     text = " ".join(chunk.decode("utf-8", "replace").split())[:MESSAGE_CHARS]
     return f"{head}: {text}" if text else head
+
+
+def base_url(value: str) -> str:
+    """A destination's configured base URL: http(s) with a host, without a trailing slash (a field validator's body)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:

@@ -32,7 +32,7 @@ import asyncio
 import logging
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -78,10 +78,7 @@ class Config(BaseModel):
     @field_validator("collect_base")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+        return sender.base_url(value)
 
 
 class Sender(sender.Sender):
