@@ -73,12 +73,14 @@ _WHOLE_NUMBERS = frozenset({"_p", "_s", "tfd"})
 _HINT_TEXT = {"uaa": "architecture", "uab": "bitness", "uam": "model", "uap": "platform", "uapv": "platform_version"}
 _HINT_FLAGS = {"uamb": "mobile", "uaw": "wow64"}
 _HINT_LIST = "uafvl"  # full version list: brand;version|brand;version, each brand percent-encoded once more
+_HINTS = {**_HINT_TEXT, **_HINT_FLAGS, _HINT_LIST: "full_version_list"}
 
 # Parameters the gateway never keeps: _uip is an IP override that only the gateway may set.
 IGNORED = frozenset({"_uip"})
 
 _INT = re.compile(r"[+-]?\d{1,18}", re.ASCII)
 _URI_SAFE = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is, as gtag.js writes
+_PLAIN = re.compile(r"[A-Za-z0-9\-_.!~*'()]*")  # text encodeURIComponent leaves alone: most names and values
 
 
 def keep(params: list[tuple[str, str]], extra: dict[str, Any]) -> None:
@@ -94,27 +96,30 @@ def keep(params: list[tuple[str, str]], extra: dict[str, Any]) -> None:
     for name, value in params:
         key = NAMED.get(name)
         if key is not None:
-            if name in _WHOLE_NUMBERS and _INT.fullmatch(value):
-                extra[key] = int(value)
-            else:
-                extra[key] = value
-        elif name == "_et":
-            if _INT.fullmatch(value):
-                extra[ENGAGEMENT_TIME] = int(value)
+            extra[key] = int(value) if name in _WHOLE_NUMBERS and _INT.fullmatch(value) else value
         elif name[0] == "_":
-            if name not in IGNORED and len(name) > 1:
+            if name == "_et":
+                if _INT.fullmatch(value):
+                    extra[ENGAGEMENT_TIME] = int(value)
+            elif name not in IGNORED and len(name) > 1:
                 if system is None:
                     system = {}
                 system[name[1:]] = value
+        elif name in _HINTS:
+            if hints is None:
+                hints = {}
+            hint = _HINTS[name]
+            if name in _HINT_FLAGS:
+                hints[hint] = value == "1"
+            elif name == _HINT_LIST:
+                hints[hint] = _brands(value)
+            else:
+                hints[hint] = value
         elif name.startswith("sst."):
             if len(name) > 4:
                 if sst is None:
                     sst = {}
                 sst[name[4:]] = value
-        elif name in _HINT_TEXT or name in _HINT_FLAGS or name == _HINT_LIST:
-            if hints is None:
-                hints = {}
-            _hint(name, value, hints)
         else:
             extra[MP2_PREFIX + name] = value
     if system is not None:
@@ -125,21 +130,14 @@ def keep(params: list[tuple[str, str]], extra: dict[str, Any]) -> None:
         extra[CLIENT_HINTS] = dict(sorted(hints.items()))
 
 
-def _hint(name: str, value: str, hints: dict[str, Any]) -> None:
-    text = _HINT_TEXT.get(name)
-    if text is not None:
-        hints[text] = value
-        return
-    flag = _HINT_FLAGS.get(name)
-    if flag is not None:
-        hints[flag] = value == "1"
-        return
+def _brands(value: str) -> list[dict[str, str]]:
+    """``Google%20Chrome;131.0|Chromium;131.0`` -> the brands and their full versions."""
     brands = []
     for piece in value.split("|"):
         brand, sep, version = piece.rpartition(";")
         if sep:
-            brands.append({"brand": unquote(brand), "version": version})
-    hints["full_version_list"] = brands
+            brands.append({"brand": unquote(brand) if "%" in brand else brand, "version": version})
+    return brands
 
 
 def is_protocol_key(key: str) -> bool:
@@ -149,7 +147,7 @@ def is_protocol_key(key: str) -> bool:
 
 def encode(text: str) -> str:
     """A parameter name or value percent-encoded as gtag.js does (encodeURIComponent)."""
-    return quote(text, safe=_URI_SAFE)
+    return text if _PLAIN.fullmatch(text) else quote(text, safe=_URI_SAFE)
 
 
 def page_params(extra: dict[str, Any], skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
