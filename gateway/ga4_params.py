@@ -23,7 +23,8 @@ The keys are sGTM's GA4 client's, so triggers read as they would in sGTM:
   ``x-ga-mp2-<name>`` (``x-ga-mp2-richsstsse``, ``x-ga-mp2-frm``).
 
 Numbers are numbers where sGTM's are (page id, request count, ``tfd``,
-engagement time); everything else stays the text the page sent, so writing a
+engagement time) when they read back as written (a page id padded with a
+zero stays text); everything else stays the text the page sent, so writing a
 hit back gives the same parameters. ``_et=NaN`` (sent by real pages) or any
 other engagement time that is not a whole number is absent, not an error.
 
@@ -79,6 +80,8 @@ _HINTS = {**_HINT_TEXT, **_HINT_FLAGS, _HINT_LIST: "full_version_list"}
 IGNORED = frozenset({"_uip"})
 
 _INT = re.compile(r"[+-]?\d{1,18}", re.ASCII)
+# A number only when it reads back the same: a page id padded with zeros (0710668103329946) stays text.
+_CANONICAL_INT = re.compile(r"0|-?[1-9]\d{0,17}", re.ASCII)
 _URI_SAFE = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is, as gtag.js writes
 _PLAIN = re.compile(r"[A-Za-z0-9\-_.!~*'()]*")  # text encodeURIComponent leaves alone: most names and values
 
@@ -96,7 +99,7 @@ def keep(params: list[tuple[str, str]], extra: dict[str, Any]) -> None:
     for name, value in params:
         key = NAMED.get(name)
         if key is not None:
-            extra[key] = int(value) if name in _WHOLE_NUMBERS and _INT.fullmatch(value) else value
+            extra[key] = int(value) if name in _WHOLE_NUMBERS and _CANONICAL_INT.fullmatch(value) else value
         elif name[0] == "_":
             if name == "_et":
                 if _INT.fullmatch(value):

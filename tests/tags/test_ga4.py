@@ -317,3 +317,13 @@ def test_nothing_from_user_data_survives_when_ad_user_data_is_denied() -> None:
     text = json.dumps([d.item for d in ga4.build(event, CONFIG)])
 
     assert "jane" not in text and "4915112345678" not in text and not any(d in text for d in digests)
+
+
+def test_a_number_written_with_a_leading_zero_goes_back_as_the_page_wrote_it() -> None:
+    # @minimal-analytics/ga4 pads its page id to 16 digits: _p=0710668103329946
+    [event] = hit(f"v=2&tid=G-ABC123XYZ&{GRANTED}&cid=1.2&_p=0710668103329946&_s=01&en=page_view&_et=0900",
+                  defaults=ALL_GRANTED)
+
+    out = sent(event)[0]
+
+    assert (out["_p"], out["_s"], out["_et"]) == ("0710668103329946", "01", "900")
