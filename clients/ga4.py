@@ -40,6 +40,9 @@ Wire rules that surprised us:
 - Consent is in ``gcs`` and ``gcd`` (decoded in ``gateway.consent``); ``gcd`` is
   the richer one and wins for every signal it sets. Signals neither carries
   stay unset so the container's default applies later.
+- Every other parameter gtag.js adds (``_et``, ``_ss``, ``seg``, ``sst.*``,
+  client hints ...) is kept in ``extra`` under the key sGTM's GA4 client gives
+  it (``gateway.ga4_params``), so the ``ga4`` tag can send the hit on whole.
 """
 
 from __future__ import annotations
@@ -69,8 +72,8 @@ def _param(name: str, description: str, schema: dict[str, Any] | None = None, re
             "schema": schema or {"type": "string"}}
 
 
-# What gtag.js sends, as far as the gateway reads it; any other parameter is ignored, and any
-# ``ep.<name>`` / ``epn.<name>`` / ``up.<name>`` is taken (only a few are listed here).
+# What gtag.js sends, as far as the gateway reads it; any other parameter is kept under its sGTM name,
+# and any ``ep.<name>`` / ``epn.<name>`` / ``up.<name>`` is taken (only a few are listed here).
 _QUERY = [
     _param("v", "Protocol version; gtag.js sends 2.", {"type": "string", "enum": ["2"]}),
     _param("tid", "GA4 measurement id; checked against the client's measurement_ids when set.",

@@ -5,7 +5,8 @@ Collection requests reach ``Gateway.handle`` from the pure ASGI front in
 routes behind it. The request path is: read the body (bounded), resolve the client address,
 ``client.parse`` -> ``Pipeline.process`` -> ``storage.enqueue`` (one durable
 commit, shared with concurrent requests by group commit) -> the client's
-response. Delivery happens later, in the dispatcher; nothing after the commit
+response, with the server-managed cookies (``gateway.first_party``) that the
+request's consent allows, decided right after ``parse``. Delivery happens later, in the dispatcher; nothing after the commit
 runs before the response.
 
 A request with order events (a purchase, refund or cancellation with a

@@ -106,16 +106,17 @@ class Sender(sender.Sender):
 
     async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
         if batch_key.startswith("mp:"):
-            return list(await asyncio.gather(*(self._send_mp(pending) for pending in items)))
+            return list(await asyncio.gather(*(self._send_mp(batch_key, pending) for pending in items)))
         results: list[Result] = [Result.retry("unsent", "not sent")] * len(items)
         requests = _collect_requests(self.config.collect_base, items)
-        answers = await asyncio.gather(*(self._post(request, request, len(indexes)) for indexes, request in requests))
+        answers = await asyncio.gather(*(self._post(batch_key, request, request, len(indexes))
+                                         for indexes, request in requests))
         for (indexes, _), result in zip(requests, answers, strict=True):
             for index in indexes:
                 results[index] = result
         return results
 
-    async def _send_mp(self, pending: PendingItem) -> Result:
+    async def _send_mp(self, batch_key: str, pending: PendingItem) -> Result:
         secret = self._secrets.get(pending.tag)
         if not secret:
             return Result.permanent("unknown_tag", "no ga4_refund tag with this name (and its api_secret) in the config")
@@ -128,13 +129,13 @@ class Sender(sender.Sender):
         payload = orjson.dumps(body)
         request = OutgoingRequest("POST", url + quote(secret, safe=""), dict(_MP_HEADERS), payload)
         shown = OutgoingRequest("POST", url + "***", dict(_MP_HEADERS), payload)
-        return await self._post(request, shown, 1, validation=self.config.validate_only)
+        return await self._post(batch_key, request, shown, 1, validation=self.config.validate_only)
 
-    async def _post(self, request: OutgoingRequest, shown: OutgoingRequest, item_count: int,
+    async def _post(self, batch_key: str, request: OutgoingRequest, shown: OutgoingRequest, item_count: int,
                     validation: bool = False) -> Result:
         """One request; ``shown`` is what dry-run records and the debugger see (secrets masked)."""
         if self.config.mode == "dry_run":
-            await self.ctx.record_dry_run(self.destination, "", shown, item_count)
+            await self.ctx.record_dry_run(self.destination, batch_key, shown, item_count)
             return Result.delivered("dry_run")
         if self._session is None:
             raise RuntimeError("ga4 sender used before start()")

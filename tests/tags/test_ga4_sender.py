@@ -160,10 +160,10 @@ async def test_a_refund_of_a_tag_no_longer_configured_fails_for_good(fake: FakeG
 
 
 async def test_dry_run_records_each_request_with_the_secret_masked_and_sends_nothing(fake: FakeGA4) -> None:
-    recorded: list[tuple[str, OutgoingRequest, int]] = []
+    recorded: list[tuple[str, str, OutgoingRequest, int]] = []
 
     async def record(destination: str, batch_key: str, request: OutgoingRequest, count: int) -> None:
-        recorded.append((destination, request, count))
+        recorded.append((destination, batch_key, request, count))
 
     config = _ga4_sender.Config(mode="dry_run", collect_base=fake.url)
     sender = _ga4_sender.Sender(config, [FORWARD, REFUNDS], SenderContext(record_dry_run=record, now=lambda: T0))
@@ -175,9 +175,9 @@ async def test_dry_run_records_each_request_with_the_secret_masked_and_sends_not
         await sender.close()
 
     assert mp + hits == [Result.delivered("dry_run")] * 3
-    assert [(d, r.url.split("?")[0], count) for d, r, count in recorded] == [
-        ("ga4", f"{fake.url}/mp/collect", 1), ("ga4", f"{fake.url}/g/collect", 2)]
-    assert recorded[0][1].url.endswith("api_secret=***") and "test-secret" not in str(recorded)
+    assert [(d, key, r.url.split("?")[0], count) for d, key, r, count in recorded] == [
+        ("ga4", f"mp:{TID}", f"{fake.url}/mp/collect", 1), ("ga4", f"collect:{TID}", f"{fake.url}/g/collect", 2)]
+    assert recorded[0][2].url.endswith("api_secret=***") and "test-secret" not in str(recorded)
     assert fake.hits == [] and fake.mp_requests == []
 
 
