@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator
 
+import aiohttp
 import pytest
 from pydantic import ValidationError
 
@@ -187,3 +188,48 @@ def test_a_bad_destination_section_is_reported_by_key() -> None:
 
     assert sorted(line.split(":")[0] for line in format_validation_error("destinations.ga4", caught.value)) == [
         "destinations.ga4.collect_base", "destinations.ga4.mode", "destinations.ga4.unknown"]
+
+
+def _mp_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"client_id": "1.2", "events": [
+        {"name": "refund", "params": {"transaction_id": "ORD-1", "value": 10.0, "currency": "EUR"}}]}
+    return body | changes
+
+
+@pytest.mark.parametrize(("body", "codes"), [
+    pytest.param(_mp_body(), [], id="valid"),
+    pytest.param(_mp_body(client_id=None), ["VALUE_REQUIRED"], id="no-client-id"),
+    pytest.param(_mp_body(events=[{"name": "session_start"}]), ["NAME_RESERVED"], id="reserved-name"),
+    pytest.param(_mp_body(events=[{"name": "2refund"}]), ["NAME_INVALID"], id="name-not-starting-with-a-letter"),
+    pytest.param(_mp_body(events=[{"name": "x"}] * 26), ["EXCEEDED_MAX_ENTITIES"], id="26-events"),
+    pytest.param(_mp_body(events=[{"name": "x", "params": {"p": "v" * 101}}]), ["VALUE_OUT_OF_BOUNDS"], id="long-value"),
+    pytest.param(_mp_body(events=[{"name": "refund", "params": {"transaction_id": "O", "value": 1}}]),
+                 ["VALUE_REQUIRED"], id="value-without-currency"),
+    pytest.param(_mp_body(timestamp_micros=int((T0 - timedelta(hours=73)).timestamp() * 1e6)), ["VALUE_OUT_OF_BOUNDS"],
+                 id="backdated-past-72-hours"),
+])
+async def test_the_fake_validation_server_refuses_what_google_documents_as_refused(fake: FakeGA4, body: dict[str, Any],
+                                                                                   codes: list[str]) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{fake.url}/debug/mp/collect?measurement_id={TID}&api_secret=x", json=body) as response:
+            answer = await response.json()
+
+    assert (response.status, [m["validationCode"] for m in answer["validationMessages"]]) == (200, codes)
+
+
+@pytest.mark.parametrize(("query", "problem"), [
+    pytest.param(f"v=2&tid={TID}&cid=1.2&en=page_view", None, id="valid"),
+    pytest.param(f"v=1&tid={TID}&cid=1.2&en=page_view", "v must be 2", id="protocol-1"),
+    pytest.param(f"v=2&tid={TID}&en=page_view", "cid is required", id="no-client-id"),
+    pytest.param(f"v=2&tid={TID}&cid=1.2&en=page-view", "en must start", id="bad-event-name"),
+    pytest.param(f"v=2&tid={TID}&cid=1.2&en=x&ep.note={'v' * 101}", "longer than 100", id="long-value"),
+    pytest.param(f"v=2&tid={TID}&cid=1.2&en=x&epn.count=three", "not a number", id="epn-text"),
+])
+async def test_the_fake_collect_endpoint_answers_204_and_notes_what_ga4_would_drop(fake: FakeGA4, query: str,
+                                                                                   problem: str | None) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{fake.url}/g/collect?{query}") as response:
+            status = response.status
+
+    assert status == 204
+    assert (fake.problems() == []) if problem is None else any(problem in p for p in fake.problems())
