@@ -51,6 +51,14 @@ def authenticated(event: Event) -> bool:
     return event.adjustment is not None and event.extra.get("source") == ORDER_SOURCE
 
 
+def from_order_system(event: Event) -> bool:
+    """True for anything an order client made (a purchase too): not a browser hit, whoever set the mark.
+
+    A browser hit that claims the mark only keeps itself from being forwarded as a hit.
+    """
+    return event.extra.get("source") == ORDER_SOURCE
+
+
 # -- consent on the wire -------------------------------------------------------------------
 # gcs=G1<ad_storage><analytics_storage>, 1 granted, 0 denied (decoded in gateway.consent).
 # gcd letters: 't' granted by default and never updated, 'p' denied by default and never updated:

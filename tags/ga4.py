@@ -30,9 +30,9 @@ Wire rules, and why:
   normalisation first.
 - ``measurement_ids`` sends one hit to several GA4 properties; without it the
   hit goes to the property it was meant for (``tid``).
-- Events from an order system (``tags._ga4.authenticated``) are not browser
-  hits and are skipped; ``ga4_refund`` sends their refunds through the
-  Measurement Protocol.
+- Events from an order system (purchases, refunds) are not browser hits and
+  are skipped, or a purchase would count twice; ``ga4_refund`` sends the
+  order system's refunds through the Measurement Protocol.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from gateway.delivery import Delivery
 from gateway.event import Event, UserData
 from gateway.identity import google as identity
 from gateway.tag import Skip, TagConfig
-from tags._ga4 import DESTINATION, MEASUREMENT_ID_PATTERN, authenticated, digest_number, gcd, gcs
+from tags._ga4 import DESTINATION, MEASUREMENT_ID_PATTERN, digest_number, from_order_system, gcd, gcs
 
 # Extra keys that are protocol state of the GA4 client rather than the page's own parameters.
 _CLIENT_KEYS = frozenset({"measurement_id", "ga_session_id", "ga_session_number", "npa", "x-ga-js_client_id"})
@@ -83,7 +83,7 @@ class Config(TagConfig):
 
 
 def build(event: Event, config: Config) -> list[Delivery]:
-    if authenticated(event):
+    if from_order_system(event):
         raise Skip("order_system_event")
     ids = config.measurement_ids or _own_measurement_id(event)
     if not ids:

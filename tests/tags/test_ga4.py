@@ -283,6 +283,15 @@ def test_an_order_systems_event_is_not_forwarded_as_a_browser_hit() -> None:
         ga4.build(event, CONFIG)
 
 
+def test_an_order_systems_purchase_is_not_forwarded_even_to_listed_measurement_ids() -> None:
+    config = ga4.Config(name="listed", type="ga4", trigger="t", measurement_ids=["G-AAAA1111"])
+    event = Event.model_validate({"event_name": "purchase", "transaction_id": "ORD-1", "value": 10.0, "currency": "EUR",
+                                  "extra": {"source": "order_system"}})
+
+    with pytest.raises(Skip, match="order_system_event"):
+        ga4.build(event, config)
+
+
 def test_debug_mode_marks_every_hit_as_debug_traffic() -> None:
     config = ga4.Config(name="debug", type="ga4", trigger="t", debug_mode=True)
     [event] = hit(f"v=2&tid=G-ABC123XYZ&{GRANTED}&cid=1.2&en=page_view")
