@@ -22,8 +22,10 @@ Don't retry the same request"). So 2xx is delivered; 408, 425, 429 and 5xx
 any other status fails the request's items for good. No answer in time, or
 no connection: retried.
 
-The requests of one batch go out concurrently (at most 16 at a time), so a
-batch of many pages' hits finishes well within ``delivery.request_timeout``.
+The requests of one batch go out concurrently (at most 16 at a time). The
+ones still unfinished at 90% of ``delivery.request_timeout`` (the
+dispatcher's limit for a batch) are cancelled and retried, and only they:
+GA4 de-duplicates nothing, so a hit that arrived must not be sent again.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, Coroutine, Literal, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -73,7 +75,8 @@ class Config(BaseModel):
     flush_interval: Duration = Field(
         timedelta(0), description="How long hits may wait for others of their page before they are sent.",
     )
-    max_batch_size: int = Field(500, ge=1, le=10_000, description="Items claimed at once per measurement id.")
+    max_batch_size: int = Field(100, ge=1, le=1000, description="Items claimed at once per measurement id; their "
+                                "requests go 16 at a time and must finish within delivery.request_timeout.")
 
     @field_validator("collect_base")
     @classmethod
@@ -106,14 +109,33 @@ class Sender(sender.Sender):
 
     async def send(self, batch_key: str, items: list[PendingItem]) -> list[Result]:
         if batch_key.startswith("mp:"):
-            return list(await asyncio.gather(*(self._send_mp(batch_key, pending) for pending in items)))
-        results: list[Result] = [Result.retry("unsent", "not sent")] * len(items)
-        requests = _collect_requests(self.config.collect_base, items)
-        answers = await asyncio.gather(*(self._post(batch_key, request, request, len(indexes))
-                                         for indexes, request in requests))
-        for (indexes, _), result in zip(requests, answers, strict=True):
-            for index in indexes:
-                results[index] = result
+            groups = [([index], self._send_mp(batch_key, pending)) for index, pending in enumerate(items)]
+        else:
+            groups = [(indexes, self._post(batch_key, request, request, len(indexes)))
+                      for indexes, request in _collect_requests(self.config.collect_base, items)]
+        return await self._within_deadline(groups, len(items))
+
+    async def _within_deadline(self, groups: list[tuple[list[int], Coroutine[Any, Any, Result]]], count: int) -> list[Result]:
+        """Each request's result for its items; what has not finished by 90% of the batch's time is retried.
+
+        The dispatcher gives a whole batch ``delivery.request_timeout``; a batch it
+        times out is retried whole, and GA4 would count the hits that did arrive
+        twice (it de-duplicates nothing). So the requests that finished keep their
+        results, and only the unfinished are cancelled and retried.
+        """
+        results: list[Result] = [Result.retry("unfinished", "no answer before the batch's deadline; sent again later")] * count
+        tasks = {asyncio.ensure_future(request): indexes for indexes, request in groups}
+        if not tasks:
+            return results
+        done, pending = await asyncio.wait(tasks, timeout=0.9 * self.ctx.request_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            log.warning("ga4 requests unfinished at the batch's deadline", extra={"requests": len(pending)})
+        for task in done:
+            for index in tasks[task]:
+                results[index] = task.result()
         return results
 
     async def _send_mp(self, batch_key: str, pending: PendingItem) -> Result:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator
 
@@ -233,3 +234,25 @@ async def test_the_fake_collect_endpoint_answers_204_and_notes_what_ga4_would_dr
 
     assert status == 204
     assert (fake.problems() == []) if problem is None else any(problem in p for p in fake.problems())
+
+
+async def test_requests_unfinished_at_the_batchs_deadline_are_retried_and_only_they() -> None:
+    slow_page = page_event("page_view", page=2)
+
+    class SlowOnPage2(FakeGA4):
+        async def _collect(self, request: Any) -> Any:
+            if "p2" in request.query_string:
+                await asyncio.sleep(30)  # cancelled long before
+            return await super()._collect(request)
+
+    async with SlowOnPage2() as slow:
+        config = _ga4_sender.Config(collect_base=slow.url)
+        sender = _ga4_sender.Sender(config, [FORWARD], SenderContext(record_dry_run=_no_dry_run, request_timeout=2))
+        await sender.start()
+        try:
+            results = await sender.send(f"collect:{TID}", pending([page_event("page_view"), slow_page]))
+        finally:
+            await sender.close()
+
+    assert results[0] == Result.delivered("http_204")
+    assert (results[1].outcome, results[1].code) == ("retry", "unfinished")
