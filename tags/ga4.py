@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
@@ -137,7 +138,7 @@ def _page(event: Event) -> list[tuple[str, str]]:
     for param, value in (("dl", event.page_location), ("dr", event.page_referrer), ("dt", event.page_title)):
         if value:
             params.append((param, value))
-    if event.ip_override:
+    if event.ip_override and _is_ip(event.ip_override):
         params.append(("_uip", event.ip_override))
     if consent.ad_user_data == "granted" and event.user_data is not None:
         em = _em(event.user_data)
@@ -259,3 +260,11 @@ def _number(value: float | int) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -159,6 +159,13 @@ def test_the_visitors_ip_and_user_agent_go_with_the_hit() -> None:
     assert (dict(parse_qsl(delivery.item["query"]))["_uip"], delivery.item["user_agent"]) == ("203.0.113.7", UA)
 
 
+def test_an_address_that_is_not_an_ip_is_not_sent_as_one() -> None:
+    event = Event.model_validate({"event_name": "page_view", "client_id": "1.2", "ip_override": "unknown",
+                                  "extra": {"measurement_id": "G-ABC123XYZ"}})
+
+    assert "_uip" not in sent(event)[0]
+
+
 def test_a_batch_is_split_into_the_pages_query_and_one_line_per_event() -> None:
     events = hit(f"v=2&tid=G-ABC123XYZ&{GRANTED}&cid=1.2&_p=5&dl=https%3A%2F%2Fshop.example%2F", method="POST",
                  body="en=view_item&_s=2&_et=10\r\nen=scroll&_s=3&epn.percent_scrolled=90", defaults=ALL_GRANTED)
