@@ -44,6 +44,9 @@ Wire rules that surprised us:
 - Consent is in ``gcs`` and ``gcd`` (decoded in ``gateway.consent``); ``gcd`` is
   the richer one and wins for every signal it sets. Signals neither carries
   stay unset so the container's default applies later.
+- Every other parameter gtag.js adds (``_et``, ``_ss``, ``seg``, ``sst.*``,
+  client hints ...) is kept in ``extra`` under the key sGTM's GA4 client gives
+  it (``gateway.ga4_params``), so the ``ga4`` tag can send the hit on whole.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from pydantic import Field, ValidationError
 
 from clients._click_ids import click_ids
 from gateway.client import ClientConfig, ClientResult, RawRequest
+from gateway import ga4_params
 from gateway.consent import decode_gcd, decode_gcs
 from gateway.cookies import read_cookies
 from gateway.errors import BadRequest
@@ -75,8 +79,8 @@ def _param(name: str, description: str, schema: dict[str, Any] | None = None, re
             "schema": schema or {"type": "string"}}
 
 
-# What gtag.js sends, as far as the gateway reads it; any other parameter is ignored, and any
-# ``ep.<name>`` / ``epn.<name>`` / ``up.<name>`` is taken (only a few are listed here).
+# What gtag.js sends, as far as the gateway reads it; any other parameter is kept under its sGTM name,
+# and any ``ep.<name>`` / ``epn.<name>`` / ``up.<name>`` is taken (only a few are listed here).
 _QUERY = [
     _param("v", "Protocol version; gtag.js sends 2. A hit with neither v=2 nor a tid is not claimed: 400.",
            {"type": "string", "enum": ["2"]}),
@@ -162,13 +166,11 @@ _TEXT_FIELDS = {
     "ul": "language",
     "sr": "screen_resolution",
 }
-# Parameters the loop over all parameters in ``_event`` can pass by: read by name (en, tid, cu, em,
-# sid, sct, npa, gcs, gcd) or not read at all (the protocol and browser parameters gtag.js adds).
-_READ_ELSEWHERE = frozenset({
-    "en", "tid", "cu", "em", "sid", "sct", "npa", "gcs", "gcd", "v", "gtm", "_p", "dma", "dma_cps", "uaa", "uab",
-    "uamb", "uap", "uapv", "uaw", "uafvl", "pscdl", "_eu", "_s", "seg", "_ss", "_fv", "_nsi", "tfd", "_et", "_c",
-    "richsstsse", "frm", "are", "_gaz", "gcut", "_dbg", "ir",
-})
+# Parameters the loop over all parameters in ``_event`` passes by because they are read by name
+# (en, tid, cu, em, sid, sct, npa, gcs, gcd) or say nothing (v is always 2). Every other protocol
+# parameter gtag.js adds is kept under its sGTM name by ``gateway.ga4_params``.
+_READ_ELSEWHERE = frozenset({"en", "tid", "cu", "em", "sid", "sct", "npa", "gcs", "gcd", "v"})
+_KEPT_BY_NAME = ("gcs", "gcd")  # read for consent, and kept as they came (x-ga-gcs, x-ga-gcd) for the ga4 tag
 # Event parameters with their own event field, whichever prefix brings them.
 _ID_PARAMS = frozenset({"transaction_id", "event_id"})
 _NUMBER_PARAMS = frozenset({"value", "tax", "shipping"})
@@ -323,6 +325,7 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     extra: dict[str, Any] = {}
     user_properties: dict[str, Any] | None = None
     items: list[tuple[int, str, str]] | None = None
+    protocol: list[tuple[str, str]] = []
     currency_param = "cu" if params.get("cu") else None
 
     for key, value in params.items():
@@ -356,6 +359,8 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
                 if user_properties is None:
                     user_properties = {}
                 user_properties[pname] = value if prefix == "up" else _json_number(value, key)
+            elif prefix != "upn":
+                protocol.append((key, value))  # sst.* and whatever else gtag.js adds with a dot
             continue
         if key.startswith("pr") and 2 < len(key) <= 2 + _MAX_ITEMS_INDEX_DIGITS:
             index = key[2:]
@@ -363,6 +368,8 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
                 if items is None:
                     items = []
                 items.append((int(index), key, value))
+                continue
+        protocol.append((key, value))
 
     if currency_param is not None:
         data["currency"] = _currency(params[currency_param], currency_param)
@@ -392,6 +399,9 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     npa = params.get("npa")
     if npa:
         extra["npa"] = npa  # non-personalised ads flag as the page set it
+    protocol.extend((name, params[name]) for name in _KEPT_BY_NAME if params.get(name))
+    if protocol:
+        ga4_params.keep(protocol, extra)
     data["extra"] = extra
     data["consent"] = _consent(params.get("gcs"), params.get("gcd"), shared.consent_sources)
 

@@ -5,7 +5,8 @@ Collection requests reach ``Gateway.handle`` from the pure ASGI front in
 routes behind it. The request path is: read the body (bounded), resolve the client address,
 ``client.parse`` -> ``Pipeline.process`` -> ``storage.enqueue`` (one durable
 commit, shared with concurrent requests by group commit) -> the client's
-response. Delivery happens later, in the dispatcher; nothing after the commit
+response, with the server-managed cookies (``gateway.first_party``) that the
+request's consent allows, decided right after ``parse``. Delivery happens later, in the dispatcher; nothing after the commit
 runs before the response.
 
 A request with order events (a purchase, refund or cancellation with a
@@ -64,6 +65,7 @@ from gateway.debug import attach as attach_debug, bind_ledger_step, install as i
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.errors import BadRequest
 from gateway.event import Event
+from gateway.first_party import FirstPartyCookies
 from gateway.ledger import LEDGER_DESTINATION, LedgerState, LedgerWrite, order_id_of
 from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
@@ -185,6 +187,7 @@ class Gateway:
         # Requests past their body and not yet answered, per client: each client has its own budget.
         self.inflight: dict[str, int] = {entry.config.type: 0 for entry in container.clients}
         self._proxies = TrustedProxies(container.trusted_proxies)
+        self.first_party = FirstPartyCookies(container.file.cookies, container.consent_defaults)
         self._requests = metrics.LabelCache(metrics.REQUESTS)
         self._events = metrics.LabelCache(metrics.EVENTS)
         self._ignored = metrics.LabelCache(metrics.WEBHOOKS_IGNORED, buffered=False)  # rare: counted at once
@@ -324,6 +327,7 @@ class Gateway:
             )
             result = entry.module.parse(raw, entry.config)
             stamp(result.events, entry.source)  # where each event came from: the gateway's word, never the request's
+            cookies = self.first_party.apply(raw, result.events) if client_name in self.first_party.clients else ()
             note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
             if result.ignored is not None:
                 self._ignored.get(client_name, result.ignored).inc()
@@ -341,7 +345,7 @@ class Gateway:
                     self._check_depth()
                     await self.storage.enqueue(outcome.deliveries, raw.received_at, result.request_key)
                     self._enqueued(len(outcome.deliveries))
-            return Answer(result.status, result.body, result.media_type, result.headers)
+            return Answer(result.status, result.body, result.media_type, result.headers, cookies)
         finally:
             inflight[client_name] -= 1
 

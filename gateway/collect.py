@@ -45,6 +45,7 @@ class Answer:
     body: bytes = b""
     media_type: str | None = None
     headers: dict[str, str] | None = None
+    cookies: tuple[str, ...] = ()  # Set-Cookie values (gateway.first_party), one header each
 
 
 def json_answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Answer:
@@ -76,6 +77,8 @@ async def send_answer(send: Send, answer: Answer, trace_id: str | None) -> None:
             raw.append((b"content-type", answer.media_type.encode("latin-1")))
     if answer.headers:
         raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items())
+    if answer.cookies:
+        raw.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in answer.cookies)
     if trace_id is not None:
         raw.append((_TRACE_HEADER, trace_id.encode("ascii")))
     await send({"type": "http.response.start", "status": answer.status, "headers": raw})

@@ -25,6 +25,7 @@ from gateway.client import ClientConfig
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.event import ConsentState, Source
+from gateway.first_party import CookiesSection
 from gateway.storage_url import FIELD as STORAGE_FIELD, SQLiteTarget, StorageUrlError, parse_storage_url, sqlite_url
 from gateway.tag import TagConfig
 from gateway.webhook_secrets import SwitchedOff, has_secret, secret_problem, suggested_variable
@@ -149,6 +150,7 @@ class ContainerFile(_Section):
     debug: DebugSection = Field(default_factory=DebugSection)
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     orders: OrdersSection = Field(default_factory=OrdersSection)
+    cookies: CookiesSection = Field(default_factory=CookiesSection)
     clients: list[dict[str, Any]] = Field(default_factory=list)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     triggers: dict[str, Any] = Field(default_factory=dict)

@@ -14,10 +14,14 @@ vendor credentials.
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Awaitable, Callable, ClassVar
+from urllib.parse import urlsplit
 
+import aiohttp
 import orjson
 
 from gateway.delivery import Result
@@ -42,6 +46,63 @@ class OutgoingRequest:
         except orjson.JSONDecodeError:
             body = self.body.decode("utf-8", "replace")
         return {"method": self.method, "url": _mask_query_secrets(self.url), "headers": headers, "body": body}
+
+
+# The usual reading of a vendor's HTTP answer (webhook conventions), shared by the senders that have no
+# error body of their own to read: 2xx delivered; 408, 425, 429 and 5xx retried no sooner than Retry-After;
+# anything else (redirects included: they are not followed) permanent, with the start of the answer.
+RETRY_STATUSES = frozenset({408, 425, 429})
+MESSAGE_CHARS = 200
+
+
+async def http_result(response: aiohttp.ClientResponse, now: datetime) -> Result:
+    """One answer's result, with code ``http_<status>`` and, for a failure, at most 200 characters of the answer."""
+    status = response.status
+    if 200 <= status < 300:
+        return Result.delivered(f"http_{status}")
+    message = await short_message(response)
+    if status in RETRY_STATUSES or status >= 500:
+        return Result.retry(f"http_{status}", message, retry_after_seconds(response.headers.get("Retry-After"), now))
+    return Result.permanent(f"http_{status}", message)
+
+
+async def short_message(response: aiohttp.ClientResponse) -> str:
+    """``HTTP <status>: <the answer's start>``; the answer may echo what was sent, so it is cut short."""
+    head = f"HTTP {response.status}"
+    try:
+        chunk = await response.content.read(MESSAGE_CHARS * 4)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return head
+    text = " ".join(chunk.decode("utf-8", "replace").split())[:MESSAGE_CHARS]
+    return f"{head}: {text}" if text else head
+
+
+def base_url(value: str) -> str:
+    """A destination's configured base URL: http(s) with a host, without a trailing slash (a field validator's body)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """Seconds from a Retry-After header: a number of seconds, or an HTTP date (RFC 9110 section 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if 0 <= seconds < float("inf") else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
 
 
 def _mask_query_secrets(url: str) -> str:

@@ -8,9 +8,12 @@ delivers its items). A destination module has ``Config`` (its section under
 from types import ModuleType
 
 from tags import (
+    _ga4_sender,
     _google_ads_sender,
     _http_sender,
     _meta_sender,
+    ga4,
+    ga4_refund,
     google_ads_call_conversion,
     google_ads_click_conversion,
     google_ads_conversion_adjustment,
@@ -19,6 +22,8 @@ from tags import (
 )
 
 TAGS: dict[str, ModuleType] = {
+    "ga4": ga4,
+    "ga4_refund": ga4_refund,
     "google_ads_call_conversion": google_ads_call_conversion,
     "google_ads_click_conversion": google_ads_click_conversion,
     "google_ads_conversion_adjustment": google_ads_conversion_adjustment,
@@ -27,6 +32,7 @@ TAGS: dict[str, ModuleType] = {
 }
 
 DESTINATIONS: dict[str, ModuleType] = {
+    "ga4": _ga4_sender,
     "google_ads": _google_ads_sender,
     "http_request": _http_sender,
     "meta": _meta_sender,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Literal, cast
 
 import aiohttp
@@ -34,8 +33,6 @@ from tags import http_request
 
 Config = None
 
-RETRY_STATUSES = frozenset({408, 425, 429})
-MESSAGE_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +96,7 @@ class Sender(sender.Sender):
             async with self._session.request(
                 target.method, target.parsed_url, headers=target.request_headers, data=body, allow_redirects=False
             ) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    return Result.delivered(f"http_{status}")
-                message = await _short_message(response)
-                if status in RETRY_STATUSES or status >= 500:
-                    retry_after = _retry_after(response.headers.get("Retry-After"), self.ctx)
-                    return Result.retry(f"http_{status}", message, retry_after)
-                return Result.permanent(f"http_{status}", message)
+                return await sender.http_result(response, self.ctx.now())
         except asyncio.TimeoutError:
             return Result.retry("timeout", "no answer within delivery.request_timeout")
         except aiohttp.ClientError as exc:
@@ -120,33 +110,3 @@ def _target(tag: TagConfig) -> _Target:
         headers = {"Content-Type": "application/json", **headers}
     return _Target(config.method, config.url, headers, config.mode, config.batch_size, URL(config.url),
                    CIMultiDictProxy(CIMultiDict(headers)))
-
-
-async def _short_message(response: aiohttp.ClientResponse) -> str:
-    head = f"HTTP {response.status}"
-    try:
-        chunk = await response.content.read(MESSAGE_CHARS * 4)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        return head
-    text = " ".join(chunk.decode("utf-8", "replace").split())[:MESSAGE_CHARS]
-    return f"{head}: {text}" if text else head
-
-
-def _retry_after(value: str | None, ctx: SenderContext) -> float | None:
-    """Seconds from a Retry-After header: a number of seconds, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        return seconds if 0 <= seconds < float("inf") else None
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - ctx.now()).total_seconds())

@@ -16,7 +16,10 @@ DESTINATION = "meta"
 # Ref - https://developers.facebook.com/docs/marketing-api/conversions-api/using-the-api
 # POST {api_base}/{api_version}/{pixel_id}/events, body {"data": [...], "access_token": ..., "test_event_code": ...}
 DEFAULT_API_BASE = "https://graph.facebook.com"
-DEFAULT_API_VERSION = "v25.0"
+# Ref - https://developers.facebook.com/documentation/ads-commerce/marketing-api/marketing-api-changelog/versions
+# The newest version: v27.0, released 2026-11-04. Marketing API versions (the Conversions API's) now expire
+# about a year after release: v24.0 on 2026-11-10, v25.0 on 2027-02-23.
+DEFAULT_API_VERSION = "v27.0"
 EVENTS_PATH = "{api_base}/{api_version}/{pixel_id}/events"
 
 # Ref - https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/main-body

@@ -43,7 +43,7 @@ import math
 from collections import deque
 from datetime import timedelta
 from typing import Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -73,7 +73,8 @@ class Config(BaseModel):
     )
     api_version: str = Field(
         _meta.DEFAULT_API_VERSION, pattern=r"^v\d+\.\d+$",
-        description="Graph API version, pinned (e.g. v25.0); Meta supports each Conversions API version for two years.",
+        description="Graph API version, pinned (e.g. v27.0); Meta retires each Marketing API version about a year "
+                    "after its release, so move to the newest when one comes out.",
     )
     access_token: str = Field(
         "", description="Conversions API access token (Events Manager > pixel > Settings); required in live mode. "
@@ -94,10 +95,7 @@ class Config(BaseModel):
     @field_validator("api_base")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+        return sender.base_url(value)
 
     @model_validator(mode="after")
     def _token_when_live(self) -> "Config":

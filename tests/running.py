@@ -148,10 +148,13 @@ async def serve_app_in_loop(app: Starlette, port: int | None = None) -> AsyncIte
 
 
 @contextlib.contextmanager
-def serve_in_thread(container: Container, **app_options: Any) -> Iterator[str]:
-    """Run the real app under uvicorn on 127.0.0.1, in a thread with its own event loop; yields its base URL."""
+def serve_in_thread(container: Container, wrap: Callable[[Starlette], Any] | None = None, **app_options: Any) -> Iterator[str]:
+    """Run the real app under uvicorn on 127.0.0.1, in a thread with its own event loop; yields its base URL.
+
+    ``wrap`` puts an ASGI app of the test's around the gateway's (a page served from the same origin, say).
+    """
     app = create_app(container, **app_options)
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False, lifespan="on", proxy_headers=False)
+    config = uvicorn.Config(app if wrap is None else wrap(app), host="127.0.0.1", port=free_port(), log_config=None, access_log=False, lifespan="on", proxy_headers=False)
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 

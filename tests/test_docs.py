@@ -15,7 +15,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
 def table_of(heading: str) -> set[str]:
     """The variables in the first column of the table under ``heading``."""
     section = ENV_DOC.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([A-Z_]+)` \|", section, re.MULTILINE))
+    return set(re.findall(r"^\| `([A-Z_][A-Z0-9_]*)` \|", section, re.MULTILINE))
 
 
 def test_every_gateway_variable_the_code_the_image_and_the_sample_use_is_documented():

@@ -115,12 +115,14 @@ async def test_readme_flow_records_a_dry_run_delivery_for_a_ga4_hit(tmp_path):
             assert done.returncode == 0, done.stderr
             return json.loads(done.stdout)
 
-        await wait_until(lambda: len(recorded()) == 1, timeout=15, interval=0.3)
+        await wait_until(lambda: len(recorded()) == 2, timeout=15, interval=0.3)  # http_request and ga4
     finally:
         gateway.kill()
         os.environ.pop("GATEWAY_STORAGE_URL", None)
 
-    request = recorded_request = recorded()[0]["request"]
+    by_destination = {record["destination"]: record["request"] for record in recorded()}
+    assert by_destination["ga4"]["url"].startswith("https://region1.google-analytics.com/g/collect?v=2&tid=G-TEST&")
+    request = recorded_request = by_destination["http_request"]
     assert recorded_request["method"] == "POST"
     assert request["headers"]["Authorization"] == "***"
     assert request["body"]["transaction_id"] == "ORD-1"

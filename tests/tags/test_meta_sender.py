@@ -409,7 +409,7 @@ async def test_dry_run_records_the_exact_request_with_the_token_masked_and_sends
     (record,) = await storage.list_dry_runs(10)
     assert (record.destination, record.batch_key, record.item_count) == ("meta", PIXEL, 2)
     assert record.request == {
-        "method": "POST", "url": f"{graph.url}/v25.0/{PIXEL}/events", "headers": {"Content-Type": "application/json"},
+        "method": "POST", "url": f"{graph.url}/v27.0/{PIXEL}/events", "headers": {"Content-Type": "application/json"},
         "body": {"data": [deliveries[0].item, deliveries[1].item], "access_token": "***", "test_event_code": "TEST1"},
     }
     assert TOKEN not in str(record.request)
@@ -469,9 +469,9 @@ async def test_the_fake_refuses_what_meta_documents_as_refused(graph: MetaGraph,
 
 def test_the_container_example_validates_with_its_defaults() -> None:
     config = _meta_sender.Config.model_validate(
-        {"mode": "live", "api_base": "https://graph.facebook.com/", "api_version": "v25.0", "access_token": "test-token"})
+        {"mode": "live", "api_base": "https://graph.facebook.com/", "api_version": "v27.0", "access_token": "test-token"})
     assert config.model_dump() == {
-        "mode": "live", "api_base": "https://graph.facebook.com", "api_version": "v25.0", "access_token": "test-token",
+        "mode": "live", "api_base": "https://graph.facebook.com", "api_version": "v27.0", "access_token": "test-token",
         "test_event_code": None, "flush_interval": timedelta(seconds=1), "max_batch_size": 1000,
     }
 
@@ -504,3 +504,9 @@ def test_the_sender_takes_its_batch_size_and_flush_interval_from_the_config() ->
     config = _meta_sender.Config(access_token="t", max_batch_size=250, flush_interval="5s")
     sender = _meta_sender.Sender(config, [TAG], SenderContext(record_dry_run=_no_dry_run))
     assert (sender.destination, sender.max_batch_size, sender.flush_interval) == ("meta", 250, 5.0)
+
+
+def test_the_default_graph_api_version_is_metas_newest() -> None:
+    # Ref - https://developers.facebook.com/documentation/ads-commerce/marketing-api/marketing-api-changelog/versions
+    # v27.0 was released on 2026-11-04; the Marketing API retires v25.0 on 2027-02-23.
+    assert _meta_sender.Config(mode="dry_run").api_version == "v27.0"
