@@ -1,5 +1,8 @@
 """The ceiling: a bare Starlette app answering 204, on exactly the uvicorn settings of ``gateway serve``.
 
+It answers every path the benchmark sends to (reading a POST's body), so that
+each scenario can be compared with the same request answered by nothing.
+
 Whatever the gateway does per request (parse, consent, rules, tags, the
 durable commit, metrics, the dispatcher sharing the core) shows as the
 distance from this app's figures. The uvicorn arguments are those of
@@ -20,6 +23,8 @@ from starlette.routing import Route
 
 
 async def collect(request: Request) -> Response:
+    if request.method == "POST":
+        await request.body()  # a collector reads what it is sent; so does the ceiling
     return Response(status_code=204)
 
 
@@ -27,7 +32,13 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status": "ok"}', media_type="application/json")
 
 
-app = Starlette(routes=[Route("/g/collect", collect, methods=["GET", "POST"]), Route("/healthz", healthz)])
+# The gateway's paths the benchmark sends to (GA4, the JSON beacon, the order webhook), all answered alike.
+app = Starlette(routes=[
+    Route("/g/collect", collect, methods=["GET", "POST"]),
+    Route("/collect", collect, methods=["POST"]),
+    Route("/webhooks/order-update", collect, methods=["POST"]),
+    Route("/healthz", healthz),
+])
 
 
 def main() -> None:
@@ -45,6 +56,7 @@ def main() -> None:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,
     )
 
 

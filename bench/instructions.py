@@ -1,0 +1,428 @@
+"""``python -m bench --instructions``: CPU instructions per request, counted by callgrind.
+
+Wall-clock figures on a shared machine move by tens of percent from run to
+run; the number of instructions a request costs does not. For each server and
+scenario the server runs under ``valgrind --tool=callgrind`` twice, answering
+N1 and then N2 requests (500 and 2,500 by default) sent over 16 keep-alive
+connections by ``bench.loadgen`` from outside valgrind, each request with its
+own number (a new ``cid``, event or order id), and is stopped by SIGTERM to
+its PID. ``(Ir(N2) - Ir(N1)) / (N2 - N1)`` is one request: start-up, the
+first requests' one-off work (imports, caches) and shutdown are in both runs
+and cancel out. Counting starts when the server first answers (``bench.callgrind``),
+which only makes start-up faster. Every thread and child process is counted.
+
+The servers:
+
+- ``ceiling``: the bare Starlette app of ``bench/ceiling.py`` answering 204 to
+  the same request, on the uvicorn settings of ``gateway serve``;
+- ``gateway``: ``gateway serve`` with the sample container
+  (``examples/container.yaml``, its destinations in dry-run) and the
+  dispatcher off (``bench/serve.py``): the request path and its durable commit;
+- ``deliveries``: ``gateway serve`` with an ``http_request`` tag on every
+  event delivering batches of up to 100 to ``bench/sink.py`` (outside
+  valgrind), the dispatcher on; the second run ends only when every item
+  was delivered, so each request's deliveries are in its figure.
+
+Time-driven work (the metrics flush and outbox depth every second, the
+dispatcher's poll) is counted too, by wall time rather than by request; it
+was about 0.4M instructions per second here, 0.2% of the GA4 figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import callgrind, hits, loadgen, outbox, procs
+from bench.gateway import GatewayUnderTest, Settings, http_sink_tag, standard_clients
+from bench.hits import Hit
+from bench.serve import MARK as DISPATCHER_OFF_MARK
+
+ROOT = procs.ROOT
+SAMPLE_CONTAINER = ROOT / "examples/container.yaml"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+BASELINE = Path(__file__).with_name("instructions_baseline.json")
+RESULTS = Path(__file__).with_name("results")
+TABLE_BEGIN = "<!-- instructions table: written by python -m bench --instructions -->"
+TABLE_END = "<!-- end of the instructions table -->"
+
+N1, N2 = 500, 2500
+CI_N1, CI_N2 = 200, 600  # the CI test's small version: well under a minute for both runs
+BASELINE_RUNS = 3
+CONNECTIONS = 16
+SEQ_START = 10**9  # every request number has ten digits, so N1's requests are N2's first ones, byte for byte
+READY_TIMEOUT = 300.0  # s: start-up runs under valgrind, uncounted but slower
+LOAD_TIME_LIMIT = 3600.0  # s: a safety net, not a duration
+DRAIN_TIMEOUT = 600.0  # s: the deliveries server's outbox must empty before it is stopped
+# Packages whose version moves the figure; the baseline records them so that a failure can say what changed.
+PACKAGES = ("uvicorn", "uvloop", "httptools", "starlette", "pydantic", "pydantic_core", "orjson", "aiohttp",
+            "prometheus-client")
+
+SCENARIOS: dict[str, Hit] = {
+    "get": hits.GA4_PAGE_VIEW,
+    "items10": hits.GA4_ITEMS_10,
+    "items50": hits.GA4_ITEMS_50,
+    "post5": hits.GA4_BATCH,
+    "post20": hits.GA4_BATCH_20,
+    "beacon": hits.BEACON,
+    "webhook": hits.ORDER_WEBHOOK,
+}
+SERVERS: dict[str, str] = {
+    "ceiling": "bare Starlette (bench/ceiling.py) answering 204",
+    "gateway": "gateway serve, examples/container.yaml, dispatcher off",
+    "deliveries": "gateway serve, http_request tag -> bench/sink.py in batches of up to 100, dispatcher on",
+}
+
+
+@dataclass(slots=True)
+class Run:
+    """One server under callgrind, answering ``requests`` requests."""
+
+    requests: int
+    instructions: int
+    by_thread: dict[str, int]
+    seconds: float  # wall time from counting on to the process's end
+    outbox_items: int | None = None  # items the outbox holds afterwards (gateway servers)
+    sink: dict[str, Any] | None = None  # what the sink received (deliveries server)
+
+
+@dataclass(slots=True)
+class Figure:
+    """Instructions per request of one server on one scenario: the difference of two runs."""
+
+    server: str
+    scenario: str
+    first: Run
+    second: Run
+    checks: list[str] = field(default_factory=list)  # what went wrong; empty when all is well
+
+    @property
+    def per_request(self) -> float:
+        return (self.second.instructions - self.first.instructions) / (self.second.requests - self.first.requests)
+
+    def per_request_by_thread(self) -> dict[str, float]:
+        extra = self.second.requests - self.first.requests
+        labels = sorted(set(self.first.by_thread) | set(self.second.by_thread))
+        return {label: (self.second.by_thread.get(label, 0) - self.first.by_thread.get(label, 0)) / extra
+                for label in labels}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"server": self.server, "scenario": self.scenario, "per_request": round(self.per_request),
+                "per_request_by_thread": {k: round(v) for k, v in self.per_request_by_thread().items()},
+                "runs": [asdict(self.first), asdict(self.second)], "checks": self.checks}
+
+
+def workspace(workdir: Path, cores: procs.Cores) -> Settings:
+    """The harness's settings as far as a counted run uses them: where files go, which core runs the server."""
+    return Settings(duration=0.0, warmup=0.0, memory_duration=0.0, memory_rate=None, connections=CONNECTIONS,
+                    drain_timeout=DRAIN_TIMEOUT, open_fraction=0.0, use_wrk=False, cores=cores, workdir=workdir,
+                    smoke=False)
+
+
+def count_run(server: str, hit: Hit, requests: int, settings: Settings) -> tuple[Run, list[str]]:
+    """Start ``server`` under callgrind, send ``requests`` requests, stop it; its count and any failed check."""
+    out_dir = Path(tempfile.mkdtemp(prefix=f"callgrind-{server}-{requests}-", dir=settings.workdir))
+    wrapper = callgrind.prefix(out_dir)
+    env = {"PYTHONHASHSEED": "0"}  # the same dict and set layouts in every run
+    problems: list[str] = []
+    gw: GatewayUnderTest | None = None
+    proc: procs.Proc | None = None
+    if server == "ceiling":
+        port = procs.free_port()
+        proc = procs.Proc("ceiling", [*wrapper, sys.executable, "-m", "bench.ceiling", "--port", str(port)],
+                          settings.cores.server, out_dir / "ceiling.log", env=env, nice=procs.NICE_SERVER)
+        proc.wait_http(f"http://127.0.0.1:{port}/healthz", READY_TIMEOUT)
+    else:
+        if server == "gateway":
+            gw = GatewayUnderTest(settings, f"{server}-{hit.name}", [], [], container_file=SAMPLE_CONTAINER)
+        else:
+            gw = GatewayUnderTest(settings, f"{server}-{hit.name}", [http_sink_tag()], standard_clients(True))
+            gw.start_sink()
+        gw.start(dispatcher=server != "gateway", wrapper=wrapper, env=env, timeout=READY_TIMEOUT)
+        assert gw.gateway is not None
+        proc, port = gw.gateway, gw.port
+    started = time.monotonic()
+    try:
+        callgrind.instrument(proc.pid)
+        load = loadgen.run(loadgen.closed_loop("127.0.0.1", port, hit, LOAD_TIME_LIMIT, CONNECTIONS, SEQ_START,
+                                               count=requests))
+        if load.ok != requests or load.errors:
+            problems.append(f"{load.ok} of {requests} requests answered 2xx ({load.statuses}, {load.errors} errors)")
+        if gw is not None and server == "deliveries":
+            left = _drain(gw.db)
+            if left:
+                problems.append(f"{left} item(s) still pending after {DRAIN_TIMEOUT:.0f} s")
+        sink = _sink_stats(gw) if server == "deliveries" and gw is not None else None
+    finally:
+        if gw is not None:
+            clean = gw.stop()
+            if server == "gateway" and DISPATCHER_OFF_MARK not in gw.gateway.log_tail(100_000):
+                problems.append("bench.serve did not build the app: the dispatcher may have run")
+        else:
+            clean = proc.stop(timeout=120) in (0, -15)
+    seconds = time.monotonic() - started
+    if not clean:
+        problems.append(f"{server} did not stop cleanly (see {out_dir})")
+    counted = callgrind.read(out_dir, proc.pid)
+    items = None
+    if gw is not None:
+        committed = outbox.committed(gw.db)
+        items = committed.total
+        if server == "deliveries" and (committed.pending or committed.dead):
+            problems.append(f"{committed.pending} pending, {committed.dead} dead-lettered: not all delivered")
+    run = Run(requests, counted.total, counted.by_thread, round(seconds, 1), items, sink)
+    return run, problems
+
+
+def _drain(db: Path) -> int:
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    left = outbox.pending(db)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = outbox.pending(db)
+    return left
+
+
+def _sink_stats(gw: GatewayUnderTest) -> dict[str, Any]:
+    with urllib.request.urlopen(gw.sink_url + "/_stats", timeout=10) as response:
+        stats = orjson.loads(response.read())
+    return {"requests": stats["requests"], "items": stats["items"]}
+
+
+def measure(server: str, scenario: str, n1: int, n2: int, settings: Settings) -> Figure:
+    """The per-request figure of ``server`` on ``scenario``: runs of ``n1`` and ``n2`` requests, differenced."""
+    hit = SCENARIOS[scenario]
+    first, problems = count_run(server, hit, n1, settings)
+    second, more = count_run(server, hit, n2, settings)
+    problems += more
+    if first.outbox_items is not None and second.outbox_items is not None:
+        if first.outbox_items * n2 != second.outbox_items * n1:
+            problems.append(f"outbox items per request differ: {first.outbox_items}/{n1} vs {second.outbox_items}/{n2}")
+    return Figure(server, scenario, first, second, problems)
+
+
+# -- the table ---------------------------------------------------------------------
+
+def _k(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1000:,.0f}k"
+
+
+def _ratio(ceiling: float | None, value: float | None) -> str:
+    return "-" if ceiling is None or not value else f"{ceiling / value:.2f}"
+
+
+def _mean(figures: list[Figure]) -> float | None:
+    return statistics.fmean(f.per_request for f in figures) if figures else None
+
+
+def render(figures: list[Figure], n1: int, n2: int) -> str:
+    """The Markdown tables: per scenario and server (the mean of repeated runs), growth, threads, repeatability."""
+    cells: dict[tuple[str, str], list[Figure]] = {}
+    for figure in figures:
+        cells.setdefault((figure.scenario, figure.server), []).append(figure)
+
+    def value(scenario: str, server: str) -> float | None:
+        return _mean(cells.get((scenario, server), []))
+
+    scenarios = [s for s in SCENARIOS if any(key[0] == s for key in cells)]
+    rows = []
+    for scenario in scenarios:
+        ceiling, gateway, deliveries = (value(scenario, s) for s in SERVERS)
+        batch = "-"
+        runs = cells.get((scenario, "deliveries"), [])
+        if runs and runs[-1].second.sink and runs[-1].second.sink["requests"]:
+            sink = runs[-1].second.sink
+            batch = f"{sink['items'] / sink['requests']:.1f}"
+        rows.append([SCENARIOS[scenario].name, _k(ceiling), _k(gateway), _ratio(ceiling, gateway), _k(deliveries),
+                     _ratio(ceiling, deliveries), batch])
+    for label, low, high, extra in (("per extra item (10 -> 50 items)", "items10", "items50", 40),
+                                    ("per extra POST event (x5 -> x20)", "post5", "post20", 15)):
+        growth = []
+        for server in SERVERS:
+            a, b = value(low, server), value(high, server)
+            growth.append(None if a is None or b is None else (b - a) / extra)
+        if any(g is not None for g in growth):
+            rows.append([f"*{label}*", _k(growth[0]), _k(growth[1]), "", _k(growth[2]), "", ""])
+    out = [_table(["scenario", "ceiling", "gateway, sample container, dispatcher off", "ceiling / gateway",
+                   "gateway + deliveries to the sink", "ceiling / (gateway + deliveries)", "items per sink request"],
+                  rows)]
+
+    thread_rows = []
+    for scenario in scenarios:
+        for server in ("gateway", "deliveries"):
+            runs = cells.get((scenario, server), [])
+            if not runs:
+                continue
+            shares = [r.per_request_by_thread() for r in runs]
+            labels = (callgrind.MAIN_THREAD, callgrind.WRITER_THREAD, callgrind.OTHER_THREADS)
+            means = [statistics.fmean(s.get(label, 0.0) for s in shares) for label in labels]
+            thread_rows.append([SCENARIOS[scenario].name, server, *(_k(m) for m in means)])
+    if thread_rows:
+        out += ["", "By thread (instructions per request):", "",
+                _table(["scenario", "server", callgrind.MAIN_THREAD, callgrind.WRITER_THREAD, callgrind.OTHER_THREADS],
+                       thread_rows)]
+
+    repeated = [(key, runs) for key, runs in cells.items() if len(runs) > 1]
+    if repeated:
+        spread_rows = []
+        for (scenario, server), runs in repeated:
+            values = [r.per_request for r in runs]
+            spread = 100 * (max(values) - min(values)) / statistics.fmean(values)
+            spread_rows.append([SCENARIOS[scenario].name, server, ", ".join(f"{v:,.0f}" for v in values),
+                                f"{spread:.2f}%"])
+        out += ["", "Repeatability (each figure measured again from scratch):", "",
+                _table(["scenario", "server", "instructions per request, each measurement", "spread (max-min)/mean"],
+                       spread_rows)]
+    out += ["", f"Instructions per request = (Ir({n2:,}) - Ir({n1:,})) / {n2 - n1:,}, all threads, "
+                f"{CONNECTIONS} keep-alive connections; k = 1,000 instructions."]
+    return "\n".join(out)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def write_benchmarks(table: str, command: str, machine: str) -> bool:
+    """Put the table between the markers in BENCHMARKS.md; False when the markers are missing."""
+    text = BENCHMARKS.read_text()
+    start, end = text.find(TABLE_BEGIN), text.find(TABLE_END)
+    if start < 0 or end < start:
+        return False
+    block = f"{TABLE_BEGIN}\n\nCommand: `{command}` ({machine}).\n\n{table}\n\n"
+    BENCHMARKS.write_text(text[:start] + block + text[end:])
+    return True
+
+
+def environment() -> dict[str, Any]:
+    """What the figure depends on besides the code: the interpreter, valgrind and the libraries' versions."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
+    return {"python": platform.python_version(), "machine": platform.machine(), "valgrind": valgrind,
+            "packages": versions}
+
+
+# -- the baseline the CI test compares with -------------------------------------------
+
+def measure_ci(settings: Settings) -> Figure:
+    """The CI test's small version: GET /g/collect on the gateway server, CI_N1 and CI_N2 requests."""
+    return measure("gateway", "get", CI_N1, CI_N2, settings)
+
+
+def write_baseline(settings: Settings) -> dict[str, Any]:
+    figures = [measure_ci(settings) for _ in range(BASELINE_RUNS)]
+    problems = [p for f in figures for p in f.checks]
+    if problems:
+        raise RuntimeError("; ".join(problems))
+    values = sorted(round(f.per_request) for f in figures)
+    baseline = {
+        "scenario": hits.GA4_PAGE_VIEW.name, "server": SERVERS["gateway"], "n1": CI_N1, "n2": CI_N2,
+        "connections": CONNECTIONS, "instructions_per_request": values[len(values) // 2], "measurements": values,
+        "tolerance": 0.10, "command": "python -m bench --instructions --baseline",
+        "date": datetime.now(timezone.utc).date().isoformat(), "environment": environment(),
+    }
+    BASELINE.write_bytes(orjson.dumps(baseline, option=orjson.OPT_INDENT_2) + b"\n")
+    return baseline
+
+
+# -- the command ---------------------------------------------------------------------
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench --instructions", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", default=f"{N1},{N2}", help=f"N1,N2 (default {N1},{N2})")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"scenarios, of {','.join(SCENARIOS)}")
+    parser.add_argument("--servers", default=",".join(SERVERS), help=f"servers, of {','.join(SERVERS)}")
+    parser.add_argument("--repeat", type=int, default=1, help="measure everything this many times (repeatability)")
+    parser.add_argument("--no-write", action="store_true", help="do not put the table into BENCHMARKS.md")
+    parser.add_argument("--baseline", action="store_true",
+                        help=f"measure the CI test's small version {BASELINE_RUNS} times and write {BASELINE.name}")
+    parser.add_argument("--output", type=Path, default=None, help="JSON file (default bench/results/<time>-instructions.json)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    why = callgrind.missing()
+    if why is not None:
+        print(f"bench: cannot count instructions: {why}", file=sys.stderr)
+        return 2
+    n1, n2 = (int(n) for n in args.requests.split(","))
+    scenarios = [s.strip() for s in args.only.split(",") if s.strip()]
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = (set(scenarios) - set(SCENARIOS)) | (set(servers) - set(SERVERS))
+    if unknown or not 0 < n1 < n2:
+        print(f"bench: unknown {', '.join(sorted(unknown))} or bad --requests", file=sys.stderr)
+        return 2
+    cores = procs.Cores.detect()
+    procs.pin_self(cores.load)
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-instructions-"))
+    settings = workspace(workdir, cores)
+    command = "python -m bench --instructions" + (" " + shlex.join(argv) if argv else "")
+    started = datetime.now(timezone.utc)
+    try:
+        if args.baseline:
+            baseline = write_baseline(settings)
+            print(f"bench: {BASELINE}: {baseline['instructions_per_request']:,} per request "
+                  f"(measured {baseline['measurements']})")
+            return 0
+        figures: list[Figure] = []
+        for repeat in range(args.repeat):
+            for scenario in scenarios:
+                for server in servers:
+                    print(f"bench: instructions: {server} / {SCENARIOS[scenario].name} ({repeat + 1}/{args.repeat})",
+                          file=sys.stderr)
+                    begun = time.monotonic()
+                    figure = measure(server, scenario, n1, n2, settings)
+                    figures.append(figure)
+                    print(f"bench:   {figure.per_request:,.0f} per request ({time.monotonic() - begun:.0f} s)"
+                          + "".join(f"; FAILED: {p}" for p in figure.checks), file=sys.stderr)
+    finally:
+        procs.stop_all()
+    table = render(figures, n1, n2)
+    output = args.output or RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}-instructions.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(orjson.dumps({"date": started.isoformat(timespec="seconds"), "command": command,
+                                     "n1": n1, "n2": n2, "connections": CONNECTIONS, "environment": environment(),
+                                     "figures": [f.as_dict() for f in figures]}, option=orjson.OPT_INDENT_2))
+    print(table)
+    print(f"\nresults: {output}")
+    failed = [f"{f.server} / {f.scenario}: {p}" for f in figures for p in f.checks]
+    for line in failed:
+        print(f"FAILED {line}", file=sys.stderr)
+    complete = set(scenarios) == set(SCENARIOS) and set(servers) == set(SERVERS)
+    if failed or args.no_write or not complete:
+        print("bench: BENCHMARKS.md left as it is" + ("" if complete else " (not every scenario and server ran)"),
+              file=sys.stderr)
+    else:
+        env = environment()
+        machine = f"Python {env['python']}, {env['valgrind']}, {started.date().isoformat()}"
+        if write_benchmarks(table, command, machine):
+            print(f"bench: the table is in {BENCHMARKS.name}", file=sys.stderr)
+        else:
+            print(f"bench: {BENCHMARKS.name} has no instructions table markers; not written", file=sys.stderr)
+    if not failed:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"bench: logs and callgrind files kept in {workdir}", file=sys.stderr)
+    return 1 if failed else 0
