@@ -104,17 +104,20 @@ def read(out_dir: Path, main_pid: int) -> Count:
     return Count(sum(by_thread.values()), dict(by_thread), tuple(str(p) for p in files))
 
 
-def self_cost_by_object(out_dir: Path) -> Counter[str]:
-    """Instructions by the binary they ran in (libpython, pydantic-core, SQLite, libc ...), over every file.
+def self_costs(out_dir: Path) -> tuple[Counter[str], Counter[str]]:
+    """Own instructions by binary (libpython, pydantic-core, SQLite, libc ...) and by function, over every file.
 
     A callgrind file lists, per function, cost lines ``<position> <Ir>``; the line after a ``calls=``
-    line is the inclusive cost of that call, not the function's own, and is skipped. Object names are
-    compressed: ``ob=(3) /usr/lib/...`` the first time, ``ob=(3)`` (or ``cob=(3)``) after.
+    line is the inclusive cost of that call, not the function's own, and is skipped. Names are
+    compressed: ``ob=(3) /usr/lib/...`` the first time, ``ob=(3)`` (or ``cob=(3)``) after; likewise
+    ``fn=`` and ``cfn=``. A function is keyed ``<binary file name>:<function>``.
     """
-    costs: Counter[str] = Counter()
+    by_object: Counter[str] = Counter()
+    by_function: Counter[str] = Counter()
     for path in sorted(out_dir.glob(f"{OUT_PREFIX}.*-*")):
-        names: dict[str, str] = {}
-        current = "?"
+        objects: dict[str, str] = {}
+        functions: dict[str, str] = {}
+        current_object, current_function = "?", "?"
         after_call = False
         with path.open(errors="replace") as lines:
             for line in lines:
@@ -125,14 +128,20 @@ def self_cost_by_object(out_dir: Path) -> Counter[str]:
                         continue
                     parts = line.split()
                     if len(parts) > 1:
-                        costs[current] += int(parts[1])
+                        by_object[current_object] += int(parts[1])
+                        by_function[f"{Path(current_object).name}:{current_function}"] += int(parts[1])
                 elif line.startswith("ob="):
-                    current = _name(names, line[3:].strip())
+                    current_object = _name(objects, line[3:].strip())
                 elif line.startswith("cob="):
-                    _name(names, line[4:].strip())
+                    _name(objects, line[4:].strip())
+                elif line.startswith("fn="):
+                    # callgrind marks a recursive call's depth as name'2, name'3 ...: one function for us
+                    current_function = re.sub(r"'\d+$", "", _name(functions, line[3:].strip()))
+                elif line.startswith("cfn="):
+                    _name(functions, line[4:].strip())
                 elif line.startswith("calls="):
                     after_call = True
-    return costs
+    return by_object, by_function
 
 
 def _name(names: dict[str, str], text: str) -> str:

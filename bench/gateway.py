@@ -146,11 +146,14 @@ class GatewayUnderTest:
             return int(orjson.loads(response.read())["items"])
 
     def start(self, *, dispatcher: bool = True, wrapper: Sequence[str] = (), env: dict[str, str] | None = None,
-              timeout: float = 30.0) -> None:
-        """``gateway serve`` (``bench.serve`` without the dispatcher), its argv after ``wrapper`` (e.g. valgrind)."""
+              timeout: float = 30.0, serve_args: Sequence[str] = ()) -> None:
+        """``gateway serve`` (``bench.serve`` without the dispatcher), its argv after ``wrapper`` (e.g. valgrind).
+
+        ``serve_args`` go to ``bench.serve`` (``--until STAGE``).
+        """
         gateway = Path(sys.executable).with_name("gateway")
         if not dispatcher:
-            argv = [sys.executable, "-m", "bench.serve"]
+            argv = [sys.executable, "-m", "bench.serve", *serve_args]
         elif gateway.exists() and not wrapper:
             argv = [str(gateway), "serve"]
         else:

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -82,10 +82,23 @@ SCENARIOS: dict[str, Hit] = {
     "beacon": hits.BEACON,
     "webhook": hits.ORDER_WEBHOOK,
 }
-SERVERS: dict[str, str] = {
-    "ceiling": "bare Starlette (bench/ceiling.py) answering 204",
-    "gateway": "gateway serve, examples/container.yaml, dispatcher off",
-    "deliveries": "gateway serve, http_request tag -> bench/sink.py in batches of up to 100, dispatcher on",
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """What runs under callgrind: the ceiling, or ``gateway serve`` on the sample or the sink's container."""
+
+    description: str
+    container: Literal["none", "sample", "sink"]  # none: bench/ceiling.py
+    dispatcher: bool = False
+    args: tuple[str, ...] = ()  # more arguments: bench.ceiling's --asgi, bench.serve's --until
+
+
+SERVERS: dict[str, Server] = {
+    "ceiling": Server("bare Starlette (bench/ceiling.py) answering 204", "none"),
+    "gateway": Server("gateway serve, examples/container.yaml, dispatcher off", "sample"),
+    "deliveries": Server("gateway serve, http_request tag -> bench/sink.py in batches of up to 100, dispatcher on",
+                         "sink", dispatcher=True),
 }
 
 
@@ -99,6 +112,8 @@ class Run:
     seconds: float  # wall time from counting on to the process's end
     outbox_items: int | None = None  # items the outbox holds afterwards (gateway servers)
     sink: dict[str, Any] | None = None  # what the sink received (deliveries server)
+    by_object: dict[str, int] | None = None  # own instructions by binary (libpython, SQLite ...), when asked for
+    by_function: dict[str, int] | None = None  # own instructions by function, likewise
 
 
 @dataclass(slots=True)
@@ -121,6 +136,16 @@ class Figure:
         return {label: (self.second.by_thread.get(label, 0) - self.first.by_thread.get(label, 0)) / extra
                 for label in labels}
 
+    def per_request_by_object(self) -> dict[str, float]:
+        return self._difference(self.first.by_object or {}, self.second.by_object or {})
+
+    def per_request_by_function(self) -> dict[str, float]:
+        return self._difference(self.first.by_function or {}, self.second.by_function or {})
+
+    def _difference(self, first: dict[str, int], second: dict[str, int]) -> dict[str, float]:
+        extra = self.second.requests - self.first.requests
+        return {name: (second.get(name, 0) - first.get(name, 0)) / extra for name in set(first) | set(second)}
+
     def as_dict(self) -> dict[str, Any]:
         return {"server": self.server, "scenario": self.scenario, "per_request": round(self.per_request),
                 "per_request_by_thread": {k: round(v) for k, v in self.per_request_by_thread().items()},
@@ -134,26 +159,29 @@ def workspace(workdir: Path, cores: procs.Cores) -> Settings:
                     smoke=False)
 
 
-def count_run(server: str, hit: Hit, requests: int, settings: Settings) -> tuple[Run, list[str]]:
+def count_run(name: str, server: Server, hit: Hit, requests: int, settings: Settings,
+              objects: bool = False) -> tuple[Run, list[str]]:
     """Start ``server`` under callgrind, send ``requests`` requests, stop it; its count and any failed check."""
-    out_dir = Path(tempfile.mkdtemp(prefix=f"callgrind-{server}-{requests}-", dir=settings.workdir))
+    out_dir = Path(tempfile.mkdtemp(prefix=f"callgrind-{name}-{requests}-", dir=settings.workdir))
     wrapper = callgrind.prefix(out_dir)
     env = {"PYTHONHASHSEED": "0"}  # the same dict and set layouts in every run
     problems: list[str] = []
     gw: GatewayUnderTest | None = None
     proc: procs.Proc | None = None
-    if server == "ceiling":
+    if server.container == "none":
         port = procs.free_port()
-        proc = procs.Proc("ceiling", [*wrapper, sys.executable, "-m", "bench.ceiling", "--port", str(port)],
-                          settings.cores.server, out_dir / "ceiling.log", env=env, nice=procs.NICE_SERVER)
+        argv = [*wrapper, sys.executable, "-m", "bench.ceiling", "--port", str(port), *server.args]
+        proc = procs.Proc("ceiling", argv, settings.cores.server, out_dir / "ceiling.log", env=env,
+                          nice=procs.NICE_SERVER)
         proc.wait_http(f"http://127.0.0.1:{port}/healthz", READY_TIMEOUT)
     else:
-        if server == "gateway":
-            gw = GatewayUnderTest(settings, f"{server}-{hit.name}", [], [], container_file=SAMPLE_CONTAINER)
+        if server.container == "sample":
+            gw = GatewayUnderTest(settings, f"{name}-{hit.name}", [], [], container_file=SAMPLE_CONTAINER)
         else:
-            gw = GatewayUnderTest(settings, f"{server}-{hit.name}", [http_sink_tag()], standard_clients(True))
+            gw = GatewayUnderTest(settings, f"{name}-{hit.name}", [http_sink_tag()], standard_clients(True))
             gw.start_sink()
-        gw.start(dispatcher=server != "gateway", wrapper=wrapper, env=env, timeout=READY_TIMEOUT)
+        gw.start(dispatcher=server.dispatcher, wrapper=wrapper, env=env, timeout=READY_TIMEOUT,
+                 serve_args=server.args)
         assert gw.gateway is not None
         proc, port = gw.gateway, gw.port
     started = time.monotonic()
@@ -163,29 +191,32 @@ def count_run(server: str, hit: Hit, requests: int, settings: Settings) -> tuple
                                                count=requests))
         if load.ok != requests or load.errors:
             problems.append(f"{load.ok} of {requests} requests answered 2xx ({load.statuses}, {load.errors} errors)")
-        if gw is not None and server == "deliveries":
+        delivering = gw is not None and server.dispatcher
+        if delivering:
             left = _drain(gw.db)
             if left:
                 problems.append(f"{left} item(s) still pending after {DRAIN_TIMEOUT:.0f} s")
-        sink = _sink_stats(gw) if server == "deliveries" and gw is not None else None
+        sink = _sink_stats(gw) if delivering and gw.sink is not None else None
     finally:
         if gw is not None:
             clean = gw.stop()
-            if server == "gateway" and DISPATCHER_OFF_MARK not in gw.gateway.log_tail(100_000):
+            if not server.dispatcher and DISPATCHER_OFF_MARK not in gw.gateway.log_tail(100_000):
                 problems.append("bench.serve did not build the app: the dispatcher may have run")
         else:
             clean = proc.stop(timeout=120) in (0, -15)
     seconds = time.monotonic() - started
     if not clean:
-        problems.append(f"{server} did not stop cleanly (see {out_dir})")
+        problems.append(f"{name} did not stop cleanly (see {out_dir})")
     counted = callgrind.read(out_dir, proc.pid)
     items = None
     if gw is not None:
         committed = outbox.committed(gw.db)
         items = committed.total
-        if server == "deliveries" and (committed.pending or committed.dead):
+        if delivering and (committed.pending or committed.dead):
             problems.append(f"{committed.pending} pending, {committed.dead} dead-lettered: not all delivered")
-    run = Run(requests, counted.total, counted.by_thread, round(seconds, 1), items, sink)
+    by_object, by_function = callgrind.self_costs(out_dir) if objects else (None, None)
+    run = Run(requests, counted.total, counted.by_thread, round(seconds, 1), items, sink,
+              None if by_object is None else dict(by_object), None if by_function is None else dict(by_function))
     return run, problems
 
 
@@ -204,16 +235,21 @@ def _sink_stats(gw: GatewayUnderTest) -> dict[str, Any]:
     return {"requests": stats["requests"], "items": stats["items"]}
 
 
-def measure(server: str, scenario: str, n1: int, n2: int, settings: Settings) -> Figure:
-    """The per-request figure of ``server`` on ``scenario``: runs of ``n1`` and ``n2`` requests, differenced."""
+def measure(name: str, scenario: str, n1: int, n2: int, settings: Settings, server: Server | None = None,
+            objects: bool = False) -> Figure:
+    """The per-request figure of a server on ``scenario``: runs of ``n1`` and ``n2`` requests, differenced.
+
+    ``server`` defaults to ``SERVERS[name]``; ``objects`` also reads each run's instructions by binary.
+    """
     hit = SCENARIOS[scenario]
-    first, problems = count_run(server, hit, n1, settings)
-    second, more = count_run(server, hit, n2, settings)
+    server = server or SERVERS[name]
+    first, problems = count_run(name, server, hit, n1, settings, objects)
+    second, more = count_run(name, server, hit, n2, settings, objects)
     problems += more
     if first.outbox_items is not None and second.outbox_items is not None:
         if first.outbox_items * n2 != second.outbox_items * n1:
             problems.append(f"outbox items per request differ: {first.outbox_items}/{n1} vs {second.outbox_items}/{n2}")
-    return Figure(server, scenario, first, second, problems)
+    return Figure(name, scenario, first, second, problems)
 
 
 # -- the table ---------------------------------------------------------------------
@@ -336,7 +372,7 @@ def write_baseline(settings: Settings) -> dict[str, Any]:
         raise RuntimeError("; ".join(problems))
     values = sorted(round(f.per_request) for f in figures)
     baseline = {
-        "scenario": hits.GA4_PAGE_VIEW.name, "server": SERVERS["gateway"], "n1": CI_N1, "n2": CI_N2,
+        "scenario": hits.GA4_PAGE_VIEW.name, "server": SERVERS["gateway"].description, "n1": CI_N1, "n2": CI_N2,
         "connections": CONNECTIONS, "instructions_per_request": values[len(values) // 2], "measurements": values,
         "tolerance": 0.10, "command": "python -m bench --instructions --baseline",
         "date": datetime.now(timezone.utc).date().isoformat(), "environment": environment(),
