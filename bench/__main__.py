@@ -67,9 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
     if "--instructions" in given:
-        from bench import instructions
+        from bench import instructions_report
 
-        return instructions.main([a for a in given if a != "--instructions"])
+        return instructions_report.main([a for a in given if a != "--instructions"])
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so atexit stops the children
     if args.loadgen == "wrk" and not wrk.available():
