@@ -14,5 +14,7 @@ do one job:
 - ``scenarios``: what each throughput scenario runs and checks (and Google Ads);
 - ``memory``: RSS over a steady run and a destination outage;
 - ``report``: the printed tables and the JSON file (``python -m bench.report FILE`` prints one again);
-- ``profile``: py-spy under GET /g/collect load, summarised by component and top frames.
+- ``profile``: py-spy under GET /g/collect load, summarised by component and top frames;
+- ``instructions`` (+ ``callgrind``, ``serve``, ``instructions_report``): CPU instructions per request,
+  counted by callgrind; ``stages``: where a GA4 hit's instructions go.
 """

@@ -4,6 +4,7 @@
     python -m bench --smoke          # ~20 s: the harness works and every 2xx was committed (for CI)
     python -m bench --only get,memory --duration 10 --memory-duration 30
     python -m bench --profile        # also py-spy under GET /g/collect load
+    python -m bench --instructions   # CPU instructions per request under callgrind instead (bench/instructions.py)
 
 Exits 1 when a check failed (a 2xx missing from the outbox, an error, a
 gateway that did not stop cleanly), 2 when the harness itself broke.
@@ -54,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="also profile GET /g/collect with py-spy")
     parser.add_argument("--profile-duration", type=float, default=20.0)
     parser.add_argument("--output", type=Path, default=None, help="JSON file (default bench/results/<time>.json)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count CPU instructions per request with callgrind instead; its options:"
+                             " python -m bench --instructions --help")
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.memory_duration, args.warmup = 1.0, 1.0, 0.0
@@ -61,6 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if "--instructions" in given:
+        from bench import instructions_report
+
+        return instructions_report.main([a for a in given if a != "--instructions"])
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so atexit stops the children
     if args.loadgen == "wrk" and not wrk.available():

@@ -15,7 +15,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 import yaml
@@ -91,7 +91,13 @@ class GatewayUnderTest:
     """``gateway serve`` on a fresh SQLite outbox, with a sink standing in for the http_request destination."""
 
     def __init__(self, settings: Settings, name: str, tags: list[dict[str, Any]], clients: list[dict[str, Any]],
-                 destinations: dict[str, Any] | None = None) -> None:
+                 destinations: dict[str, Any] | None = None, *, container_file: Path | None = None) -> None:
+        """A container written from ``tags``, ``clients`` and ``destinations``, or ``container_file`` as it is.
+
+        A container file of one's own (``examples/container.yaml``) must take its storage url from
+        ``${GATEWAY_STORAGE_URL}``, which is set to this gateway's fresh SQLite file, and its order
+        webhook secret from ``${ORDER_WEBHOOK_SECRET}``, set to the one the bench signs with.
+        """
         self.settings = settings
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         self.dir = Path(tempfile.mkdtemp(prefix=f"{slug}-", dir=settings.workdir))
@@ -100,6 +106,13 @@ class GatewayUnderTest:
         self.sink_port = procs.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.sink_url = f"http://127.0.0.1:{self.sink_port}"
+        self.env = {"GATEWAY_LOG_LEVEL": "info"}
+        self.gateway: procs.Proc | None = None
+        self.sink: procs.Proc | None = None
+        if container_file is not None:
+            self.config = container_file
+            self.env |= {"GATEWAY_STORAGE_URL": f"sqlite:///{self.db}", "ORDER_WEBHOOK_SECRET": hits.WEBHOOK_SECRET}
+            return
         container: dict[str, Any] = {
             "consent": {"default": dict.fromkeys(
                 ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization"), "denied")},
@@ -115,8 +128,6 @@ class GatewayUnderTest:
             container["destinations"] = destinations
         self.config = self.dir / "container.yaml"
         self.config.write_text(yaml.safe_dump(container, sort_keys=False))
-        self.gateway: procs.Proc | None = None
-        self.sink: procs.Proc | None = None
 
     def start_sink(self) -> None:
         self.sink = procs.Proc("sink", [sys.executable, "-m", "bench.sink", "--port", str(self.sink_port)],
@@ -134,13 +145,23 @@ class GatewayUnderTest:
         with urllib.request.urlopen(self.sink_url + "/_stats", timeout=5) as response:
             return int(orjson.loads(response.read())["items"])
 
-    def start(self) -> None:
+    def start(self, *, dispatcher: bool = True, wrapper: Sequence[str] = (), env: dict[str, str] | None = None,
+              timeout: float = 30.0, serve_args: Sequence[str] = ()) -> None:
+        """``gateway serve`` (``bench.serve`` without the dispatcher), its argv after ``wrapper`` (e.g. valgrind).
+
+        ``serve_args`` go to ``bench.serve`` (``--until STAGE``).
+        """
         gateway = Path(sys.executable).with_name("gateway")
-        argv = [str(gateway)] if gateway.exists() else [sys.executable, "-m", "gateway.cli"]
-        argv += ["serve", "--config", str(self.config), "--port", str(self.port)]
-        self.gateway = procs.Proc("gateway", argv, self.settings.cores.server, self.dir / "gateway.log",
-                                  env={"GATEWAY_LOG_LEVEL": "info"}, nice=procs.NICE_SERVER)
-        self.gateway.wait_http(self.url + "/readyz")
+        if not dispatcher:
+            argv = [sys.executable, "-m", "bench.serve", *serve_args]
+        elif gateway.exists() and not wrapper:
+            argv = [str(gateway), "serve"]
+        else:
+            argv = [sys.executable, "-m", "gateway.cli", "serve"]
+        argv += ["--config", str(self.config), "--port", str(self.port)]
+        self.gateway = procs.Proc("gateway", [*wrapper, *argv], self.settings.cores.server, self.dir / "gateway.log",
+                                  env={**self.env, **(env or {})}, nice=procs.NICE_SERVER)
+        self.gateway.wait_http(self.url + "/readyz", timeout)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:

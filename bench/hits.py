@@ -84,15 +84,36 @@ _BATCH_LINES = [
     "en=begin_checkout&_s=5&cu=EUR&pr1=idSKU-123~nmBlue%20Mug~pr12.5~qt2&epn.value=25&ep.coupon=SPRING&_et=5200",
     "en=scroll&_s=6&epn.percent_scrolled=90&_et=7000",
 ]
-GA4_BATCH = Hit(
-    "POST /g/collect x5",
-    "POST",
-    "/g/collect?v=2&tid=G-ABC123XYZ&gtm=45je5b10v9123456789za200&_p=1732360000123&gcs=G111&gcd=13r3r3r2r5l1"
-    "&npa=0&dma=1&cid={n}.1732360000&ul=de-de&sr=1920x1080&sid=1732360000&sct=3&seg=1"
-    "&dl=https%3A%2F%2Fshop.example%2Fmug&dt=Blue%20Mug&richsstsse",
-    {**_BROWSER_HEADERS, "Cookie": _COOKIE, "Content-Type": "text/plain;charset=UTF-8", "Origin": ORIGIN},
-    "\r\n".join(_BATCH_LINES),
-)
+
+
+def _ga4_batch(events: int) -> Hit:
+    """gtag.js's batched POST: shared parameters in the query, ``events`` body lines (the five above, repeated)."""
+    lines = (_BATCH_LINES * (events // len(_BATCH_LINES) + 1))[:events]
+    return Hit(
+        f"POST /g/collect x{events}",
+        "POST",
+        "/g/collect?v=2&tid=G-ABC123XYZ&gtm=45je5b10v9123456789za200&_p=1732360000123&gcs=G111&gcd=13r3r3r2r5l1"
+        "&npa=0&dma=1&cid={n}.1732360000&ul=de-de&sr=1920x1080&sid=1732360000&sct=3&seg=1"
+        "&dl=https%3A%2F%2Fshop.example%2Fmug&dt=Blue%20Mug&richsstsse",
+        {**_BROWSER_HEADERS, "Cookie": _COOKIE, "Content-Type": "text/plain;charset=UTF-8", "Origin": ORIGIN},
+        "\r\n".join(lines),
+    )
+
+
+GA4_BATCH = _ga4_batch(5)
+GA4_BATCH_20 = _ga4_batch(20)
+
+
+def _ga4_items(count: int) -> Hit:
+    """The page_view's request as a view_item_list of ``count`` items, each as gtag.js encodes one (``pr<i>``)."""
+    items = "".join(f"&pr{i}=idSKU-{1000 + i}~nmMug%20No.%20{i}~brAcme~caKitchen~c2Mugs~vaBlue~pr12.5~qt1~lp{i}"
+                    "~lnSearch%20results" for i in range(1, count + 1))
+    return Hit(f"GET /g/collect, {count} items", "GET",
+               GA4_PAGE_VIEW.path.replace("&en=page_view", "&en=view_item_list" + items), GA4_PAGE_VIEW.headers)
+
+
+GA4_ITEMS_10 = _ga4_items(10)
+GA4_ITEMS_50 = _ga4_items(50)
 
 BEACON = Hit(
     "POST /collect",

@@ -233,15 +233,20 @@ async def open_loop(
 
 
 async def closed_loop(
-    host: str, port: int, hit: Hit, duration: float, connections: int, seq_start: int
+    host: str, port: int, hit: Hit, duration: float, connections: int, seq_start: int, count: int | None = None
 ) -> LoadResult:
-    """The fallback when wrk is not installed: ``connections`` loops of send, wait, send."""
+    """The fallback when wrk is not installed: ``connections`` loops of send, wait, send.
+
+    With ``count``, exactly that many requests are sent (numbers ``seq_start + 1`` to ``seq_start + count``)
+    and ``duration`` is only a time limit: the instruction count needs a known number of requests.
+    """
     authority = f"{host}:{port}"
     loop = asyncio.get_running_loop()
     latencies = array("d")
     statuses: Counter[int] = Counter()
     errors = 0
     sequence = itertools.count(seq_start + 1)
+    last = None if count is None else seq_start + count
     started = time.perf_counter()
     deadline = started + duration
 
@@ -249,6 +254,9 @@ async def closed_loop(
         nonlocal errors
         conn: _Conn | None = None
         while time.perf_counter() < deadline:
+            n = next(sequence)
+            if last is not None and n > last:
+                break
             if conn is None or conn.closed:
                 try:
                     conn = await _connect(host, port)
@@ -257,7 +265,7 @@ async def closed_loop(
                     await asyncio.sleep(0.01)
                     continue
             answer: asyncio.Future[tuple[int | None, float]] = loop.create_future()
-            conn.send(hit.raw(next(sequence), authority), time.perf_counter(),
+            conn.send(hit.raw(n, authority), time.perf_counter(),
                       lambda c, status, at, answer=answer: answer.set_result((status, at)))
             status, at = await answer
             if status is None:
