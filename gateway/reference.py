@@ -1,9 +1,9 @@
 """The configuration reference, generated from the config models themselves.
 
 Every option is declared once, beside the code that reads it, with its
-description; the README's reference tables are printed from those
-declarations (``gateway config-reference``) and a test fails when the README
-and the models disagree, so the documentation cannot drift.
+description; the reference tables in ``docs/configuration.md`` are printed
+from those declarations (``gateway config-reference``) and a test fails when
+that page and the models disagree, so the documentation cannot drift.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _rows(model: type[BaseModel], prefix: str, skip: frozenset[str] = frozenset(
 
 
 def _table(title: str, rows: list[str]) -> list[str]:
-    return [f"#### {title}", "", "| key | default | meaning |", "| --- | --- | --- |", *rows, ""]
+    return [f"### {title}", "", "| key | default | meaning |", "| --- | --- | --- |", *rows, ""]
 
 
 def config_reference() -> str:
