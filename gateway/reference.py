@@ -91,3 +91,18 @@ def config_reference() -> str:
         lines += _table(f"tag `{name}` (plus `name`, `type`, `trigger`)", _rows(module.Config, "", _COMMON_TAG_KEYS))
     lines.append(END)
     return "\n".join(lines)
+
+
+def splice(text: str) -> str:
+    """``text`` with the part between ``BEGIN`` and ``END`` replaced by the reference generated now."""
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    return text[:start] + config_reference() + text[end:]
+
+
+if __name__ == "__main__":  # python -m gateway.reference docs/configuration.md: regenerate the page's reference in place
+    import sys
+    from pathlib import Path
+
+    for name in sys.argv[1:]:
+        page = Path(name)
+        page.write_text(splice(page.read_text(encoding="utf-8")), encoding="utf-8")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import load_container_text
-from gateway.reference import BEGIN, END, config_reference
+from gateway.reference import BEGIN, END, config_reference, splice
 from tests.running import ROOT
 
 DOCS = ROOT / "docs"
@@ -47,8 +47,14 @@ def test_the_configuration_reference_is_the_one_the_models_generate():
     start, end = CONFIGURATION.index(BEGIN), CONFIGURATION.index(END) + len(END)
 
     assert CONFIGURATION[start:end] == config_reference(), (
-        "docs/configuration.md is stale: regenerate its reference with `gateway config-reference`"
+        "docs/configuration.md is stale: regenerate it with `python -m gateway.reference docs/configuration.md`"
     )
+
+
+def test_splice_replaces_only_the_generated_part():
+    page = f"# Configuration\n\n{BEGIN}\nold tables\n{END}\n\nafter\n"
+
+    assert splice(page) == f"# Configuration\n\n{config_reference()}\n\nafter\n"
 
 
 def test_every_gateway_variable_the_code_the_image_and_the_sample_use_is_in_the_one_table():
