@@ -79,14 +79,24 @@ def normalize_phone(value: object, default_region: str | None = None) -> str | N
 
 
 def normalize_name(value: object) -> str | None:
-    """First name, last name or street: trimmed, inner whitespace collapsed, lowercased (``Test`` is a name)."""
+    """First or last name: trimmed, inner whitespace collapsed, lowercased; ``Test`` is a name, ``0`` is not.
+
+    Only blanks are dropped (``null``, ``n/a``), not placeholders: a name is
+    no identifier on its own, and people are called Test. A value without a
+    single letter is no name.
+    """
     text = present(value)
-    if text is None:
+    if text is None or not any(ch.isalpha() for ch in text):
         return None
     return _SPACES.sub(" ", text).lower()
 
 
-normalize_street = normalize_name
+def normalize_street(value: object) -> str | None:
+    """Street: trimmed, inner whitespace collapsed, lowercased; blanks and placeholders dropped."""
+    text = clean(value)
+    if text is None:
+        return None
+    return _SPACES.sub(" ", text).lower()
 
 
 def normalize_country(value: object) -> str | None:
@@ -115,7 +125,8 @@ def hash_name(value: object) -> str | None:
     return _digest_or(value, normalize_name(value))
 
 
-hash_street = hash_name
+def hash_street(value: object) -> str | None:
+    return _digest_or(value, normalize_street(value))
 
 
 def prehashed(value: object) -> str | None:

@@ -122,9 +122,12 @@ def phone(value: str, region: str | None = None) -> str | None:
 
 
 def name(value: str) -> str | None:
-    """First or last name: lowercase, punctuation removed, letters of any script kept (``Valéry`` -> ``valéry``)."""
+    """First or last name: lowercase, punctuation removed, letters of any script kept (``Valéry`` -> ``valéry``).
+
+    ``Test`` is a name (placeholders are not checked for names); a value without a single letter is not.
+    """
     text = "".join(ch for ch in value.lower() if unicodedata.category(ch)[0] != "P").strip()
-    return text or None
+    return text if any(ch.isalpha() for ch in text) else None
 
 
 def gender(value: str) -> str | None:
