@@ -13,7 +13,9 @@ into digits, drops an extension, cuts a trunk or carrier prefix, reads
 result is checked against what was typed. A number is kept only when:
 
 - ``phonenumbers`` calls it valid (``is_valid_number``), not merely of a
-  possible length; and
+  possible length (the price: a range opened after the installed metadata
+  was built is dropped until ``phonenumbers`` is upgraded; a lost match, not
+  a wrong one); and
 - its digits are the typed digits re-expressed, nothing else: the typed
   digits (ignoring spaces, dots, dashes, parentheses and any other non-digit)
   after a leading ``+`` or ``00`` are the country code and national number;
