@@ -66,8 +66,13 @@ def _key(text: str) -> str:
     return "".join(_words(text))
 
 
+@functools.lru_cache(maxsize=4096)
 def country_code(value: str) -> str | None:
-    """ISO 3166-1 alpha-2 in lower case (``us``), or None when the text names no single country."""
+    """ISO 3166-1 alpha-2 in lower case (``us``), or None when the text names no single country.
+
+    Cached: a shop writes its customers' countries the same few ways, and the
+    fuzzy step reads every country's names.
+    """
     key = _key(value)
     if not key:
         return None
@@ -81,6 +86,14 @@ def country_code(value: str) -> str | None:
     if exact is None and key not in _by_name():
         exact = _by_translated_name().get(key)
     return exact if exact is not None else _fuzzy(_words(value))
+
+
+def load_tables() -> None:
+    """Read every table now (about a second, most of it the translations) rather than on the first unknown name.
+
+    For a server to call at start-up, so that no request waits for it.
+    """
+    _alpha_2(), _alpha_3(), _english_names(), _by_name(), _by_translated_name()
 
 
 def _fuzzy(words: list[str]) -> str | None:
