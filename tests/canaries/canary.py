@@ -38,6 +38,7 @@ KINDS: tuple[Kind, ...] = ("email", "phone", "name")
 # Never reused within a process: hypothesis may draw the same letters twice, and a canary
 # found in the database must belong to exactly one example.
 _SERIAL = itertools.count(1)
+_PHONES_USED: set[str] = set()
 
 # Area codes of the US and Canada that phonenumbers accepts with most exchanges.
 AREA_CODES = (201, 202, 206, 212, 213, 305, 310, 312, 404, 415, 503, 512, 602, 617, 646, 702, 713, 718, 801, 917)
@@ -112,10 +113,16 @@ def email_canary(letters: str) -> Canary:
 
 
 def phone_canary(area: int, exchange: int, line: int) -> Canary | None:
-    """+1 area-exchange-line, or None when phonenumbers would not call it a valid number."""
-    number = f"+1{area:03d}{exchange:03d}{line:04d}"
+    """+1 area-exchange-line (the next unused line when that one was used), or None when none is valid."""
+    for step in range(10000):
+        number = f"+1{area:03d}{exchange:03d}{(line + step) % 10000:04d}"
+        if number not in _PHONES_USED:
+            break
+    else:
+        return None
     if not phonenumbers.is_valid_number(phonenumbers.parse(number)):
         return None
+    _PHONES_USED.add(number)
     national = number[2:]
     a, b, c = national[:3], national[3:6], national[6:]
     variants = (f"+1 {a} {b} {c}", f"+1-{a}-{b}-{c}", f"({a}) {b}-{c}", f"{a}.{b}.{c}", f"+1.{a}.{b}.{c}", number[1:])

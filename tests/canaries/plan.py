@@ -33,6 +33,10 @@ class Plan:
     request: Built
     order_ids: list[str]  # where the ledger may have filed the order
 
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={c.value}" for k, c in self.canaries.items())
+        return f"Plan({self.client}: {'; '.join(p.label for p in self.placements)}; {values})"
+
 
 @st.composite
 def canaries(draw: st.DrawFn) -> dict[Kind, Canary]:

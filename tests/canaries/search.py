@@ -33,6 +33,10 @@ def find(canary: Canary, places: dict[str, bytes]) -> dict[str, list[str]]:
     return found
 
 
+def _slot(p: Placement) -> str:
+    return f"{p.client} {p.slot} ({p.kind})"
+
+
 def family(form: str) -> str:
     """``quote:+1 415 ...`` -> ``quote``; ``sha256_hex:+14155550132`` -> ``sha256_hex``."""
     return form.split(":", 1)[0]
@@ -54,9 +58,11 @@ class Leaks:
     examples: int = 0
     placements: int = 0
     leaks: list[Leak] = field(default_factory=list)
+    tried: Counter[str] = field(default_factory=Counter)  # placements per slot, leaked or not
 
     def add(self, placement: Placement, canary: Canary, found: dict[str, list[str]]) -> Leak | None:
         self.placements += 1
+        self.tried[_slot(placement)] += 1
         if not found:
             return None
         leak = Leak(placement, canary.value, found)
@@ -70,14 +76,15 @@ class Leaks:
         by_kind: Counter[str] = Counter()
         for leak in self.leaks:
             p = leak.placement
-            by_slot[f"{p.client} {p.slot} ({p.kind})"] += 1
+            by_slot[_slot(p)] += 1
             by_kind[p.kind] += 1
             for place, forms in leak.found.items():
                 by_place[place] += 1
                 by_form.update({family(f) for f in forms})
         return {"examples": self.examples, "placements": self.placements, "placements_leaked": len(self.leaks),
                 "by_place": dict(by_place.most_common()), "by_kind": dict(by_kind.most_common()),
-                "by_form": dict(by_form.most_common()), "by_slot": dict(by_slot.most_common())}
+                "by_form": dict(by_form.most_common()),
+                "by_slot": {slot: f"{by_slot[slot]} of {tried}" for slot, tried in sorted(self.tried.items())}}
 
     def write(self, path: str | Path) -> None:
         report = {"summary": self.summary(), "leaks": [
