@@ -33,7 +33,7 @@ import os
 from typing import Any, Iterator
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 
 from tests.canaries.plan import Plan, denied_plans, granted_plans
 from tests.canaries.rig import Rig
@@ -63,12 +63,21 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 
 def deliver(rig: Rig, plan: Plan) -> tuple[Any, Any]:
-    """Send the example's request, wait for every delivery; the marks from before, and the answer."""
+    """Send the example's request (and its order's refund or cancellation), wait for every delivery.
+
+    Returns the marks from before, and the gateway's answers (their headers and bodies are searched too).
+    """
+    note(repr(plan))
     marks = rig.marks()
-    answer = rig.send(plan.request)
-    assert answer.status in (200, 204), f"{plan.client}: {answer.status} {answer.body[:300]!r}"
-    rig.drain()
-    return marks, answer
+    answers = []
+    for request in (plan.request, plan.followup):
+        if request is None:
+            continue
+        answer = rig.send(request)
+        assert answer.status in (200, 204), f"{request.path}: {answer.status} {answer.body[:300]!r}"
+        answers.append(answer)
+        rig.drain()
+    return marks, answers
 
 
 @pytest.mark.xfail(strict=False, reason="issue 14: the one redaction pass over every field, consent per client and "
@@ -80,10 +89,10 @@ def test_with_every_signal_denied_no_canary_is_found_anywhere(rig: Rig) -> None:
     @SETTINGS
     @given(plan=denied_plans())
     def example(plan: Plan) -> None:
-        marks, answer = deliver(rig, plan)
+        marks, answers = deliver(rig, plan)
         # The pipeline ran: forward_everything sends every event on, so an empty sink means the event was dropped.
-        assert rig.new_records(marks, "fake:http_sink"), f"nothing delivered; the answer: {answer.status} {answer.body!r}"
-        places = rig.places(marks, answer, plan.order_ids)
+        assert rig.new_records(marks, "fake:http_sink"), f"nothing delivered; the answer: {answers[0].status} {answers[0].body!r}"
+        places = rig.places(marks, answers, plan.order_ids)
         leaks.examples += 1
         found = [leak for p in plan.placements
                  if (leak := leaks.add(p, plan.canaries[p.kind], find(plan.canaries[p.kind], places))) is not None]
@@ -107,7 +116,7 @@ def test_with_every_signal_granted_the_canaries_arrive_hashed_where_the_vendors_
     @SETTINGS
     @given(plan=granted_plans())
     def example(plan: Plan) -> None:
-        marks, answer = deliver(rig, plan)
+        marks, answers = deliver(rig, plan)
         email, phone, name = plan.canaries["email"], plan.canaries["phone"], plan.canaries["name"]
 
         # Meta: em is the trimmed lower-case email, ph the phone's digits with the country code and no +,
@@ -129,7 +138,7 @@ def test_with_every_signal_granted_the_canaries_arrive_hashed_where_the_vendors_
             {"emailAddress": email.sha256_hex()}, {"phoneNumber": phone.sha256_hex(0)}]
 
         # The search the denied test trusts finds them there too.
-        places = rig.places(marks, answer, plan.order_ids)
+        places = rig.places(marks, answers, plan.order_ids)
         for canary, where in ((email, ("fake:meta", "fake:data_manager")), (phone, ("fake:meta", "fake:data_manager")),
                               (name, ("fake:meta",))):
             found = find(canary, places)

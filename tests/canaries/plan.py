@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.canaries.canary import KINDS, Canary, Kind, email_canary, name_canary, phone_canary, AREA_CODES
 from tests.canaries.placements import Placement, render
-from tests.canaries.requests import CLIENTS, Built, build, draft
+from tests.canaries.requests import CLIENTS, Built, JsonDraft, build, draft, followup
 from tests.canaries.slots import SLOTS
 
 _EXAMPLES = itertools.count(1)
@@ -32,10 +32,13 @@ class Plan:
     placements: list[Placement]
     request: Built
     order_ids: list[str]  # where the ledger may have filed the order
+    followup: Built | None = None  # the order refunded or cancelled afterwards (order systems only)
+    ending: str | None = None  # refund | cancellation
 
     def __repr__(self) -> str:
         values = ", ".join(f"{k}={c.value}" for k, c in self.canaries.items())
-        return f"Plan({self.client}: {'; '.join(p.label for p in self.placements)}; {values})"
+        then = f"; then the order's {self.ending}" if self.ending else ""
+        return f"Plan({self.client}: {'; '.join(p.label for p in self.placements)}; {values}{then})"
 
 
 @st.composite
@@ -65,10 +68,14 @@ def _plan(draw: st.DrawFn, granted: bool) -> Plan:
         slot.put(d, kind, value, draw)
         placements.append(Placement(kind, client, slot.name, slot.category, variant))
     built = build(d)
+    end, ending = None, None
+    if not granted and isinstance(d, JsonDraft) and d.client != "json_beacon":
+        ending = draw(st.sampled_from([None, "refund", "cancellation"]))
+        end = build(followup(d, ending)) if ending else None
     order_ids = {"ga4_get": f"T-{token}", "ga4_post": f"T-{token}", "json_beacon": f"T-{token}",
                  "order_webhook": f"ORD-{token}", "shopify": str(7100000000000 + serial),
                  "woocommerce": str(900000 + serial)}
-    return Plan(client, token, found, placements, built, [order_ids[client]])
+    return Plan(client, token, found, placements, built, [order_ids[client]], end, ending if end else None)
 
 
 @st.composite

@@ -16,6 +16,7 @@ write into it. ``Built`` is what goes on the wire, bytes exactly.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -162,6 +163,39 @@ def draft(client: str, token: str, serial: int, granted: bool) -> Ga4Draft | Jso
             "X-WC-Webhook-Resource": "order", "X-WC-Webhook-Event": "created",
             "X-WC-Webhook-Source": f"{ORIGIN}/", "X-WC-Webhook-Delivery-ID": f"dl-{token}"})
     raise ValueError(f"unknown client {client!r}")
+
+
+# -- the order's end, for the ledger ------------------------------------------------------------------
+
+
+def followup(d: JsonDraft, kind: str) -> JsonDraft:
+    """The same order, canaries and all, refunded in full (``refund``) or cancelled (``cancellation``), by its order system.
+
+    The ledger turns it into a retraction for Google Ads, a refund for GA4
+    and Meta: the paths through which what the ledger kept of the purchase
+    could travel on. A header that identifies the delivery gets a new value
+    (``-2`` added, so a canary placed there stays), or it would be a redelivery.
+    """
+    out = copy.deepcopy(d)
+    when = _now()
+    if d.client == "order_webhook":
+        out.body["event"] = "full_refund" if kind == "refund" else "cancelled"
+        out.body["refund_id"] = f"RF-{out.body['event_id']}"
+        out.body["updated_at"] = when.isoformat()
+        out.headers["Idempotency-Key"] += "-2"
+    elif d.client == "shopify":
+        out.body["cancelled_at"] = when.isoformat()
+        out.headers["X-Shopify-Topic"] = "orders/cancelled"
+        out.headers["X-Shopify-Webhook-Id"] += "-2"
+    elif d.client == "woocommerce":
+        out.body["status"] = "refunded" if kind == "refund" else "cancelled"
+        out.body["date_modified_gmt"] = when.strftime("%Y-%m-%dT%H:%M:%S")
+        out.headers["X-WC-Webhook-Topic"] = "order.updated"
+        out.headers["X-WC-Webhook-Event"] = "updated"
+        out.headers["X-WC-Webhook-Delivery-ID"] += "-2"
+    else:
+        raise ValueError(f"{d.client} reports no refunds")
+    return out
 
 
 # -- what goes on the wire ---------------------------------------------------------------------------

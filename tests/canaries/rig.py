@@ -133,6 +133,7 @@ class Rig:
         self.meta = MetaGraph(token=META_TOKEN)
         self.ga4 = FakeGA4(api_secrets={MEASUREMENT_ID: GA4_API_SECRET})
         self.sink = HttpSink()
+        self._shared = 0  # Data Manager ingests already known to the Google Ads fake
         for fake in self._fakes():
             self.fakes_loop.run(fake.start())
         self.env = {
@@ -191,7 +192,25 @@ class Rig:
                             headers=request.headers, body=request.body)
 
     def drain(self) -> None:
-        """Wait until the dispatcher has settled everything queued (delivered, or dead-lettered)."""
+        """Wait until the dispatcher has settled everything queued (delivered, or dead-lettered).
+
+        Between two waits, what the Data Manager fake accepted becomes a conversion the Google Ads
+        fake knows: one Google behind two APIs, so a retraction finds the conversion it retracts.
+        """
+        self._wait_for_outbox()
+        self.fakes_loop.run(self._share_conversions())
+
+    async def _share_conversions(self) -> None:
+        for received in self.data_manager.ingests[self._shared:]:
+            body = received.body if isinstance(received.body, dict) else {}
+            for destination in body.get("destinations", []):
+                for event in body.get("events", []):
+                    if event.get("transactionId"):
+                        self.google_ads.add_conversion(destination["productDestinationId"],
+                                                       order_id=event["transactionId"])
+        self._shared = len(self.data_manager.ingests)
+
+    def _wait_for_outbox(self) -> None:
         storage = self.client.app.state.gateway.storage  # type: ignore[attr-defined]
         deadline = time.monotonic() + DRAIN_SECONDS
         while self.client.portal.call(storage.pending_count):  # type: ignore[union-attr]
@@ -212,15 +231,17 @@ class Rig:
 
     # -- every place to search --------------------------------------------------------------------------
 
-    def places(self, marks: Marks, answer: Answer, order_ids: list[str]) -> dict[str, bytes]:
+    def places(self, marks: Marks, answers: list[Answer], order_ids: list[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
         for suffix in ("", "-wal", "-shm"):
             path = Path(f"{self.db}{suffix}")
             out[f"database{suffix or ' (main file)'}"] = path.read_bytes() if path.exists() else b""
         out["logs"] = "\n".join(self.logs.lines[marks.logs:]).encode()
         out["/metrics"] = self._get("/metrics")
-        out["gateway response"] = orjson.dumps(answer.headers) + answer.body
-        out.update(self._debug(answer.headers.get("x-gateway-trace"), order_ids))
+        out["gateway response"] = b"\n".join(orjson.dumps(a.headers) + a.body for a in answers)
+        for n, answer in enumerate(answers):
+            for name, data in self._debug(answer.headers.get("x-gateway-trace"), order_ids).items():
+                out[name] = out.get(name, b"") + (b"\n" if n else b"") + data
         out["gateway deliveries list"] = self._cli("deliveries", "list", "--last", "20")
         out["gateway dead-letters list"] = self._cli("dead-letters", "list", "--limit", "20")
         out["gateway orders show"] = b"\n".join(self._cli("orders", "show", order_id) for order_id in order_ids)

@@ -109,10 +109,6 @@ GA4 = [
 # -- JSON bodies ------------------------------------------------------------------------------------
 
 
-def _at(*path: Any) -> Callable[[JsonDraft, Kind, Any, Draw], None]:
-    return lambda d, kind, value, draw: d.put(path, value)
-
-
 def _text_at(*path: Any) -> Callable[[JsonDraft, Kind, Any, Draw], None]:
     return lambda d, kind, value, draw: d.put(path, as_text(value))
 
