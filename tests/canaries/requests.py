@@ -116,6 +116,8 @@ def draft(client: str, token: str, serial: int, granted: bool) -> Ga4Draft | Jso
     gclid = f"Cj0KCQcanary-{token}"
     value = round(10 + serial % 500 + 0.95, 2)
     headers = {"User-Agent": USER_AGENT}
+    if client in ("ga4_get", "ga4_post", "json_beacon"):  # a browser behind the sample's trusted proxy
+        headers["X-Forwarded-For"] = f"198.51.100.{serial % 250 + 1}"
     if client in ("ga4_get", "ga4_post"):
         params = {"v": "2", "tid": MEASUREMENT_ID, "cid": f"{100000 + serial}.1765000000", "en": "purchase",
                   "dt": "Thank you", "ep.transaction_id": f"T-{token}", "ep.event_id": f"E-{token}",
