@@ -151,11 +151,15 @@ class Rig:
         }
         text = sample_container_text()
         self.config_path.write_text(text, encoding="utf-8")
-        container = load_container_text(text, self.env, base_dir=SAMPLE.parent)
         self.logs = LogLines()
         self._levels = self._capture_logs()
-        self.client = TestClient(create_app(container, run_dispatcher=True), client=("127.0.0.1", 50000))
-        self.client.__enter__()
+        try:
+            container = load_container_text(text, self.env, base_dir=SAMPLE.parent)
+            self.client = TestClient(create_app(container, run_dispatcher=True), client=("127.0.0.1", 50000))
+            self.client.__enter__()
+        except BaseException:
+            self._stop_fakes()
+            raise
 
     def _fakes(self) -> list[Any]:
         return [self.data_manager, self.google_ads, self.meta, self.ga4, self.sink]
@@ -175,12 +179,15 @@ class Rig:
         try:
             self.client.__exit__(None, None, None)
         finally:
-            logging.getLogger().removeHandler(self.logs)
-            for name, level in self._levels.items():
-                logging.getLogger(name or None).setLevel(level)
-            for fake in self._fakes():
-                self.fakes_loop.run(fake.close())
-            self.fakes_loop.stop()
+            self._stop_fakes()
+
+    def _stop_fakes(self) -> None:
+        logging.getLogger().removeHandler(self.logs)
+        for name, level in self._levels.items():
+            logging.getLogger(name or None).setLevel(level)
+        for fake in self._fakes():
+            self.fakes_loop.run(fake.close())
+        self.fakes_loop.stop()
 
     # -- one example ----------------------------------------------------------------------------------
 
@@ -239,9 +246,7 @@ class Rig:
         out["logs"] = "\n".join(self.logs.lines[marks.logs:]).encode()
         out["/metrics"] = self._get("/metrics")
         out["gateway response"] = b"\n".join(orjson.dumps(a.headers) + a.body for a in answers)
-        for n, answer in enumerate(answers):
-            for name, data in self._debug(answer.headers.get("x-gateway-trace"), order_ids).items():
-                out[name] = out.get(name, b"") + (b"\n" if n else b"") + data
+        out.update(self._debug([a.headers.get("x-gateway-trace") for a in answers], order_ids))
         out["gateway deliveries list"] = self._cli("deliveries", "list", "--last", "20")
         out["gateway dead-letters list"] = self._cli("dead-letters", "list", "--limit", "20")
         out["gateway orders show"] = b"\n".join(self._cli("orders", "show", order_id) for order_id in order_ids)
@@ -254,20 +259,25 @@ class Rig:
         answer = asgi_request(self.client, "GET", path, query=query.encode(), headers=auth)
         return answer.body
 
-    def _debug(self, trace_id: str | None, order_ids: list[str]) -> dict[str, bytes]:
-        out = {"/debug page": self._get("/debug"), "/debug/api/traces": self._get("/debug/api/traces", "limit=20")}
-        if trace_id:
-            out["/debug/api/traces/{id}"] = self._get(f"/debug/api/traces/{trace_id}")
-            auth = [(b"authorization", f"Bearer {self.debug_token}".encode()), (b"content-type", b"application/json")]
-            explained = asgi_request(self.client, "POST", "/debug/api/explain", headers=auth,
-                                     body=orjson.dumps({"trace_id": trace_id}))
-            out["/debug/api/explain"] = explained.body
-        out["/debug/api/dead-letters"] = self._get("/debug/api/dead-letters", "limit=20")
-        out["/debug/api/dry-runs"] = self._get("/debug/api/dry-runs", "last=20")
-        out["/debug/api/requests"] = self._get("/debug/api/requests", "last=20")
-        out["/debug/api/orders/{id}"] = b"\n".join(
-            self._get(f"/debug/api/orders/{quote(order_id, safe='')}") for order_id in order_ids)
-        return out
+    def _debug(self, trace_ids: list[str | None], order_ids: list[str]) -> dict[str, bytes]:
+        """The page, and every API answer that can show the requests' traces, the outbox or the ledger."""
+        auth = [(b"authorization", f"Bearer {self.debug_token}".encode()), (b"content-type", b"application/json")]
+        traces, explained = [], []
+        for trace_id in filter(None, trace_ids):
+            traces.append(self._get(f"/debug/api/traces/{trace_id}"))
+            explained.append(asgi_request(self.client, "POST", "/debug/api/explain", headers=auth,
+                                          body=orjson.dumps({"trace_id": trace_id})).body)
+        return {
+            "/debug page": self._get("/debug"),
+            "/debug/api/traces": self._get("/debug/api/traces", "limit=20"),
+            "/debug/api/traces/{id}": b"\n".join(traces),
+            "/debug/api/explain": b"\n".join(explained),
+            "/debug/api/dead-letters": self._get("/debug/api/dead-letters", "limit=20"),
+            "/debug/api/dry-runs": self._get("/debug/api/dry-runs", "last=20"),
+            "/debug/api/requests": self._get("/debug/api/requests", "last=20"),
+            "/debug/api/orders/{id}": b"\n".join(
+                self._get(f"/debug/api/orders/{quote(order_id, safe='')}") for order_id in order_ids),
+        }
 
     def _cli(self, *args: str) -> bytes:
         """``gateway <args> --config <the same file>``, run in this process with the rig's environment."""
