@@ -75,6 +75,8 @@ def _phone_shaped(text: str, bare_numbers: bool = True) -> bool:
     digits = sum(c.isdigit() for c in text)
     if not _MIN_DIGITS <= digits <= _MAX_DIGITS:
         return False
+    if not bare_numbers and digits == len(text):
+        return False  # digits alone, even with a leading 00: an id where ids are expected
     if text.startswith(("+", "00")):
         return text.count("+") <= 1
     if "+" in text or _DATE.fullmatch(text):

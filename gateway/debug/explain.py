@@ -41,7 +41,7 @@ import orjson
 
 from gateway.client import RawRequest, stamp
 from gateway.config import Container
-from gateway.consent import apply_consent
+from gateway.consent import ConsentPolicy
 from gateway.debug.recorder import TriggerInfo, note_attempt, note_client_events, note_request, note_run
 from gateway.debug.senders import masked_request
 from gateway.debug.trace import Trace, new_trace_id
@@ -123,8 +123,11 @@ def spec_from_trace(trace: Trace) -> dict[str, Any]:
 def run_pipeline(container: Container, events: list[Event]) -> Outcome:
     """``Pipeline.process`` without its metrics and log lines (see the module docstring)."""
     outcome = Outcome()
+    # The same per-client defaults and redaction as the request path; the pseudonyms' key is this
+    # explanation's own (explain reads no storage), so an id's pseudonym here differs from the stored one.
+    consent = ConsentPolicy.for_container(container)
     for index, event in enumerate(events):
-        outcome.decisions.append(apply_consent(event, container.consent_defaults))
+        outcome.decisions.append(consent.apply(event))
         for entry in container.tags:
             if not entry.trigger.matches(event):
                 continue

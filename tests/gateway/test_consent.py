@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -62,7 +63,7 @@ def test_gcs_of_another_shape_says_nothing(gcs: str) -> None:
         pytest.param("n", "granted", id="n_granted_on_update"),
         pytest.param("u", "denied", id="u_granted_by_default_denied_on_update"),
         pytest.param("v", "granted", id="v_granted_by_default_and_update"),
-        pytest.param("z", None, id="unknown_letter_not_set"),
+        pytest.param("z", "denied", id="unknown_letter_cannot_be_read_so_denied"),
     ],
 )
 def test_gcd_letter_gives_the_effective_state(letter: str, state: str | None) -> None:
@@ -93,14 +94,27 @@ def test_gcd_with_some_signals_unset_leaves_them_out() -> None:
     [
         pytest.param("", id="empty"),
         pytest.param("13r3r3r", id="too_short"),
-        pytest.param("xxrxrxrxrxx", id="letters_where_digits_belong"),
-        pytest.param("\u0661\u0663r\u0663r\u0663r\u0662r\u0665l\u0661", id="non_ascii_digits"),
         pytest.param("13r3r3r2r5l1" * 10, id="far_too_long"),
-        pytest.param("rrrrrrrrrrrr", id="all_letters"),
+        pytest.param("13r3x3r2r5l1", id="unknown_letter_in_a_signal_place"),
+        pytest.param("1353r3r2r5l1", id="digit_in_a_signal_place"),
     ],
 )
-def test_malformed_gcd_says_nothing(gcd: str) -> None:
-    assert decode_gcd(gcd) == {}
+def test_gcd_that_cannot_be_read_denies_every_signal(gcd: str) -> None:
+    assert decode_gcd(gcd) == DENIED
+
+
+@pytest.mark.parametrize(
+    "gcd",
+    [
+        pytest.param("13p3pPp2p5l1", id="capital_letter_where_a_digit_sits_seen_live"),
+        pytest.param("xxpxpxpxpxx", id="letters_where_digits_belong"),
+        pytest.param("\u0661\u0663p\u0663p\u0663p\u0662p\u0665l\u0661", id="non_ascii_digits"),
+        pytest.param("13p-p-p-p5l1", id="dashes"),
+    ],
+)
+def test_gcd_signal_letters_are_read_by_position_whatever_the_separators(gcd: str) -> None:
+    assert decode_gcd(gcd) == DENIED
+    assert decode_gcd(gcd.replace("p", "v")) == GRANTED
 
 
 @given(st.text(max_size=40))
@@ -251,6 +265,7 @@ def test_ad_user_data_denied_removes_personal_keys_and_values_from_extra() -> No
     decision = apply_consent(e, ConsentDefaults())
 
     assert e.extra == {
+        "contact": "Write to [redacted]",  # free text keeps its words, loses the address
         "measurement_id": "G-ABC123XYZ",
         "ga_session_id": "1732360000",
         "ga_session_number": 3,
@@ -303,16 +318,17 @@ def test_ad_user_data_denied_removes_personal_custom_item_parameters_but_keeps_s
 
     decision = apply_consent(e, ConsentDefaults())
 
-    assert e.items == [{"item_id": "0012345678905", "item_name": "Mug", "price": 9.5}]
+    assert e.items == [{"item_id": "0012345678905", "item_name": "Mug", "price": 9.5, "note": "for [redacted]"}]
     assert decision.removed == ("items[0].customer_email", "items[0].note")
 
 
-def test_ad_user_data_denied_removes_a_user_id_that_is_an_email_address() -> None:
+def test_ad_user_data_denied_pseudonymises_a_user_id_that_is_an_email_address() -> None:
     e = event({**GRANTED, "ad_user_data": "denied"}, user_id="Jane.Doe@Example.com")
 
     decision = apply_consent(e, ConsentDefaults())
 
-    assert (e.user_id, decision.removed) == (None, ("user_id",))
+    assert e.user_id is not None and re.fullmatch(r"pid-[0-9a-f]{32}", e.user_id)
+    assert decision.removed == ("user_id",)
 
 
 def test_ad_user_data_denied_keeps_an_opaque_user_id_click_ids_ip_and_user_agent() -> None:
