@@ -141,7 +141,7 @@ def _query(query: str, names: frozenset[str]) -> str:
         if contains_personal(raw_name, bare_numbers=False) or is_digest(name):
             pieces[i] = QUERY_REDACTED  # the parameter's name itself is the address
         elif equals and raw_value and (
-            name.lower() in names or is_personal_key(name) or _value_is_personal(raw_value)
+            name.lower() in names or _value_is_personal(raw_value)
         ):
             pieces[i] = f"{raw_name}={QUERY_REDACTED}"
     return "&".join(pieces)

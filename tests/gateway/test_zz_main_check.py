@@ -1,0 +1,312 @@
+"""With ad_user_data denied, nothing personal reaches the outbox: requests through the real app, a real SQLite file.
+
+Each test sends a request whose consent denies ``ad_user_data`` and then
+looks for the canaries in every byte SQLite keeps (main file and WAL) and in
+each outbox item: raw, lower-cased, percent-encoded, and as a SHA-256 digest
+in hex and base64. The items are what the ``http_request`` tag would send.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import pytest
+
+PSEUDONYM_SECRET = "pseudonym"
+
+EMAIL = "Jane.Canary@Example.com"
+PHONE_DOTS = "415.555.0107"
+PHONE_DIGITS = "4155550107"
+NAME = "Janeczka"
+DIGEST = hashlib.sha256(EMAIL.lower().encode()).digest()
+HEX = DIGEST.hex()
+B64 = base64.b64encode(DIGEST).decode()
+B64URL = base64.urlsafe_b64encode(DIGEST).decode().rstrip("=")
+DENIED_GCD = "gcs=G100&gcd=13p3p3p2p5l1"
+DENIED_JSON = {"ad_storage": "denied", "analytics_storage": "denied", "ad_user_data": "denied", "ad_personalization": "denied"}
+
+CONTAINER = """
+clients:
+  - type: ga4
+  - type: json_beacon
+triggers:
+  everything: {all: []}
+tags:
+  - name: sink
+    type: http_request
+    trigger: everything
+    url: http://127.0.0.1:9/unused
+    mode: dry_run
+"""
+
+
+def forms(value: str) -> list[str]:
+    """Every form a canary could survive in."""
+    digest = hashlib.sha256(value.strip().lower().encode()).digest()
+    out = {value, value.lower(), quote(value, safe=""), quote(value.lower(), safe=""),
+           quote(quote(value, safe=""), safe=""), digest.hex(), base64.b64encode(digest).decode().rstrip("="),
+           base64.urlsafe_b64encode(digest).decode().rstrip("=")}
+    return sorted(out)
+
+
+def stored_bytes(db_path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in (db_path, Path(f"{db_path}-wal")) if p.exists())
+
+
+def outbox_items(db_path: Path) -> list[dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        return [orjson.loads(row[0]) for row in conn.execute("SELECT item FROM outbox ORDER BY id")]
+
+
+def assert_nowhere(db_path: Path, *canaries: str) -> None:
+    raw = stored_bytes(db_path)
+    text = orjson.dumps(outbox_items(db_path)).decode()
+    for canary in canaries:
+        for form in forms(canary):
+            assert form.encode() not in raw, f"a form of {canary!r} is stored"
+            assert form not in text, f"a form of {canary!r} is in an outbox item"
+
+
+def install_key(db_path: Path) -> bytes:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        return bytes(conn.execute("SELECT secret FROM install_secrets WHERE name = ?", (PSEUDONYM_SECRET,)).fetchone()[0])
+
+
+def pseudonym(db_path: Path, value: str) -> str:
+    return "pid-" + hmac.new(install_key(db_path), value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def ga4(client: Any, query: str, **headers: str) -> None:
+    response = client.get(f"/g/collect?v=2&tid=G-TEST&en=page_view&{DENIED_GCD}&{query}", headers=headers)
+    assert response.status_code == 204, response.text
+
+
+def beacon(client: Any, event: dict[str, Any]) -> None:
+    response = client.post("/collect", json={"event_name": "page_view", "consent": DENIED_JSON, **event})
+    assert response.status_code in (200, 202, 204), response.text
+
+
+# -- URLs ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"https://shop.example/thanks?email={EMAIL}&step=2", id="email_raw"),
+        pytest.param(f"https://shop.example/thanks?e={quote(EMAIL, safe='')}&step=2", id="email_percent_encoded"),
+        pytest.param(f"https://shop.example/thanks?e={quote(quote(EMAIL, safe=''), safe='')}&step=2", id="email_encoded_twice"),
+        pytest.param(f"https://shop.example/thanks?contact={PHONE_DOTS}&step=2", id="phone_with_dots"),
+        pytest.param(f"https://shop.example/thanks?name={NAME}&step=2", id="name_on_the_redaction_list"),
+        pytest.param(f"https://shop.example/thanks?h={HEX}&step=2", id="hex_digest"),
+        pytest.param(f"https://shop.example/u/{quote(EMAIL, safe='@')}/thanks?step=2", id="email_in_the_path"),
+        pytest.param(f"https://shop.example/thanks?step=2#/done?who={EMAIL}", id="email_in_the_fragment"),
+    ],
+)
+@pytest.mark.parametrize("field", ["dl", "dr"])
+def test_a_ga4_page_url_or_referrer_loses_personal_query_values(make_client, db_path, url: str, field: str) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    ga4(client, f"cid=555.1&{field}={quote(url, safe='')}")
+
+    assert_nowhere(db_path, EMAIL, PHONE_DOTS, NAME)
+    (item,) = outbox_items(db_path)
+    kept = item["page_location" if field == "dl" else "page_referrer"]
+    assert kept.startswith("https://shop.example/") and "step=2" in kept  # the rest of the URL stays
+
+
+def test_click_ids_stay_in_the_page_url(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+    url = f"https://shop.example/?gclid=Cj0KCQ-gclid&fbclid=IwAR-fbclid&email={EMAIL}"
+
+    ga4(client, f"cid=555.1&dl={quote(url, safe='')}")
+
+    (item,) = outbox_items(db_path)
+    assert item["page_location"] == "https://shop.example/?gclid=Cj0KCQ-gclid&fbclid=IwAR-fbclid&email=(redacted)"
+    assert (item["gclid"], item["fbclid"]) == ("Cj0KCQ-gclid", "IwAR-fbclid")
+
+
+@pytest.mark.parametrize("field", ["page_location", "page_referrer"])
+def test_a_beacon_url_loses_personal_query_values(make_client, db_path, field: str) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    beacon(client, {field: f"https://shop.example/p?mail={quote(EMAIL)}&tel={PHONE_DIGITS}&ok=1"})
+
+    assert_nowhere(db_path, EMAIL, PHONE_DIGITS)
+    (item,) = outbox_items(db_path)
+    assert item[field] == "https://shop.example/p?mail=(redacted)&tel=(redacted)&ok=1"
+
+
+def test_the_redacted_query_parameters_are_the_containers_setting(make_client, db_path) -> None:
+    client = make_client(CONTAINER + "consent:\n  redact_query_parameters: [coupon]\n", run_dispatcher=False)
+
+    beacon(client, {"page_location": "https://shop.example/p?coupon=JANE10&name=Blue+Mug"})
+
+    (item,) = outbox_items(db_path)
+    assert item["page_location"] == "https://shop.example/p?coupon=(redacted)&name=Blue+Mug"
+
+
+# -- free text -----------------------------------------------------------------------------------
+
+
+def test_ga4_title_language_and_user_agent_lose_addresses_and_phone_numbers(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    ga4(client, f"cid=555.1&dt={quote(f'Order for {EMAIL}, call {PHONE_DOTS}')}&ul={quote(EMAIL)}",
+        **{"user-agent": f"Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.6099.109 Safari/537.36 {EMAIL}"})
+
+    assert_nowhere(db_path, EMAIL, PHONE_DOTS)
+    (item,) = outbox_items(db_path)
+    assert item["page_title"] == "Order for [redacted], call [redacted]"
+    assert item["user_agent"] == "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0.6099.109 Safari/537.36 [redacted]"
+
+
+def test_beacon_title_language_and_user_agent_lose_addresses(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    beacon(client, {"page_title": f"Hi {EMAIL}", "language": EMAIL, "user_agent": f"Bot {PHONE_DOTS}"})
+
+    assert_nowhere(db_path, EMAIL, PHONE_DOTS)
+
+
+def test_custom_parameters_lose_digests_hashes_under_meta_names_and_numbers_that_are_phones(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    ga4(client, f"cid=555.1&ep.hem={HEX}&up.h={B64URL}&ep.em={HEX}&ep.ph=abc&ep.fn={NAME}&ep.x=sha256:{HEX}"
+                f"&ep.y={quote(B64, safe='')}&ep.note={PHONE_DOTS}&epn.callback={PHONE_DIGITS}&ep.page_type=checkout")
+
+    assert_nowhere(db_path, EMAIL, PHONE_DOTS, PHONE_DIGITS, NAME)
+    (item,) = outbox_items(db_path)
+    assert item["extra"]["page_type"] == "checkout"
+    assert not {"hem", "em", "ph", "fn", "x", "y", "note", "callback"} & set(item["extra"])
+    assert "h" not in item.get("user_properties", {})
+
+
+def test_items_lose_addresses_and_phones_at_any_depth_and_an_address_used_as_a_key(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+    items = [{"item_id": "0012345678905", "item_name": "Mug", "quantity": 2,
+              "details": {"gift_for": f"for {EMAIL}", "more": [{"n": PHONE_DIGITS}, {"m": int(PHONE_DIGITS)}]}}]
+
+    beacon(client, {"items": items, "extra": {EMAIL: "subscribed", "list": [[f"x {PHONE_DOTS}"]]},
+                    "user_properties": {"backup": f"+1 {PHONE_DOTS}", "plan": "gold"}})
+
+    assert_nowhere(db_path, EMAIL, PHONE_DOTS, PHONE_DIGITS)
+    (item,) = outbox_items(db_path)
+    assert item["items"] == [{"item_id": "0012345678905", "item_name": "Mug", "quantity": 2,
+                              "details": {"gift_for": "for [redacted]", "more": [{}, {}]}}]
+    assert item["extra"] == {"list": [["x [redacted]"]]}
+    assert item["user_properties"] == {"plan": "gold"}
+
+
+# -- identifiers ---------------------------------------------------------------------------------
+
+
+def test_ga4_ids_holding_an_address_become_the_installs_keyed_pseudonym(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    ga4(client, f"cid={quote(EMAIL)}&ep.event_id={quote(EMAIL)}&uid=%2B1%20{PHONE_DOTS}")
+    ga4(client, f"cid={quote(EMAIL)}&ep.event_id=ev-2")
+
+    assert_nowhere(db_path, EMAIL, PHONE_DOTS)
+    first, second = outbox_items(db_path)
+    assert first["client_id"] == second["client_id"] == first["event_id"] == pseudonym(db_path, EMAIL)
+    assert first["user_id"] == pseudonym(db_path, f"+1 {PHONE_DOTS}")
+    assert second["event_id"] == "ev-2"
+
+
+def test_a_purchase_whose_transaction_id_is_an_address_reaches_the_ledger_only_as_its_pseudonym(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    ga4(client, f"cid=555.1&en=purchase&cu=EUR&epn.value=10&ep.transaction_id={quote(EMAIL)}")
+    beacon(client, {"event_name": "purchase", "transaction_id": EMAIL, "client_id": EMAIL, "event_id": EMAIL,
+                    "currency": "EUR", "value": 10})
+
+    assert_nowhere(db_path, EMAIL)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        orders = [row[0] for row in conn.execute("SELECT order_id FROM orders")]
+    assert orders == [pseudonym(db_path, EMAIL)]  # the beacon's copy matched the GA4 hit's order
+
+
+def test_numeric_order_numbers_stay_as_they_are(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    beacon(client, {"event_name": "purchase", "transaction_id": "100200300", "event_id": "4155550199",
+                    "currency": "EUR", "value": 10})
+
+    (item,) = outbox_items(db_path)
+    assert (item["transaction_id"], item["event_id"]) == ("100200300", "4155550199")
+
+
+def test_the_install_secret_outlives_a_restart_and_differs_between_installs(make_client, db_path, tmp_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+    ga4(client, f"cid={quote(EMAIL)}")
+    key = install_key(db_path)
+    client.__exit__(None, None, None)
+
+    client = make_client(CONTAINER, run_dispatcher=False)
+    ga4(client, f"cid={quote(EMAIL)}")
+
+    first, second = outbox_items(db_path)
+    assert install_key(db_path) == key and len(key) == 32
+    assert first["client_id"] == second["client_id"] == pseudonym(db_path, EMAIL)
+    other = tmp_path / "other.db"
+    client = make_client(CONTAINER.replace("clients:", f"storage:\n  url: sqlite:///{other}\nclients:"), run_dispatcher=False)
+    ga4(client, f"cid={quote(EMAIL)}")
+    (third,) = outbox_items(other)
+    assert third["client_id"] != first["client_id"] and re.fullmatch(r"pid-[0-9a-f]{32}", third["client_id"])
+
+
+def test_with_ad_user_data_granted_the_hit_is_left_as_it_is(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+    url = f"https://shop.example/thanks?email={EMAIL}"
+
+    response = client.get(f"/g/collect?v=2&tid=G-TEST&en=page_view&gcs=G111&gcd=13v3v3v2v5l1&cid={quote(EMAIL)}"
+                          f"&dl={quote(url, safe='')}&ep.hem={HEX}")
+
+    assert response.status_code == 204
+    (item,) = outbox_items(db_path)
+    assert (item["client_id"], item["page_location"], item["extra"]["hem"]) == (EMAIL, url, HEX)
+
+
+# -- logs ----------------------------------------------------------------------------------------
+
+WEBHOOK_CONTAINER = CONTAINER.replace("clients:", "clients:\n  - type: order_webhook\n    secret: fixture-secret-0123456789")
+
+
+def webhook(client: Any, payload: dict[str, Any]) -> Any:
+    body = orjson.dumps(payload)
+    signature = "sha256=" + hmac.new(b"fixture-secret-0123456789", body, hashlib.sha256).hexdigest()
+    return client.post("/webhooks/order-update", content=body,
+                       headers={"content-type": "application/json", "x-signature": signature})
+
+
+def test_the_ledgers_log_lines_never_carry_an_address_used_as_an_order_id(make_client, db_path, caplog) -> None:
+    client = make_client(WEBHOOK_CONTAINER, run_dispatcher=False)
+    granted = dict.fromkeys(DENIED_JSON, "granted")  # consent lets the id travel; the log still must not show it
+    caplog.set_level(logging.DEBUG)
+
+    for payload in (
+        {"order_id": EMAIL, "event": "order_paid", "order_value": 50.0, "currency": "EUR", "consent": granted},
+        {"order_id": EMAIL, "event": "partial_refund", "refund_id": EMAIL, "refund_amount": 10.0, "currency": "EUR",
+         "consent": granted},
+    ):
+        assert webhook(client, payload).status_code < 300
+    assert webhook(client, {"order_id": EMAIL, "event": "partial_refund", "refund_id": EMAIL, "refund_amount": 10.0,
+                            "currency": "EUR", "consent": granted}).status_code < 300  # redelivered
+
+    ledger_lines = [r for r in caplog.records if r.getMessage() in ("order ledger", "redelivered request ignored")]
+    assert ledger_lines
+    for record in caplog.records:
+        text = orjson.dumps({k: v for k, v in record.__dict__.items() if isinstance(v, (str, int, float, list))},
+                            default=str).decode() + record.getMessage()
+        for form in forms(EMAIL):
+            assert form not in text, record.getMessage()
