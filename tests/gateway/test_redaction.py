@@ -8,6 +8,7 @@ in hex and base64. The items are what the ``http_request`` tag would send.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -19,10 +20,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import orjson
 import pytest
 
 from gateway.consent import PSEUDONYM_SECRET
+from gateway.storage.postgres import PostgresStorage
+from tests.postgres import fresh_database, shared_database
 
 EMAIL = "Jane.Canary@Example.com"
 PHONE_DOTS = "415.555.0107"
@@ -310,3 +314,47 @@ def test_the_ledgers_log_lines_never_carry_an_address_used_as_an_order_id(make_c
                             default=str).decode() + record.getMessage()
         for form in forms(EMAIL):
             assert form not in text, record.getMessage()
+
+
+# -- the install secret on PostgreSQL ------------------------------------------------------------
+
+
+async def test_postgres_install_secret_is_made_once_and_shared_by_instances_starting_together() -> None:
+    async with fresh_database() as url:
+        stores = [PostgresStorage(url, pool_size=1) for _ in range(3)]
+        await asyncio.gather(*(s.open() for s in stores))
+        try:
+            keys = await asyncio.gather(*(s.install_secret(PSEUDONYM_SECRET) for s in stores))
+            other = await stores[0].install_secret("another")
+        finally:
+            await asyncio.gather(*(s.close() for s in stores))
+        again = PostgresStorage(url, pool_size=1)
+        await again.open()
+        try:
+            reopened = await again.install_secret(PSEUDONYM_SECRET)
+        finally:
+            await again.close()
+
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert reopened == keys[0] and other != keys[0]
+
+
+def test_postgres_ids_are_pseudonymised_with_the_databases_secret(make_client, db_path) -> None:
+    with shared_database() as url:
+        client = make_client(CONTAINER + f"storage:\n  url: {url}\n", run_dispatcher=False)
+        ga4(client, f"cid={quote(EMAIL)}")
+
+        async def read() -> tuple[bytes, str]:
+            conn = await asyncpg.connect(url)
+            try:
+                key = await conn.fetchval("SELECT secret FROM install_secrets WHERE name = $1", PSEUDONYM_SECRET)
+                item = await conn.fetchval("SELECT item::text FROM outbox")
+            finally:
+                await conn.close()
+            return bytes(key), item
+
+        key, item = asyncio.run(read())
+        client.__exit__(None, None, None)
+
+    assert orjson.loads(item)["client_id"] == "pid-" + hmac.new(key, EMAIL.encode(), hashlib.sha256).hexdigest()[:32]
+    assert EMAIL.lower() not in item.lower()
