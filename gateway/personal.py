@@ -70,9 +70,16 @@ _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,
 _MIN_DIGITS, _MAX_DIGITS = 7, 15  # E.164 allows 15; short national numbers have 7
 
 
+_NON_DIGITS = re.compile(r"[^0-9]+")
+
+
+def _digit_count(text: str) -> int:
+    return len(_NON_DIGITS.sub("", text))
+
+
 def _phone_shaped(text: str, bare_numbers: bool = True) -> bool:
     """Digits and separators (already checked) that make a phone number rather than a date, a version or a decimal."""
-    digits = sum(c.isdigit() for c in text)
+    digits = _digit_count(text)
     if not _MIN_DIGITS <= digits <= _MAX_DIGITS:
         return False
     if not bare_numbers and digits == len(text):
@@ -130,16 +137,6 @@ def _phone_matches(text: str, bare_numbers: bool = True) -> list[tuple[int, int]
     return spans
 
 
-def _has_digit_run(text: str) -> bool:
-    run = 0
-    for c in text:
-        if c.isdigit():
-            run += 1
-            if run >= 2:
-                return True
-        elif c not in " ().-\u00a0":
-            run = 0
-    return False
 
 
 # -- digests -----------------------------------------------------------------------------------------
@@ -156,7 +153,7 @@ def is_digest(value: object) -> bool:
     An unprefixed base64 value must mix upper case, lower case and digits, as
     32 random bytes do: a 43-letter word or id of one case is not taken for one.
     """
-    if not isinstance(value, str):
+    if not isinstance(value, str) or not 43 <= len(value) <= 80:
         return False
     text = value.strip()
     prefixed = False
@@ -189,8 +186,7 @@ def scrub_digests(text: str) -> str:
 # -- text --------------------------------------------------------------------------------------------
 
 
-def decoded_forms(value: str) -> tuple[str, ...]:
-    """The distinct forms a value may hide personal data in: raw, percent-decoded once and twice, lower-cased."""
+def _decodings(value: str) -> list[str]:
     forms = [value]
     current = value
     for _ in range(2):
@@ -201,12 +197,23 @@ def decoded_forms(value: str) -> tuple[str, ...]:
             break
         forms.append(decoded)
         current = decoded
+    return forms
+
+
+def decoded_forms(value: str) -> tuple[str, ...]:
+    """The distinct forms a value may hide personal data in: raw, percent-decoded once and twice, lower-cased."""
+    forms = _decodings(value)
     lowered = [f.lower() for f in forms]
     out: list[str] = []
     for form in forms + lowered:
         if form not in out:
             out.append(form)
     return tuple(out)
+
+
+def cannot_be_personal(text: str) -> bool:
+    """A cheap first look: too short for a digest, no ``@`` or ``%``, fewer than 7 digits: nothing to find."""
+    return len(text) < 43 and "@" not in text and "%" not in text and _digit_count(text) < _MIN_DIGITS
 
 
 def contains_personal(value: object, bare_numbers: bool = True) -> bool:
@@ -221,12 +228,13 @@ def contains_personal(value: object, bare_numbers: bool = True) -> bool:
         return bare_numbers and is_phone(value)
     if not isinstance(value, str) or len(value) < 6:
         return False
-    for form in decoded_forms(value):
-        if any(h in form for h in _EMAIL_HINTS) and (
+    # The patterns ignore case, so only the percent-decoded forms need looking at (and only when there are any).
+    for form in _decodings(value) if ("%" in value or "+" in value) else (value,):
+        if ("@" in form or "%40" in form or "%2540" in form) and (
             _EMAIL.search(form) is not None or _EMAIL_ANY_LOCAL.search(form) is not None
         ):
             return True
-        if _has_digit_run(form) and _phone_matches(form, bare_numbers):
+        if _phone_matches(form, bare_numbers):
             return True
     return False
 
@@ -246,10 +254,8 @@ def scrub_text(text: str, bare_numbers: bool = True) -> str:
         text = _EMAIL.sub(REDACTED, text)
         if "@" in text:
             text = _EMAIL_ANY_LOCAL.sub(REDACTED, text)
-    if _has_digit_run(text):
-        spans = _phone_matches(text, bare_numbers)
-        for start, end in reversed(spans):
-            text = text[:start] + REDACTED + text[end:]
+    for start, end in reversed(_phone_matches(text, bare_numbers)):
+        text = text[:start] + REDACTED + text[end:]
     return text
 
 

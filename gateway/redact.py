@@ -36,11 +36,13 @@ not taken for a phone number: those keys carry such numbers on every hit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from gateway.event import Event
 from gateway.personal import (
+    cannot_be_personal,
     contains_personal,
     is_digest,
     is_email,
@@ -107,8 +109,8 @@ def redact_event(event: Event, query_names: frozenset[str], pseudonym: Pseudonym
 
 def identifier_is_personal(value: str, numeric_id: bool = False) -> bool:
     """An id that is or holds an email address, a phone number or a digest (see the module docstring)."""
-    if value.startswith(PSEUDONYM_PREFIX):
-        return False  # already our pseudonym
+    if value.startswith(PSEUDONYM_PREFIX) or cannot_be_personal(value):
+        return False  # already our pseudonym, or too plain to hold anything
     return is_digest(value) or contains_personal(value, bare_numbers=not numeric_id)
 
 
@@ -166,6 +168,8 @@ def _is_url(text: str) -> bool:
 
 
 def _text(text: str, query_names: frozenset[str], bare_numbers: bool) -> str:
+    if cannot_be_personal(text):
+        return text
     if _is_url(text):
         return redact_url(text, query_names)
     if contains_personal(text, bare_numbers):
@@ -190,23 +194,22 @@ class _Walker:
     def mapping(self, data: dict[Any, Any], prefix: str, items: bool) -> None:
         doomed: list[Any] = []
         for key, value in data.items():
-            label = f"{prefix}.{_label(key)}"
-            if self._key_is_personal(key, items):
+            if _key_is_personal(key, items):
                 doomed.append(key)
                 continue
-            keep, new = self._value(value, label, key if isinstance(key, str) else "", items)
+            keep, new = self._value(value, prefix, key, items)
             if not keep:
                 doomed.append(key)
             elif new is not value:
                 data[key] = new
         for key in doomed:
             del data[key]
-            self.touched.append(f"{prefix}.{_label(key)}")
+            self.touched.append(_path_of(prefix, key))
 
     def sequence(self, data: list[Any], prefix: str, parent_key: str, items: bool) -> None:
         doomed: list[int] = []
         for i, value in enumerate(data):
-            keep, new = self._value(value, f"{prefix}[{i}]", parent_key, items)
+            keep, new = self._value(value, prefix, i, items, parent_key)
             if not keep:
                 doomed.append(i)
             elif new is not value:
@@ -215,16 +218,15 @@ class _Walker:
             del data[i]
         self.touched.extend(f"{prefix}[{i}]" for i in doomed)
 
-    def _key_is_personal(self, key: Any, items: bool) -> bool:
-        if not isinstance(key, str):
-            return False
-        if items and key.lower() in _ITEM_KEYS:
-            return False
-        return is_personal_key(key) or contains_personal(key, bare_numbers=False) or is_digest(key)
+    def _value(self, value: Any, prefix: str, at: Any, items: bool, parent_key: str = "") -> tuple[bool, Any]:
+        """(keep it, its new value): strings scrubbed in place, whole addresses and digests dropped.
 
-    def _value(self, value: Any, label: str, key: str, items: bool) -> tuple[bool, Any]:
-        """(keep it, its new value): strings scrubbed in place, whole addresses and digests dropped."""
+        ``at`` is the key (in a mapping) or the index (in a list, whose ``parent_key`` names it).
+        """
+        key = parent_key if isinstance(at, int) else at if isinstance(at, str) else ""
         if isinstance(value, str):
+            if cannot_be_personal(value):
+                return True, value
             if is_digest(value):
                 return False, None
             bare = not _numeric_key(key)
@@ -232,16 +234,29 @@ class _Walker:
                 return False, None
             cleaned = _text(value, self.names, bare)
             if cleaned != value:
-                self.touched.append(label)
+                self.touched.append(_path_of(prefix, at))
                 return True, cleaned
             return True, value
         if isinstance(value, int) and not isinstance(value, bool):
             return (_numeric_key(key) or not is_phone(value)), value
         if isinstance(value, dict):
-            self.mapping(value, label, items)
+            self.mapping(value, _path_of(prefix, at), items)
         elif isinstance(value, list):
-            self.sequence(value, label, key, items)
+            self.sequence(value, _path_of(prefix, at), key, items)
         return True, value
+
+
+def _path_of(prefix: str, at: Any) -> str:
+    return f"{prefix}[{at}]" if isinstance(at, int) else f"{prefix}.{_label(at)}"
+
+
+@functools.lru_cache(maxsize=4096)  # keys come from a small vocabulary; the bound keeps a hostile one small
+def _key_is_personal(key: Any, items: bool) -> bool:
+    if not isinstance(key, str):
+        return False
+    if items and key.lower() in _ITEM_KEYS:
+        return False
+    return is_personal_key(key) or contains_personal(key, bare_numbers=False) or is_digest(key)
 
 
 def _label(key: object) -> str:
