@@ -42,6 +42,7 @@ from typing import Any
 
 from gateway.event import Event
 from gateway.personal import (
+    REDACTED,
     cannot_be_personal,
     contains_personal,
     is_digest,
@@ -128,8 +129,10 @@ def redact_url(url: str, query_names: frozenset[str]) -> str:
 
 
 def _path(text: str) -> str:
-    if contains_personal(text, bare_numbers=False):
-        text = scrub_text(text, bare_numbers=False)
+    if not cannot_be_personal(text):
+        # Segment by segment: a phone number right after a slash is one, though in prose it would not be.
+        text = "/".join(_scrub(s, bare_numbers=False) if contains_personal(s, bare_numbers=False) else s
+                        for s in text.split("/"))
     return scrub_digests(text)
 
 
@@ -173,8 +176,14 @@ def _text(text: str, query_names: frozenset[str], bare_numbers: bool) -> str:
     if _is_url(text):
         return redact_url(text, query_names)
     if contains_personal(text, bare_numbers):
-        text = scrub_text(text, bare_numbers)
+        text = _scrub(text, bare_numbers)
     return scrub_digests(text)
+
+
+def _scrub(text: str, bare_numbers: bool) -> str:
+    """``scrub_text``; when what it found is encoded so that it cannot be cut out cleanly, the whole text goes."""
+    cleaned = scrub_text(text, bare_numbers)
+    return REDACTED if contains_personal(cleaned, bare_numbers) else cleaned
 
 
 def _numeric_key(key: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import hashlib
 import hmac
 import logging
@@ -23,8 +24,12 @@ from urllib.parse import quote
 import asyncpg
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.consent import PSEUDONYM_SECRET
+from gateway.config import ConsentDefaults
+from gateway.consent import PSEUDONYM_SECRET, apply_consent
+from gateway.event import Event
 from gateway.storage.postgres import PostgresStorage
 from tests.postgres import fresh_database, shared_database
 
@@ -358,3 +363,78 @@ def test_postgres_ids_are_pseudonymised_with_the_databases_secret(make_client, d
 
     assert orjson.loads(item)["client_id"] == "pid-" + hmac.new(key, EMAIL.encode(), hashlib.sha256).hexdigest()[:32]
     assert EMAIL.lower() not in item.lower()
+
+
+# -- canaries anywhere in an event (property) ----------------------------------------------------
+
+ALL_DENIED = ConsentDefaults()
+ALL_GRANTED = ConsentDefaults(ad_storage="granted", analytics_storage="granted", ad_user_data="granted",
+                              ad_personalization="granted")
+
+
+def canary_forms(canary: str) -> list[str]:
+    digits = re.sub(r"\D", "", canary)
+    return forms(canary) + ([digits] if canary[0] in "+0123456789(" else [])
+
+
+@st.composite
+def canaries(draw: st.DrawFn) -> str:
+    n = draw(st.integers(0, 9999))
+    return draw(st.sampled_from([f"Jx{n}.Doe@canary{n}.example", f"+44 20 7946 {n:04d}", f"415.555.{n:04d}",
+                                 f"(415) 555-{n:04d}"]))
+
+
+def encoded(value: str, times: int) -> str:
+    for _ in range(times):
+        value = quote(value, safe="")
+    return value
+
+
+@st.composite
+def placed(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
+    """A canary and the event fields that hold it, in one of the places personal data hides."""
+    canary = draw(canaries())
+    where = draw(st.sampled_from(["query", "path", "fragment", "title", "agent", "language", "id", "extra", "text",
+                                  "key", "deep_item", "user_property", "list"]))
+    times = draw(st.integers(0, 2))
+    param = draw(st.sampled_from(["q", "ref", "email", "x"]))
+    url_field = draw(st.sampled_from(["page_location", "page_referrer"]))
+    if where == "query":
+        return canary, {url_field: f"https://shop.example/p?step=1&{param}={encoded(canary, times)}"}
+    if where == "path":
+        return canary, {url_field: f"https://shop.example/u/{encoded(canary, times)}/done"}
+    if where == "fragment":
+        return canary, {url_field: f"https://shop.example/p#/thanks?{param}={encoded(canary, times)}"}
+    if where in ("title", "agent", "language"):
+        name = {"title": "page_title", "agent": "user_agent", "language": "language"}[where]
+        return canary, {name: f"Hello {canary} there"}
+    if where == "id":
+        return canary, {draw(st.sampled_from(["client_id", "event_id", "transaction_id", "user_id"])): canary}
+    if where == "extra":
+        return canary, {"extra": {draw(st.sampled_from(["note", "ref", "v"])): canary}}
+    if where == "text":
+        return canary, {"extra": {"note": f"reach me at {canary} please"}}
+    if where == "key":
+        return canary, {"extra": {canary: "yes"}}
+    if where == "deep_item":
+        return canary, {"items": [{"item_id": "SKU-1", "details": {"deep": [{"v": canary}, [f"to {canary}"]]}}]}
+    if where == "user_property":
+        return canary, {"user_properties": {"p": canary}}
+    return canary, {"extra": {"list": [[canary]]}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(placed())
+def test_no_canary_survives_denied_consent_wherever_it_is_put(case: tuple[str, dict[str, Any]]) -> None:
+    canary, fields = case
+    denied = Event(event_name="purchase", **copy.deepcopy(fields))
+    granted = Event(event_name="purchase", **copy.deepcopy(fields))
+
+    apply_consent(denied, ALL_DENIED)
+    apply_consent(granted, ALL_GRANTED)
+
+    text = orjson.dumps(denied.to_json_dict()).decode()
+    for form in canary_forms(canary):
+        assert form not in text, (form, text)
+    kept = orjson.dumps(granted.to_json_dict()).decode()
+    assert any(form in kept for form in canary_forms(canary) + [encoded(canary, 1), encoded(canary, 2)])
