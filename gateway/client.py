@@ -47,7 +47,12 @@ class ClientConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: str
-    consent: ClientConsent | None = None
+    consent: ClientConsent | None = Field(
+        None,
+        description="This client's own consent.default, e.g. {default: {ad_user_data: granted}}: each signal it "
+        "names overrides the container's consent.default for this client's events (an order system or call "
+        "tracker carries no signals; set what the shop recorded at checkout).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
