@@ -332,9 +332,10 @@ class ConsentPolicy:
         """An id as a log line may show it: itself, or its pseudonym when it is or holds an address or a digest.
 
         Logs outlive consent decisions and are read by people, so this holds
-        whatever the event's consent said.
+        whatever the event's consent said. An order number of digits alone
+        is shown as it is, so an operator can still find the order.
         """
-        return self.pseudonym(value) if identifier_is_personal(value) else value
+        return self.pseudonym(value) if identifier_is_personal(value, numeric_id=True) else value
 
     def defaults_for(self, event: Event) -> ConsentDefaults:
         """The default for this event's client: its own when it set one, else the container's."""
