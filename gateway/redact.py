@@ -37,6 +37,7 @@ not taken for a phone number: those keys carry such numbers on every hit.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,7 @@ from gateway.percent import unquote_plus
 
 QUERY_REDACTED = "(redacted)"
 PSEUDONYM_PREFIX = "pid-"
+_PSEUDONYM = re.compile(r"pid-[0-9a-f]{32}")
 IDENTIFIERS = ("client_id", "user_id", "event_id", "transaction_id")
 # Ids by definition: digits alone are an order number or a counter there, not a phone number.
 NUMERIC_IDS = frozenset({"event_id", "transaction_id"})
@@ -110,8 +112,8 @@ def redact_event(event: Event, query_names: frozenset[str], pseudonym: Pseudonym
 
 def identifier_is_personal(value: str, numeric_id: bool = False) -> bool:
     """An id that is or holds an email address, a phone number or a digest (see the module docstring)."""
-    if value.startswith(PSEUDONYM_PREFIX) or cannot_be_personal(value):
-        return False  # already our pseudonym, or too plain to hold anything
+    if cannot_be_personal(value) or (len(value) == 36 and _PSEUDONYM.fullmatch(value) is not None):
+        return False  # too plain to hold anything, or already our pseudonym
     return is_digest(value) or contains_personal(value, bare_numbers=not numeric_id)
 
 

@@ -438,3 +438,12 @@ def test_no_canary_survives_denied_consent_wherever_it_is_put(case: tuple[str, d
         assert form not in text, (form, text)
     kept = orjson.dumps(granted.to_json_dict()).decode()
     assert any(form in kept for form in canary_forms(canary) + [encoded(canary, 1), encoded(canary, 2)])
+
+
+def test_an_address_dressed_as_a_pseudonym_is_still_pseudonymised() -> None:
+    event = Event(event_name="x", client_id=f"pid-{EMAIL}", user_id="pid-" + "0" * 32)
+
+    apply_consent(event, ALL_DENIED)
+
+    assert re.fullmatch(r"pid-[0-9a-f]{32}", event.client_id or "") and EMAIL not in (event.client_id or "")
+    assert event.user_id == "pid-" + "0" * 32  # a real pseudonym is not pseudonymised again
