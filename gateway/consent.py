@@ -328,12 +328,14 @@ class ConsentPolicy:
     def pseudonym(self, value: str) -> str:
         return self._pseudonyms.pseudonym(value)
 
-    def log_ref(self, value: str) -> str:
-        """An id as a log line may show it: itself, or its pseudonym when it is or holds an address or a digest.
+    def safe_ref(self, value: str) -> str:
+        """An id as a log line or a stored request key may hold it: itself, or its pseudonym when it is or
+        holds an address or a digest.
 
-        Logs outlive consent decisions and are read by people, so this holds
-        whatever the event's consent said. An order number of digits alone
-        is shown as it is, so an operator can still find the order.
+        Logs and stored keys outlive consent decisions and are read by people,
+        so this holds whatever the event's consent said. An order number of
+        digits alone is kept as it is, so an operator can still find the order;
+        the pseudonym is stable, so a redelivered webhook still finds its key.
         """
         return self.pseudonym(value) if identifier_is_personal(value, numeric_id=True) else value
 
@@ -365,3 +367,6 @@ class ConsentPolicy:
                 value = getattr(event, name)
                 if value is not None and identifier_is_personal(value, numeric_id=name in NUMERIC_IDS):
                     setattr(event, name, self._pseudonyms.pseudonym(value))
+            order = event.order
+            if order is not None and order.refund_id is not None and identifier_is_personal(order.refund_id, True):
+                order.refund_id = self._pseudonyms.pseudonym(order.refund_id)

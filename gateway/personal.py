@@ -143,7 +143,6 @@ def _phone_matches(text: str, bare_numbers: bool = True) -> list[tuple[int, int]
 
 _DIGEST_PREFIX = re.compile(r"(?:sha-?256|sha2)[:=$_-]?", re.IGNORECASE)
 _HEX64 = re.compile(r"[0-9A-Fa-f]{64}")
-_HEX64_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{64}(?![0-9A-Za-z])")
 _B64_32 = re.compile(r"[A-Za-z0-9+/_-]{43}=?")
 
 
@@ -176,11 +175,31 @@ def is_digest(value: object) -> bool:
         return False
 
 
+# A digest inside text: 64 hex digits, or 43-44 base64(url) characters, each standing alone (a longer run is
+# something else: a click id, a token), optionally after a sha256: / sha256= prefix.
+_DIGEST_IN_TEXT = re.compile(
+    r"(?:(?<![A-Za-z0-9])(?:sha-?256|sha2)[:=$_-]?)?"
+    r"(?:(?<![0-9A-Za-z])[0-9A-Fa-f]{64}(?![0-9A-Za-z])|(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{43}=?(?![A-Za-z0-9+/_=-]))",
+    re.IGNORECASE,
+)
+
+
+def _digest_spans(text: str) -> list[tuple[int, int]]:
+    return [m.span() for m in _DIGEST_IN_TEXT.finditer(text) if is_digest(m.group(0))]
+
+
+def contains_digest(text: str) -> bool:
+    """A SHA-256 digest (as ``is_digest`` reads one) stands somewhere inside the text."""
+    return isinstance(text, str) and len(text) >= 43 and bool(_digest_spans(text))
+
+
 def scrub_digests(text: str) -> str:
-    """64-hex-digit runs inside free text replaced by ``[redacted]``."""
-    if len(text) < 64:
+    """SHA-256 digests inside free text (hex, base64, prefixed) replaced by ``[redacted]``."""
+    if len(text) < 43:
         return text
-    return _HEX64_IN_TEXT.sub(REDACTED, text)
+    for start, end in reversed(_digest_spans(text)):
+        text = text[:start] + REDACTED + text[end:]
+    return text
 
 
 # -- text --------------------------------------------------------------------------------------------

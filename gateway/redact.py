@@ -45,6 +45,7 @@ from gateway.event import Event
 from gateway.personal import (
     REDACTED,
     cannot_be_personal,
+    contains_digest,
     contains_personal,
     is_digest,
     is_email,
@@ -114,7 +115,7 @@ def identifier_is_personal(value: str, numeric_id: bool = False) -> bool:
     """An id that is or holds an email address, a phone number or a digest (see the module docstring)."""
     if cannot_be_personal(value) or (len(value) == 36 and _PSEUDONYM.fullmatch(value) is not None):
         return False  # too plain to hold anything, or already our pseudonym
-    return is_digest(value) or contains_personal(value, bare_numbers=not numeric_id)
+    return is_digest(value) or contains_personal(value, bare_numbers=not numeric_id) or contains_digest(value)
 
 
 def redact_url(url: str, query_names: frozenset[str]) -> str:
@@ -132,9 +133,9 @@ def redact_url(url: str, query_names: frozenset[str]) -> str:
 
 def _path(text: str) -> str:
     if not cannot_be_personal(text):
-        # Segment by segment: a phone number right after a slash is one, though in prose it would not be.
-        text = "/".join(_scrub(s, bare_numbers=False) if contains_personal(s, bare_numbers=False) else s
-                        for s in text.split("/"))
+        # Segment by segment: a phone number right after a slash is one, though in prose it would not be;
+        # a segment of digits alone that reads as a phone number goes too (when in doubt, it does not leave).
+        text = "/".join(_scrub(s, bare_numbers=True) if contains_personal(s) else s for s in text.split("/"))
     return scrub_digests(text)
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.personal import (
     REDACTED,
+    contains_digest,
     contains_personal,
     decoded_forms,
     is_digest,
@@ -171,3 +172,12 @@ def test_bare_numbers_can_be_taken_for_ids() -> None:
     assert contains_personal("415.555.0107", bare_numbers=False)
     assert scrub_text("order 4155550107", bare_numbers=False) == "order 4155550107"
     assert scrub_text("call +1 415 555 0107", bare_numbers=False) == f"call {REDACTED}"
+
+
+def test_digests_inside_text_are_found_and_cut_out_in_every_form() -> None:
+    for digest in (HEX, B64, B64URL, f"sha256:{HEX}", f"sha256={B64URL}"):
+        text = f"Mozilla/5.0 ({digest}) end"
+        assert contains_digest(text), digest
+        assert scrub_digests(text) == f"Mozilla/5.0 ({REDACTED}) end"
+    gclid = "Cj0KCQiA" + "x1Y2z3" * 12  # longer than a digest: a click id, not one
+    assert not contains_digest(f"https://shop.example/?gclid={gclid}")

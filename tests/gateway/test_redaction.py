@@ -447,3 +447,40 @@ def test_an_address_dressed_as_a_pseudonym_is_still_pseudonymised() -> None:
 
     assert re.fullmatch(r"pid-[0-9a-f]{32}", event.client_id or "") and EMAIL not in (event.client_id or "")
     assert event.user_id == "pid-" + "0" * 32  # a real pseudonym is not pseudonymised again
+
+
+def test_a_digest_inside_an_id_or_a_text_goes_too(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    beacon(client, {"event_id": f"cancel:{HEX}", "page_title": f"t {B64URL} t", "user_agent": f"UA sha256:{B64}"})
+
+    assert_nowhere(db_path, EMAIL)
+    (item,) = outbox_items(db_path)
+    assert re.fullmatch(r"pid-[0-9a-f]{32}", item["event_id"])
+    assert (item["page_title"], item["user_agent"]) == ("t [redacted] t", "UA [redacted]")
+
+
+def test_a_phone_number_as_a_url_path_segment_goes(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    beacon(client, {"page_location": f"https://shop.example/call/{PHONE_DIGITS}/back"})
+
+    (item,) = outbox_items(db_path)
+    assert item["page_location"] == "https://shop.example/call/[redacted]/back"
+
+
+def test_an_address_in_a_webhooks_idempotency_key_is_stored_only_as_its_pseudonym(make_client, db_path) -> None:
+    client = make_client(WEBHOOK_CONTAINER, run_dispatcher=False)
+    payload = orjson.dumps({"order_id": "ORD-7", "event": "order_paid", "order_value": 5.0, "currency": "EUR"})
+    signature = "sha256=" + hmac.new(b"fixture-secret-0123456789", payload, hashlib.sha256).hexdigest()
+    headers = {"content-type": "application/json", "x-signature": signature, "idempotency-key": EMAIL}
+
+    first = client.post("/webhooks/order-update", content=payload, headers=headers)
+    again = client.post("/webhooks/order-update", content=payload, headers=headers)
+
+    assert first.status_code < 300 and again.status_code < 300
+    assert_nowhere(db_path, EMAIL)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        keys = [row[0] for row in conn.execute("SELECT key FROM request_keys")]
+    assert len(keys) == 1 and re.fullmatch(r"pid-[0-9a-f]{32}", keys[0])
+    assert len(outbox_items(db_path)) == 1  # the redelivery was still recognised
