@@ -145,7 +145,7 @@ def click_tags(container: Container) -> dict[str, ClickTag]:
 def log_ledger(write: LedgerWrite, client: str, ref: Callable[[str], str]) -> None:
     """One line per ledger decision (order and change ids, a code, the values used; nothing personal).
 
-    ``ref`` is ``ConsentPolicy.safe_ref``: an id that is or holds an address is
+    ``ref`` is ``ConsentPolicy.log_ref``: an id that is or holds an address is
     logged as its keyed pseudonym, whatever the event's consent said.
     The dead letters the ledger filed are counted here too, once their transaction committed.
     """
@@ -265,7 +265,7 @@ class Gateway:
             self.pending_estimate += len(sweep.released.deliveries)
             if self.run_dispatcher:
                 self.dispatcher.wake()
-        log_ledger(sweep.released, "sweep", self.pipeline.consent.safe_ref)
+        log_ledger(sweep.released, "sweep", self.pipeline.consent.log_ref)
         for code, count in sweep.expired.items():
             metrics.DEAD_LETTERS.labels(LEDGER_DESTINATION, code).inc(count)
             log.warning("held order changes expired", extra={"changes": count, "code": code})
@@ -337,7 +337,7 @@ class Gateway:
             # becomes its keyed pseudonym when ad_user_data is denied. The rest of consent runs in the pipeline.
             self.pipeline.consent.pseudonymise_ids(result.events)
             if result.request_key is not None:  # stored for dedupe only: an address in it is stored as its pseudonym
-                result.request_key = self.pipeline.consent.safe_ref(result.request_key)
+                result.request_key = self.pipeline.consent.stored_key(result.request_key)
             cookies = self.first_party.apply(raw, result.events) if client_name in self.first_party.clients else ()
             note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
             if result.ignored is not None:
@@ -371,9 +371,9 @@ class Gateway:
         write = await self.storage.record_orders(order_ids, bind_ledger_step(step), now, request_key)
         if write is None:
             log.info("redelivered request ignored",
-                     extra={"client": client, "orders": [self.pipeline.consent.safe_ref(o) for o in order_ids]})
+                     extra={"client": client, "orders": [self.pipeline.consent.log_ref(o) for o in order_ids]})
             return
-        log_ledger(write, client, self.pipeline.consent.safe_ref)
+        log_ledger(write, client, self.pipeline.consent.log_ref)
         self._enqueued(len(write.deliveries))
 
     def _check_depth(self) -> None:

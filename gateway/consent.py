@@ -328,16 +328,20 @@ class ConsentPolicy:
     def pseudonym(self, value: str) -> str:
         return self._pseudonyms.pseudonym(value)
 
-    def safe_ref(self, value: str) -> str:
-        """An id as a log line or a stored request key may hold it: itself, or its pseudonym when it is or
-        holds an address or a digest.
+    def log_ref(self, value: str) -> str:
+        """An id as a log line may show it: itself, or its pseudonym when it is or holds an address or a digest.
 
-        Logs and stored keys outlive consent decisions and are read by people,
-        so this holds whatever the event's consent said. An order number of
-        digits alone is kept as it is, so an operator can still find the order;
-        the pseudonym is stable, so a redelivered webhook still finds its key.
+        Logs outlive consent decisions and are read by people, so this holds
+        whatever the event's consent said. An order number of digits alone
+        is shown as it is, so an operator can still find the order.
         """
         return self.pseudonym(value) if identifier_is_personal(value, numeric_id=True) else value
+
+    def stored_key(self, value: str) -> str:
+        """A webhook's request key as stored for dedupe: its pseudonym when it is or holds an address, a phone
+        number (digits alone included) or a digest. Nobody reads it, so nothing is lost; it is stable, so a
+        redelivery still finds it."""
+        return self.pseudonym(value) if identifier_is_personal(value) else value
 
     def defaults_for(self, event: Event) -> ConsentDefaults:
         """The default for this event's client: its own when it set one, else the container's."""

@@ -13,8 +13,8 @@ a request can fill, because personal data hides wherever a page can write:
   same pseudonym, so idempotency keys and the order ledger still match a
   refund to its order, while nobody without the secret can compute it from
   an address (a plain SHA-256 would be joinable with every vendor's hash).
-  An order number or event counter that is only digits stays: those fields
-  hold ids by definition.
+  An order number (``transaction_id``) of digits alone stays: that field
+  holds the order system's number, which operators look orders up by.
 - URLs (``page_location``, ``page_referrer``, any string in the event shaped
   like one): the value of a query parameter that is an email address or a
   phone number (percent-decoded once and twice), or a digest, or whose name
@@ -60,8 +60,10 @@ QUERY_REDACTED = "(redacted)"
 PSEUDONYM_PREFIX = "pid-"
 _PSEUDONYM = re.compile(r"pid-[0-9a-f]{32}")
 IDENTIFIERS = ("client_id", "user_id", "event_id", "transaction_id")
-# Ids by definition: digits alone are an order number or a counter there, not a phone number.
-NUMERIC_IDS = frozenset({"event_id", "transaction_id"})
+# Order numbers: digits alone there are the order system's number, not a phone number, and the operator
+# must be able to find the order by it. (An event id of digits alone that reads as a phone number is
+# pseudonymised: nothing outside the gateway needs to read it.)
+NUMERIC_IDS = frozenset({"transaction_id"})
 _FREE_TEXT = ("page_title", "user_agent", "language", "screen_resolution")
 _URLS = ("page_location", "page_referrer")
 # Key endings whose bare numbers are ids, counts, amounts or times, never phone numbers.

@@ -245,14 +245,16 @@ def test_a_purchase_whose_transaction_id_is_an_address_reaches_the_ledger_only_a
     assert orders == [pseudonym(db_path, EMAIL)]  # the beacon's copy matched the GA4 hit's order
 
 
-def test_numeric_order_numbers_stay_as_they_are(make_client, db_path) -> None:
+def test_numeric_order_numbers_stay_as_they_are_but_an_event_id_that_reads_as_a_phone_goes(make_client, db_path) -> None:
     client = make_client(CONTAINER, run_dispatcher=False)
 
-    beacon(client, {"event_name": "purchase", "transaction_id": "100200300", "event_id": "4155550199",
+    beacon(client, {"event_name": "purchase", "transaction_id": "4155550199", "event_id": "4155550107",
                     "currency": "EUR", "value": 10})
+    beacon(client, {"event_name": "page_view", "event_id": "ev-1732360000"})
 
-    (item,) = outbox_items(db_path)
-    assert (item["transaction_id"], item["event_id"]) == ("100200300", "4155550199")
+    first, second = outbox_items(db_path)
+    assert (first["transaction_id"], first["event_id"]) == ("4155550199", pseudonym(db_path, "4155550107"))
+    assert second["event_id"] == "ev-1732360000"
 
 
 def test_the_install_secret_outlives_a_restart_and_differs_between_installs(make_client, db_path, tmp_path) -> None:
@@ -484,3 +486,15 @@ def test_an_address_in_a_webhooks_idempotency_key_is_stored_only_as_its_pseudony
         keys = [row[0] for row in conn.execute("SELECT key FROM request_keys")]
     assert len(keys) == 1 and re.fullmatch(r"pid-[0-9a-f]{32}", keys[0])
     assert len(outbox_items(db_path)) == 1  # the redelivery was still recognised
+
+
+def test_a_phone_number_as_a_webhooks_idempotency_key_is_stored_only_as_its_pseudonym(make_client, db_path) -> None:
+    client = make_client(WEBHOOK_CONTAINER, run_dispatcher=False)
+    payload = orjson.dumps({"order_id": "ORD-8", "event": "order_paid", "order_value": 5.0, "currency": "EUR"})
+    signature = "sha256=" + hmac.new(b"fixture-secret-0123456789", payload, hashlib.sha256).hexdigest()
+
+    response = client.post("/webhooks/order-update", content=payload, headers={
+        "content-type": "application/json", "x-signature": signature, "idempotency-key": "1" + PHONE_DIGITS})
+
+    assert response.status_code < 300
+    assert_nowhere(db_path, PHONE_DIGITS)
