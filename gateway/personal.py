@@ -27,6 +27,8 @@ import functools
 import re
 from urllib.parse import unquote_plus
 
+import phonenumbers
+
 REDACTED = "[redacted]"
 
 # -- email -------------------------------------------------------------------------------------------
@@ -120,6 +122,25 @@ def is_phone(value: object) -> bool:
     if not 7 <= len(text) <= 40 or not _PHONE_CHARS.issuperset(text):
         return False
     return _phone_shaped(text)
+
+
+def digits_read_as_phone(digits: str) -> bool:
+    """Digits alone that ``phonenumbers`` calls a valid number: with a country code (``14155550107``,
+    ``4915123456767``), as a North American number (``4155550107``), or after a trunk ``0`` or an
+    international ``00``. For fields that hold numbers of their own (an order number), where digit count
+    alone would take every order for a phone."""
+    if not digits.isdigit() or not _MIN_DIGITS <= len(digits) <= _MAX_DIGITS:
+        return False
+    if digits.startswith("0"):
+        return 9 <= len(digits) <= 13
+    candidates = ["+" + digits] + (["+1" + digits] if len(digits) == 10 else [])
+    for candidate in candidates:
+        try:
+            if phonenumbers.is_valid_number(phonenumbers.parse(candidate, None)):
+                return True
+        except phonenumbers.NumberParseException:
+            continue
+    return False
 
 
 def _phone_matches(text: str, bare_numbers: bool = True) -> list[tuple[int, int]]:

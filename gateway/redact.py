@@ -13,8 +13,9 @@ a request can fill, because personal data hides wherever a page can write:
   same pseudonym, so idempotency keys and the order ledger still match a
   refund to its order, while nobody without the secret can compute it from
   an address (a plain SHA-256 would be joinable with every vendor's hash).
-  An order number (``transaction_id``) of digits alone stays: that field
-  holds the order system's number, which operators look orders up by.
+  An order number (``transaction_id``) of digits alone stays unless
+  ``phonenumbers`` reads it as a valid phone number: that field holds the
+  order system's number, which operators look orders up by.
 - URLs (``page_location``, ``page_referrer``, any string in the event shaped
   like one): the value of a query parameter that is an email address or a
   phone number (percent-decoded once and twice), or a digest, or whose name
@@ -47,6 +48,7 @@ from gateway.personal import (
     cannot_be_personal,
     contains_digest,
     contains_personal,
+    digits_read_as_phone,
     is_digest,
     is_email,
     is_personal_key,
@@ -99,7 +101,7 @@ def redact_event(event: Event, query_names: frozenset[str], pseudonym: Pseudonym
     for name in _FREE_TEXT:
         value = getattr(event, name)
         if value:
-            cleaned = _text(value, query_names, bare_numbers=False)
+            cleaned = _text(value, query_names, bare_numbers=True)
             if cleaned != value:
                 setattr(event, name, cleaned)
                 touched.append(name)
@@ -117,6 +119,8 @@ def identifier_is_personal(value: str, numeric_id: bool = False) -> bool:
     """An id that is or holds an email address, a phone number or a digest (see the module docstring)."""
     if cannot_be_personal(value) or (len(value) == 36 and _PSEUDONYM.fullmatch(value) is not None):
         return False  # too plain to hold anything, or already our pseudonym
+    if numeric_id and value.isdigit():
+        return digits_read_as_phone(value)
     return is_digest(value) or contains_personal(value, bare_numbers=not numeric_id) or contains_digest(value)
 
 

@@ -14,6 +14,7 @@ from gateway.personal import (
     REDACTED,
     contains_digest,
     contains_personal,
+    digits_read_as_phone,
     decoded_forms,
     is_digest,
     is_email,
@@ -181,3 +182,11 @@ def test_digests_inside_text_are_found_and_cut_out_in_every_form() -> None:
         assert scrub_digests(text) == f"Mozilla/5.0 ({REDACTED}) end"
     gclid = "Cj0KCQiA" + "x1Y2z3" * 12  # longer than a digest: a click id, not one
     assert not contains_digest(f"https://shop.example/?gclid={gclid}")
+
+
+@pytest.mark.parametrize(("digits", "phone"), [
+    ("4155550107", True), ("14155550107", True), ("4915123456767", True), ("0612345678", True),
+    ("5678901234567", False), ("100200300", False), ("1001", False), ("123456789012", False), ("41555501x7", False),
+])
+def test_digits_read_as_a_phone_only_when_phonenumbers_says_so(digits: str, phone: bool) -> None:
+    assert digits_read_as_phone(digits) is phone

@@ -245,16 +245,20 @@ def test_a_purchase_whose_transaction_id_is_an_address_reaches_the_ledger_only_a
     assert orders == [pseudonym(db_path, EMAIL)]  # the beacon's copy matched the GA4 hit's order
 
 
-def test_numeric_order_numbers_stay_as_they_are_but_an_event_id_that_reads_as_a_phone_goes(make_client, db_path) -> None:
+def test_numeric_order_numbers_stay_unless_they_read_as_a_phone_and_event_ids_that_read_as_one_go(make_client, db_path) -> None:
     client = make_client(CONTAINER, run_dispatcher=False)
 
-    beacon(client, {"event_name": "purchase", "transaction_id": "4155550199", "event_id": "4155550107",
+    beacon(client, {"event_name": "purchase", "transaction_id": "5678901234567", "event_id": "4155550107",
                     "currency": "EUR", "value": 10})
+    beacon(client, {"event_name": "purchase", "transaction_id": "100200300", "currency": "EUR", "value": 10})
+    beacon(client, {"event_name": "purchase", "transaction_id": PHONE_DIGITS, "currency": "EUR", "value": 10})
     beacon(client, {"event_name": "page_view", "event_id": "ev-1732360000"})
 
-    first, second = outbox_items(db_path)
-    assert (first["transaction_id"], first["event_id"]) == ("4155550199", pseudonym(db_path, "4155550107"))
-    assert second["event_id"] == "ev-1732360000"
+    shopify_sized, small, phone, page = outbox_items(db_path)
+    assert (shopify_sized["transaction_id"], shopify_sized["event_id"]) == ("5678901234567", pseudonym(db_path, "4155550107"))
+    assert small["transaction_id"] == "100200300"
+    assert phone["transaction_id"] == pseudonym(db_path, PHONE_DIGITS)  # phonenumbers calls it a valid number
+    assert page["event_id"] == "ev-1732360000"
 
 
 def test_the_install_secret_outlives_a_restart_and_differs_between_installs(make_client, db_path, tmp_path) -> None:
