@@ -274,7 +274,7 @@ def _key_is_personal(key: Any, items: bool) -> bool:
         return False
     if items and key.lower() in _ITEM_KEYS:
         return False
-    return is_personal_key(key) or contains_personal(key, bare_numbers=False) or is_digest(key)
+    return is_personal_key(key) or contains_personal(key) or is_digest(key) or contains_digest(key)
 
 
 def _label(key: object) -> str:

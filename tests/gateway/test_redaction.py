@@ -502,3 +502,13 @@ def test_a_phone_number_as_a_webhooks_idempotency_key_is_stored_only_as_its_pseu
 
     assert response.status_code < 300
     assert_nowhere(db_path, PHONE_DIGITS)
+
+
+def test_a_phone_number_of_digits_alone_used_as_a_key_goes(make_client, db_path) -> None:
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    beacon(client, {"items": [{"item_id": "SKU-1", PHONE_DIGITS: "call"}], "extra": {f"k {HEX}": 1}})
+
+    assert_nowhere(db_path, PHONE_DIGITS, EMAIL)
+    (item,) = outbox_items(db_path)
+    assert item["items"] == [{"item_id": "SKU-1"}] and item["extra"] == {}
