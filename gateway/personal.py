@@ -163,6 +163,7 @@ def _phone_matches(text: str, bare_numbers: bool = True) -> list[tuple[int, int]
 # -- digests -----------------------------------------------------------------------------------------
 
 _DIGEST_PREFIX = re.compile(r"(?:sha-?256|sha2)[:=$_-]?", re.IGNORECASE)
+_ENCODED_SEPARATOR = re.compile(r"%3[AD]", re.IGNORECASE)
 _HEX64 = re.compile(r"[0-9A-Fa-f]{64}")
 _B64_32 = re.compile(r"[A-Za-z0-9+/_-]{43}=?")
 
@@ -198,15 +199,17 @@ def is_digest(value: object) -> bool:
 
 # A digest inside text: 64 hex digits, or 43-44 base64(url) characters, each standing alone (a longer run is
 # something else: a click id, a token), optionally after a sha256: / sha256= prefix.
+# "%3A" and "%3D" are ":" and "=" percent-encoded: a prefixed digest in a URL is found without decoding it.
 _DIGEST_IN_TEXT = re.compile(
-    r"(?:(?<![A-Za-z0-9])(?:sha-?256|sha2)[:=$_-]?)?"
-    r"(?:(?<![0-9A-Za-z])[0-9A-Fa-f]{64}(?![0-9A-Za-z])|(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{43}=?(?![A-Za-z0-9+/_=-]))",
+    r"(?:(?<![A-Za-z0-9])(?:sha-?256|sha2)(?:[:=$_-]|%3A|%3D)?)?"
+    r"(?:(?:(?<![0-9A-Za-z])|(?<=%3A)|(?<=%3D))[0-9A-Fa-f]{64}(?![0-9A-Za-z])"
+    r"|(?:(?<![A-Za-z0-9+/_-])|(?<=%3A)|(?<=%3D))[A-Za-z0-9+/_-]{43}=?(?![A-Za-z0-9+/_=-]))",
     re.IGNORECASE,
 )
 
 
 def _digest_spans(text: str) -> list[tuple[int, int]]:
-    return [m.span() for m in _DIGEST_IN_TEXT.finditer(text) if is_digest(m.group(0))]
+    return [m.span() for m in _DIGEST_IN_TEXT.finditer(text) if is_digest(_ENCODED_SEPARATOR.sub(":", m.group(0)))]
 
 
 def contains_digest(text: str) -> bool:

@@ -176,7 +176,7 @@ def test_bare_numbers_can_be_taken_for_ids() -> None:
 
 
 def test_digests_inside_text_are_found_and_cut_out_in_every_form() -> None:
-    for digest in (HEX, B64, B64URL, f"sha256:{HEX}", f"sha256={B64URL}"):
+    for digest in (HEX, B64, B64URL, f"sha256:{HEX}", f"sha256={B64URL}", f"sha256%3A{HEX}", f"sha256%3d{B64URL}"):
         text = f"Mozilla/5.0 ({digest}) end"
         assert contains_digest(text), digest
         assert scrub_digests(text) == f"Mozilla/5.0 ({REDACTED}) end"
