@@ -61,6 +61,7 @@ from gateway.body import ReadDeadlines, read_body
 from gateway.client import RawRequest, stamp
 from gateway.collect import Answer, CollectionFront, Methods, json_answer, scope_headers
 from gateway.config import CONFIG_ENV, ClientEntry, Container, load_container_file
+from gateway.consent import PSEUDONYM_SECRET
 from gateway.debug import attach as attach_debug, bind_ledger_step, install as install_debug, note_parsed
 from gateway.dispatcher import Dispatcher, dry_run_recorder
 from gateway.errors import BadRequest
@@ -141,14 +142,17 @@ def click_tags(container: Container) -> dict[str, ClickTag]:
     return out
 
 
-def log_ledger(write: LedgerWrite, client: str) -> None:
+def log_ledger(write: LedgerWrite, client: str, ref: Callable[[str], str]) -> None:
     """One line per ledger decision (order and change ids, a code, the values used; nothing personal).
 
+    ``ref`` is ``ConsentPolicy.log_ref``: an id that is or holds an address is
+    logged as its keyed pseudonym, whatever the event's consent said.
     The dead letters the ledger filed are counted here too, once their transaction committed.
     """
     for note in write.notes:
         level = logging.WARNING if note.what in ("retained_value_disagrees", "currency_mismatch") else logging.INFO
-        extra = {"client": client, "order_id": note.order_id, "change_id": note.change_id, "decision": note.what}
+        change = ref(note.change_id) if note.change_id else note.change_id
+        extra = {"client": client, "order_id": ref(note.order_id), "change_id": change, "decision": note.what}
         if note.detail:
             extra.update(note.detail)
         log.log(level, "order ledger", extra=extra)
@@ -201,6 +205,8 @@ class Gateway:
     async def start(self) -> None:
         self.read_deadlines.start()
         await self.storage.open()
+        # Loaded once, here: no request reads it (see ConsentPolicy.use_key).
+        self.pipeline.consent.use_key(await self.storage.install_secret(PSEUDONYM_SECRET))
         self.pending_estimate = await self.storage.pending_count()
         if self.run_dispatcher:
             await self.dispatcher.start()
@@ -259,7 +265,7 @@ class Gateway:
             self.pending_estimate += len(sweep.released.deliveries)
             if self.run_dispatcher:
                 self.dispatcher.wake()
-        log_ledger(sweep.released, "sweep")
+        log_ledger(sweep.released, "sweep", self.pipeline.consent.log_ref)
         for code, count in sweep.expired.items():
             metrics.DEAD_LETTERS.labels(LEDGER_DESTINATION, code).inc(count)
             log.warning("held order changes expired", extra={"changes": count, "code": code})
@@ -327,6 +333,11 @@ class Gateway:
             )
             result = entry.module.parse(raw, entry.config)
             stamp(result.events, entry.source)  # where each event came from: the gateway's word, never the request's
+            # Before anything reads an id (the first-party cookies, the order ledger): an address used as an id
+            # becomes its keyed pseudonym when ad_user_data is denied. The rest of consent runs in the pipeline.
+            self.pipeline.consent.pseudonymise_ids(result.events)
+            if result.request_key is not None:  # stored for dedupe only: an address in it is stored as its pseudonym
+                result.request_key = self.pipeline.consent.stored_key(result.request_key)
             cookies = self.first_party.apply(raw, result.events) if client_name in self.first_party.clients else ()
             note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
             if result.ignored is not None:
@@ -359,9 +370,10 @@ class Gateway:
 
         write = await self.storage.record_orders(order_ids, bind_ledger_step(step), now, request_key)
         if write is None:
-            log.info("redelivered request ignored", extra={"client": client, "orders": order_ids})
+            log.info("redelivered request ignored",
+                     extra={"client": client, "orders": [self.pipeline.consent.log_ref(o) for o in order_ids]})
             return
-        log_ledger(write, client)
+        log_ledger(write, client, self.pipeline.consent.log_ref)
         self._enqueued(len(write.deliveries))
 
     def _check_depth(self) -> None:

@@ -17,10 +17,29 @@ from datetime import datetime
 from typing import Mapping
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.errors import BadRequest
-from gateway.event import Event, Source
+from gateway.event import ConsentState, Event, Source
+
+
+class ClientConsentDefaults(BaseModel):
+    """A client's own consent default: each signal it names overrides the container's for this client's events."""
+
+    model_config = ConfigDict(extra="forbid")
+    ad_storage: ConsentState | None = None
+    analytics_storage: ConsentState | None = None
+    ad_user_data: ConsentState | None = None
+    ad_personalization: ConsentState | None = None
+
+
+class ClientConsent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default: ClientConsentDefaults = Field(
+        default_factory=ClientConsentDefaults,
+        description="Assumed for a signal this client's requests do not carry (order systems and call trackers "
+        "carry none: set what the shop recorded at checkout); signals left out take the container's default.",
+    )
 
 
 class ClientConfig(BaseModel):
@@ -28,6 +47,12 @@ class ClientConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: str
+    consent: ClientConsent | None = Field(
+        None,
+        description="This client's own consent.default, e.g. {default: {ad_user_data: granted}}: each signal it "
+        "names overrides the container's consent.default for this client's events (an order system or call "
+        "tracker carries no signals; set what the shop recorded at checkout).",
+    )
 
 
 @dataclass(frozen=True, slots=True)

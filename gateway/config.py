@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.client import ClientConfig
+from gateway.consent import DEFAULT_REDACT_QUERY_PARAMETERS
 from gateway.durations import Duration
 from gateway.errors import ConfigError
 from gateway.event import ConsentState, Source
@@ -51,6 +52,11 @@ class ConsentDefaults(_Section):
 
 class ConsentSection(_Section):
     default: ConsentDefaults = Field(default_factory=ConsentDefaults, description="Assumed for a signal a request does not carry.")
+    redact_query_parameters: list[str] = Field(
+        default_factory=lambda: sorted(DEFAULT_REDACT_QUERY_PARAMETERS),
+        description="Query parameters of page URLs whose value is replaced when ad_user_data is denied, "
+        "whatever it holds (values that are email addresses, phone numbers or digests are replaced anyway).",
+    )
 
 
 class ServerSection(_Section):

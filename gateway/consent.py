@@ -5,50 +5,67 @@ Reading. gtag.js carries consent in two query parameters:
 - ``gcs=G1xy``: ``x`` is ad_storage, ``y`` analytics_storage; ``1`` granted,
   ``0`` denied, ``-`` not set. It says nothing about ad_user_data or
   ad_personalization, which is why ``gcd`` exists.
-- ``gcd``, e.g. ``13r3r3r2r5l1`` (the 2024 form is ``11p1p1p1p5``): digits and
-  letters alternate; the letters at index 2, 4, 6 and 8 are ad_storage,
-  analytics_storage, ad_user_data and ad_personalization. Each letter packs
-  the default and the update into one symbol (see ``_GCD_LETTERS``); the
-  effective state is the update when there is one, else the default. ``l``
-  means the page never set that signal.
+- ``gcd``, e.g. ``13r3r3r2r5l1`` (the 2024 form is ``11p1p1p1p5``): the
+  letters at index 2, 4, 6 and 8 are ad_storage, analytics_storage,
+  ad_user_data and ad_personalization, whatever stands between them (a live
+  container sends ``13p3pPp2p5l1``). Each letter packs the default and the
+  update into one symbol (see ``_GCD_LETTERS``); the effective state is the
+  update when there is one, else the default. ``l`` means the page never set
+  that signal. A ``gcd`` whose letters cannot be read denies all four.
+
+Google publishes no reference for ``gcd``: the letter table comes from hits
+gtag.js sends. Its consent mode reference
+(https://support.google.com/analytics/answer/13802165) defines the four
+signals but says nothing of a hit with ``gcs`` and no ``gcd``; we found no
+page of Google's saying such a hit takes ad_user_data from ad_storage, so we
+do not infer it: the signal stays unset and the default decides.
 
 JSON bodies (the beacon, webhooks) carry ``{"ad_user_data": "granted", ...}``.
 
-Decoders never raise: a garbled consent string is the page's problem, and the
-request still counts, with the container's default for what it did not say.
-A JSON ``consent`` object that is not one of ours is refused with a 400
-instead, because its sender is our integration, and a typo there would
-otherwise silently turn into the default for every order.
+Decoders never raise: a garbled ``gcs`` is the page's problem, and the
+request still counts, with the default for what it did not say. A JSON
+``consent`` object that is not one of ours is refused with a 400 instead,
+because its sender is our integration, and a typo there would otherwise
+silently turn into the default for every order.
 
-Enforcing (``apply_consent``), before any rule or tag sees the event:
+Enforcing (``ConsentPolicy.apply``, which calls ``apply_consent``), once,
+before any rule or tag sees the event:
 
-- a signal the request did not carry takes ``consent.default`` from the container;
-- ``ad_user_data`` denied: ``user_data`` goes, and so does anything personal
-  hiding in ``extra``, ``user_properties``, custom item parameters or a
-  ``user_id`` that is really an email address. Keys are judged by their name
-  (``customer_email``, ``billingPhone``, ``zip`` ...) and string values by
-  their shape (an email address, a phone number). Both tests are heuristics
-  that err on the side of removing: a lost custom parameter costs a report
-  column, a leaked email address costs a legal basis;
+- a signal the request did not carry takes the client's ``consent.default``
+  when its config sets one, else the container's ``consent.default``;
+- ``ad_user_data`` denied: the redaction pass of ``gateway.redact``
+  (``user_data`` goes; ids holding an address become keyed pseudonyms;
+  URLs, free text, ``extra``, ``user_properties`` and items lose addresses,
+  phone numbers and digests);
 - ``ad_storage`` denied: ``fbp`` and ``fbc``, which are read from cookies, go.
 
-Click ids from the URL (gclid, gbraid, wbraid, fbclid), the IP address and
-the user agent stay: they are not data the user provided, and Google's
-consent mode still sends the click id on denied pings.
+Click ids from the URL (gclid, gbraid, wbraid, fbclid) and the IP address
+stay here: each tag decides what it sends of them under ``ad_storage``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import BadRequest
 from gateway.event import CONSENT_SIGNALS, Consent, ConsentState, Event
+from gateway.redact import IDENTIFIERS, NUMERIC_IDS, PSEUDONYM_PREFIX, Pseudonym, identifier_is_personal, redact_event
 
 if TYPE_CHECKING:
-    from gateway.config import ConsentDefaults
+    from gateway.config import ConsentDefaults, Container
+
+PSEUDONYM_SECRET = "pseudonym"  # the install_secrets row that keys the pseudonyms
+# GA4's data redaction removes query parameters by name; these are the names it is commonly set up with,
+# and the container's consent.redact_query_parameters replaces the list.
+DEFAULT_REDACT_QUERY_PARAMETERS = frozenset({
+    "email", "e-mail", "mail", "phone", "tel", "name", "first_name", "last_name", "address", "zip", "postcode",
+})
 
 _GCS_STATES: dict[str, ConsentState] = {"1": "granted", "0": "denied"}
 
@@ -65,9 +82,10 @@ _GCD_LETTERS: dict[str, ConsentState] = {
     "u": "denied",   # granted by default, denied on update
     "v": "granted",  # granted by default, granted on update
 }
+_GCD_NOT_SET = "l"
 _GCD_POSITIONS = tuple(zip((2, 4, 6, 8), CONSENT_SIGNALS))
-_GCD_DIGIT_POSITIONS = (0, 1, 3, 5, 7)
 _GCD_MAX_LENGTH = 64  # today's strings have 10 to 12 characters
+_ALL_DENIED: dict[str, ConsentState] = dict.fromkeys(CONSENT_SIGNALS, "denied")
 
 _MAPPING_STATES: dict[Any, ConsentState] = {"granted": "granted", "denied": "denied"}
 _SIGNAL_SET = frozenset(CONSENT_SIGNALS)
@@ -88,17 +106,29 @@ def decode_gcs(value: str) -> dict[str, ConsentState]:
 
 
 def decode_gcd(value: str) -> dict[str, ConsentState]:
-    """The effective state of each signal a ``gcd`` string sets; malformed -> {}."""
-    if not isinstance(value, str) or not 9 <= len(value) <= _GCD_MAX_LENGTH:
+    """The effective state of each signal a ``gcd`` string sets, read by position.
+
+    The four signal letters sit at indexes 2, 4, 6 and 8 whatever stands
+    between them: a live container was seen sending ``13p3pPp2p5l1``, a
+    capital letter where a digit usually sits, and the visitor's denial must
+    still count. A string whose letters cannot be read (too short, too long,
+    a letter we do not know in a signal's place) says every signal is
+    denied, never "not set": "not set" would hand the decision to the
+    container's default, which may be "granted", on the strength of a string
+    we could not read. ``l`` is read, and means the page did not set it.
+    """
+    if not isinstance(value, str):
         return {}
-    for i in _GCD_DIGIT_POSITIONS:
-        if value[i] not in "0123456789":
-            return {}
+    if not 9 <= len(value) <= _GCD_MAX_LENGTH:
+        return dict(_ALL_DENIED)
     out: dict[str, ConsentState] = {}
     for i, signal in _GCD_POSITIONS:
-        state = _GCD_LETTERS.get(value[i])
+        letter = value[i]
+        state = _GCD_LETTERS.get(letter)
         if state is not None:
             out[signal] = state
+        elif letter != _GCD_NOT_SET:
+            return dict(_ALL_DENIED)
     return out
 
 
@@ -144,6 +174,9 @@ class ConsentDecision:
     removed: tuple[str, ...] = ()
 
 
+# The heuristics below predate gateway.personal and gateway.redact, which enforcement now uses; they
+# stay, unchanged, because the debugger's masks (gateway.debug.masking) import them by name.
+
 # Key names that suggest personal data, matched against the lower-cased key
 # with separators kept ("customerEmail" -> "customeremail" still matches).
 _PII_KEY = re.compile(
@@ -185,45 +218,19 @@ def _is_personal_key(key: object) -> bool:
     return isinstance(key, str) and _PII_KEY.search(key.lower()) is not None
 
 
-def _scrub_dict(data: dict[Any, Any], prefix: str, removed: list[str], values: bool) -> None:
-    doomed = None
-    for key, value in data.items():
-        if _is_personal_key(key) or (values and isinstance(value, str) and _looks_personal(value)):
-            if doomed is None:
-                doomed = []
-            doomed.append(key)
-        elif isinstance(value, dict):
-            _scrub_dict(value, f"{prefix}.{key}", removed, values)
-        elif isinstance(value, list):
-            _scrub_list(value, f"{prefix}.{key}", removed, values)
-    if doomed:
-        for key in doomed:
-            del data[key]
-            removed.append(f"{prefix}.{key}")
-
-
-def _scrub_list(data: list[Any], prefix: str, removed: list[str], values: bool) -> None:
-    doomed = None
-    for i, value in enumerate(data):
-        if isinstance(value, str):
-            if values and _looks_personal(value):
-                if doomed is None:
-                    doomed = []
-                doomed.append(i)
-        elif isinstance(value, dict):
-            _scrub_dict(value, f"{prefix}[{i}]", removed, values)
-        elif isinstance(value, list):
-            _scrub_list(value, f"{prefix}[{i}]", removed, values)
-    if doomed:
-        for i in reversed(doomed):
-            del data[i]
-        removed.extend(f"{prefix}[{i}]" for i in doomed)
-
-
-def apply_consent(event: Event, defaults: ConsentDefaults) -> ConsentDecision:
+def apply_consent(
+    event: Event,
+    defaults: ConsentDefaults,
+    *,
+    query_names: frozenset[str] = DEFAULT_REDACT_QUERY_PARAMETERS,
+    pseudonym: Pseudonym | None = None,
+) -> ConsentDecision:
     """Fill missing signals from ``defaults`` and remove what the consent state forbids.
 
-    Mutates ``event`` in place and says what it did.
+    Mutates ``event`` in place and says what it did. ``pseudonym`` keys the
+    identifiers' pseudonyms; the gateway passes its install secret's
+    (``ConsentPolicy``), and without one a key made for this process is used,
+    never a plain hash.
     """
     consent = event.consent
     defaulted: list[str] = []
@@ -234,22 +241,9 @@ def apply_consent(event: Event, defaults: ConsentDefaults) -> ConsentDecision:
 
     removed: list[str] = []
     if consent.ad_user_data == "denied":
-        if event.user_data is not None:
-            event.user_data = None
-            removed.append("user_data")
-        if event.user_id is not None and _looks_personal(event.user_id):
-            event.user_id = None
-            removed.append("user_id")
-        if event.extra:
-            _scrub_dict(event.extra, "extra", removed, values=True)
-        if event.user_properties:
-            _scrub_dict(event.user_properties, "user_properties", removed, values=True)
-        if event.items:
-            # Item values are ids, names and prices: a long numeric SKU must not
-            # pass for a phone number, so only names and email-shaped values count.
-            for i, item in enumerate(event.items):
-                if isinstance(item, dict):
-                    _scrub_items_entry(item, f"items[{i}]", removed)
+        # Only here: with ad_user_data granted the visitor allowed their data to travel, and a request
+        # path that walked every string of every granted event would pay for nothing.
+        removed = redact_event(event, query_names, pseudonym or _PROCESS_KEY.pseudonym)
 
     if consent.ad_storage == "denied":
         if event.fbp is not None:
@@ -262,12 +256,121 @@ def apply_consent(event: Event, defaults: ConsentDefaults) -> ConsentDecision:
     return ConsentDecision(tuple(defaulted), tuple(removed))
 
 
-def _scrub_items_entry(item: dict[str, Any], prefix: str, removed: list[str]) -> None:
-    doomed = [
-        key
-        for key, value in item.items()
-        if _is_personal_key(key) or (isinstance(value, str) and "@" in value and _EMAIL_VALUE.search(value))
-    ]
-    for key in doomed:
-        del item[key]
-        removed.append(f"{prefix}.{key}")
+class Pseudonyms:
+    """Keyed pseudonyms: ``pid-`` and 32 hex digits of HMAC-SHA256(key, value).
+
+    Keyed so that the pseudonym of an address cannot be computed by anyone
+    without the key, and so cannot be joined with any vendor's or any other
+    install's hash of the same address.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("a pseudonym key needs at least 16 bytes")
+        self._key = key
+
+    def pseudonym(self, value: str) -> str:
+        digest = hmac.new(self._key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return PSEUDONYM_PREFIX + digest[:32]
+
+
+# Used only where no install secret was given (a unit test, the debugger's dry run): a fresh key per
+# process, so even then a pseudonym is never a plain, joinable hash.
+_PROCESS_KEY = Pseudonyms(secrets.token_bytes(32))
+
+
+class ConsentPolicy:
+    """Consent as one container applies it: its default, each client's own default, the redaction settings, the key.
+
+    Built once per container (``for_container``); the gateway hands it the
+    install's secret at start (``use_key``), so no request reads it.
+
+    Each client may set ``consent.default`` (an order system or a call
+    tracker carries no Consent Mode signals, but the shop may have recorded
+    consent at checkout): a signal it names overrides the container's
+    default for that client's events, a signal it leaves out keeps the
+    container's.
+    """
+
+    __slots__ = ("defaults", "by_client", "query_names", "_pseudonyms")
+
+    def __init__(
+        self,
+        defaults: ConsentDefaults,
+        by_client: Mapping[str, ConsentDefaults] | None = None,
+        query_names: frozenset[str] = DEFAULT_REDACT_QUERY_PARAMETERS,
+    ) -> None:
+        self.defaults = defaults
+        self.by_client = dict(by_client or {})
+        self.query_names = query_names
+        self._pseudonyms = Pseudonyms(secrets.token_bytes(32))
+
+    @classmethod
+    def for_container(cls, container: Container) -> ConsentPolicy:
+        section = container.file.consent
+        base = section.default
+        by_client: dict[str, ConsentDefaults] = {}
+        for entry in container.clients:
+            own = entry.config.consent
+            if own is not None:
+                given = own.default.model_dump(exclude_none=True)
+                if given:
+                    by_client[entry.source.client] = base.model_copy(update=given)
+        names = frozenset(name.lower() for name in section.redact_query_parameters)
+        return cls(base, by_client, names)
+
+    def use_key(self, key: bytes) -> None:
+        """The install's secret (``Storage.install_secret``): pseudonyms stay the same across restarts and instances."""
+        self._pseudonyms = Pseudonyms(key)
+
+    def pseudonym(self, value: str) -> str:
+        return self._pseudonyms.pseudonym(value)
+
+    def log_ref(self, value: str) -> str:
+        """An id as a log line may show it: itself, or its pseudonym when it is or holds an address or a digest.
+
+        Logs outlive consent decisions and are read by people, so this holds
+        whatever the event's consent said. An order number of digits alone
+        is shown as it is, so an operator can still find the order.
+        """
+        return self.pseudonym(value) if identifier_is_personal(value, numeric_id=True) else value
+
+    def stored_key(self, value: str) -> str:
+        """A webhook's request key as stored for dedupe: its pseudonym when it is or holds an address, a phone
+        number (digits alone included) or a digest. Nobody reads it, so nothing is lost; it is stable, so a
+        redelivery still finds it."""
+        return self.pseudonym(value) if identifier_is_personal(value) else value
+
+    def defaults_for(self, event: Event) -> ConsentDefaults:
+        """The default for this event's client: its own when it set one, else the container's."""
+        source = event.source
+        if source is None or not self.by_client:
+            return self.defaults
+        return self.by_client.get(source.client, self.defaults)
+
+    def apply(self, event: Event) -> ConsentDecision:
+        """``apply_consent`` with this container's defaults, redaction settings and key."""
+        return apply_consent(event, self.defaults_for(event), query_names=self.query_names,
+                             pseudonym=self._pseudonyms.pseudonym)
+
+    def pseudonymise_ids(self, events: list[Event]) -> None:
+        """Replace personal identifiers before the order ledger reads a transaction id (see ``gateway.app``).
+
+        The full pass runs later, in the pipeline; this early step only makes
+        sure an address used as an order id never becomes a ledger key, a
+        held change or a log line. It leaves the consent signals as they are,
+        so the pipeline still knows which came from the default.
+        """
+        for event in events:
+            state = event.consent.ad_user_data or self.defaults_for(event).ad_user_data
+            if state != "denied":
+                continue
+            for name in IDENTIFIERS:
+                value = getattr(event, name)
+                if value is not None and identifier_is_personal(value, numeric_id=name in NUMERIC_IDS):
+                    setattr(event, name, self._pseudonyms.pseudonym(value))
+            order = event.order
+            if order is not None and order.refund_id is not None and identifier_is_personal(order.refund_id, True):
+                order.refund_id = self._pseudonyms.pseudonym(order.refund_id)

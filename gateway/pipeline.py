@@ -13,7 +13,7 @@ from typing import Callable
 
 from gateway import metrics
 from gateway.config import Container
-from gateway.consent import ConsentDecision, apply_consent
+from gateway.consent import ConsentDecision, ConsentPolicy
 from gateway.delivery import Delivery
 from gateway.event import CONSENT_SIGNALS, Event
 from gateway.tag import Skip
@@ -32,6 +32,8 @@ class Outcome:
 class Pipeline:
     def __init__(self, container: Container) -> None:
         self.defaults = container.consent_defaults
+        # Per-client defaults, redaction settings and the pseudonym key (set at start by the gateway).
+        self.consent = ConsentPolicy.for_container(container)
         # Resolved once: the loop below runs for every tag of every event.
         self._consent_counts = metrics.LabelCache(metrics.CONSENT)
         self._fires = metrics.LabelCache(metrics.TAG_FIRES)
@@ -43,7 +45,7 @@ class Pipeline:
     def process(self, events: list[Event], client: str = "") -> Outcome:
         outcome = Outcome()
         for index, event in enumerate(events):
-            decision = apply_consent(event, self.defaults)
+            decision = self.consent.apply(event)
             outcome.decisions.append(decision)
             self._count_consent(event, decision)
             if decision.removed:

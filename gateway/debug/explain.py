@@ -41,7 +41,7 @@ import orjson
 
 from gateway.client import RawRequest, stamp
 from gateway.config import Container
-from gateway.consent import apply_consent
+from gateway.consent import ConsentPolicy
 from gateway.debug.recorder import TriggerInfo, note_attempt, note_client_events, note_request, note_run
 from gateway.debug.senders import masked_request
 from gateway.debug.trace import Trace, new_trace_id
@@ -120,11 +120,16 @@ def spec_from_trace(trace: Trace) -> dict[str, Any]:
 # -- the pipeline, without metrics -------------------------------------------------------------------
 
 
-def run_pipeline(container: Container, events: list[Event]) -> Outcome:
-    """``Pipeline.process`` without its metrics and log lines (see the module docstring)."""
+def run_pipeline(container: Container, events: list[Event], consent: ConsentPolicy | None = None) -> Outcome:
+    """``Pipeline.process`` without its metrics and log lines (see the module docstring).
+
+    Consent is the request path's: per-client defaults and the same redaction. The pseudonyms' key is
+    the explanation's own (explain reads no storage), so an id's pseudonym here differs from the stored one.
+    """
     outcome = Outcome()
+    consent = consent or ConsentPolicy.for_container(container)
     for index, event in enumerate(events):
-        outcome.decisions.append(apply_consent(event, container.consent_defaults))
+        outcome.decisions.append(consent.apply(event))
         for entry in container.tags:
             if not entry.trigger.matches(event):
                 continue
@@ -234,6 +239,8 @@ async def explain(
     try:
         result = entry.module.parse(raw, entry.config)
         stamp(result.events, entry.source)
+        consent = ConsentPolicy.for_container(container)
+        consent.pseudonymise_ids(result.events)  # as Gateway.handle does, before an order id is noted
     except BadRequest as exc:  # the client's answer; its body names fields, never values
         trace.status, trace.error = exc.status, exc.body()
         return trace
@@ -243,7 +250,7 @@ async def explain(
         order_id = order_id_of(event)
         if order_id is not None:
             trace.ledger.append({"order_id": order_id, "decision": "explained_without_ledger", "change_id": None})
-    outcome = run_pipeline(container, result.events)
+    outcome = run_pipeline(container, result.events, consent)
     note_run(trace, result.events, outcome.decisions, outcome.fired, outcome.skipped, outcome.deliveries, triggers)
     await send_dry_run(container, trace, outcome.deliveries, also_record, now)
     trace.sources.clear()

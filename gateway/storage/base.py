@@ -25,6 +25,7 @@ order id, so that two first sightings of one order cannot both insert it.
 from __future__ import annotations
 
 import abc
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
@@ -144,6 +145,11 @@ class TrackedRequest:
     next_check_at: datetime | None  # None once the outcome is final or it is no longer asked for
 
 
+def new_install_secret() -> bytes:
+    """32 bytes from the operating system's generator."""
+    return secrets.token_bytes(32)
+
+
 class Storage(abc.ABC):
     @abc.abstractmethod
     async def open(self) -> None:
@@ -206,6 +212,16 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def pending_count(self) -> int:
         """All pending items (cheap; checked for backpressure)."""
+
+    @abc.abstractmethod
+    async def install_secret(self, name: str) -> bytes:
+        """The install's secret called ``name``: made (32 random bytes) and stored on first use, the same ever after.
+
+        Kept in the database rather than the container file because nobody
+        needs to know it: it keys the pseudonyms consent gives personal ids,
+        which must stay the same across restarts and instances of one install
+        and must differ between installs.
+        """
 
     @abc.abstractmethod
     async def record_dry_run(self, destination: str, batch_key: str, request: dict[str, Any], item_count: int, now: datetime) -> None:

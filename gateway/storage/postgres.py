@@ -54,6 +54,7 @@ from gateway.storage.base import (
     StorageUnavailable,
     Sweep,
     TrackedRequest,
+    new_install_secret,
 )
 from gateway.storage_url import PostgresTarget, parse_storage_url
 
@@ -115,6 +116,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     postgres_ledger.MIGRATION,  # the order ledger
     postgres_requests.MIGRATION,  # vendor requests processed later (Data Manager API request ids)
     postgres_ledger.ORDER_SYSTEM_MIGRATION,  # the order system's total, uploads followed, kept identifiers, hold reasons
+    # Secrets the install makes for itself on first use (the key of consent's pseudonyms), never configured.
+    ("CREATE TABLE install_secrets (name text PRIMARY KEY, secret bytea NOT NULL, created_at timestamptz NOT NULL)",),
 ]
 
 _DUE = "status = 'pending' AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1)"
@@ -453,6 +456,17 @@ class PostgresStorage(Storage):
 
     async def pending_count(self) -> int:
         return await self._run(lambda c: c.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'"))
+
+    async def install_secret(self, name: str) -> bytes:
+        secret = new_install_secret()
+
+        async def run(conn: asyncpg.Connection) -> bytes:
+            # ON CONFLICT then read: instances starting together on one database all keep the first one's.
+            await conn.execute("INSERT INTO install_secrets (name, secret, created_at) VALUES ($1, $2, now())"
+                               " ON CONFLICT (name) DO NOTHING", name, secret)
+            return bytes(await conn.fetchval("SELECT secret FROM install_secrets WHERE name = $1", name))
+
+        return await self._run(run)
 
     async def record_dry_run(
         self, destination: str, batch_key: str, request: dict[str, Any], item_count: int, now: datetime

@@ -69,6 +69,7 @@ from gateway.storage.base import (
     StorageUnavailable,
     Sweep,
     TrackedRequest,
+    new_install_secret,
 )
 
 T = TypeVar("T")
@@ -132,6 +133,8 @@ MIGRATIONS: list[tuple[str, ...]] = [
     sqlite_ledger.MIGRATION,  # the order ledger
     sqlite_requests.MIGRATION,  # vendor requests processed later (Data Manager API request ids)
     sqlite_ledger.ORDER_SYSTEM_MIGRATION,  # the order system's total, uploads followed, kept identifiers, hold reasons
+    # Secrets the install makes for itself on first use (the key of consent's pseudonyms), never configured.
+    ("CREATE TABLE install_secrets (name TEXT PRIMARY KEY, secret BLOB NOT NULL, created_at REAL NOT NULL) WITHOUT ROWID",),
 ]
 
 _INSERT_ITEM = """INSERT OR IGNORE INTO outbox
@@ -617,6 +620,18 @@ class SQLiteStorage(Storage):
 
     async def pending_count(self) -> int:
         return await self._read(lambda c: c.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0])
+
+    async def install_secret(self, name: str) -> bytes:
+        secret = new_install_secret()
+        now = datetime.now(timezone.utc).timestamp()
+
+        def op(conn: sqlite3.Connection) -> bytes:
+            # INSERT OR IGNORE then read: two instances starting together on one file keep the first one's.
+            conn.execute("INSERT OR IGNORE INTO install_secrets (name, secret, created_at) VALUES (?, ?, ?)",
+                         (name, secret, now))
+            return bytes(conn.execute("SELECT secret FROM install_secrets WHERE name = ?", (name,)).fetchone()[0])
+
+        return await self._write(op, replayable=True)
 
     async def record_dry_run(
         self, destination: str, batch_key: str, request: dict[str, Any], item_count: int, now: datetime

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import json
+import re
+import sqlite3
 from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import ConsentDefaults
-from gateway.consent import ConsentDecision, apply_consent, consent_from_mapping, decode_gcd, decode_gcs
-from gateway.errors import BadRequest
-from gateway.event import CONSENT_SIGNALS, Address, Consent, Event, UserData
+from gateway.consent import ConsentDecision, ConsentPolicy, apply_consent, consent_from_mapping, decode_gcd, decode_gcs
+from gateway.debug.explain import explain
+from gateway.errors import BadRequest, ConfigError
+from gateway.event import CONSENT_SIGNALS, Address, Consent, Event, Source, UserData
+from tests.conftest import container_from
 
 GRANTED = dict.fromkeys(CONSENT_SIGNALS, "granted")
 DENIED = dict.fromkeys(CONSENT_SIGNALS, "denied")
@@ -62,7 +71,7 @@ def test_gcs_of_another_shape_says_nothing(gcs: str) -> None:
         pytest.param("n", "granted", id="n_granted_on_update"),
         pytest.param("u", "denied", id="u_granted_by_default_denied_on_update"),
         pytest.param("v", "granted", id="v_granted_by_default_and_update"),
-        pytest.param("z", None, id="unknown_letter_not_set"),
+        pytest.param("z", "denied", id="unknown_letter_cannot_be_read_so_denied"),
     ],
 )
 def test_gcd_letter_gives_the_effective_state(letter: str, state: str | None) -> None:
@@ -93,14 +102,27 @@ def test_gcd_with_some_signals_unset_leaves_them_out() -> None:
     [
         pytest.param("", id="empty"),
         pytest.param("13r3r3r", id="too_short"),
-        pytest.param("xxrxrxrxrxx", id="letters_where_digits_belong"),
-        pytest.param("\u0661\u0663r\u0663r\u0663r\u0662r\u0665l\u0661", id="non_ascii_digits"),
         pytest.param("13r3r3r2r5l1" * 10, id="far_too_long"),
-        pytest.param("rrrrrrrrrrrr", id="all_letters"),
+        pytest.param("13r3x3r2r5l1", id="unknown_letter_in_a_signal_place"),
+        pytest.param("1353r3r2r5l1", id="digit_in_a_signal_place"),
     ],
 )
-def test_malformed_gcd_says_nothing(gcd: str) -> None:
-    assert decode_gcd(gcd) == {}
+def test_gcd_that_cannot_be_read_denies_every_signal(gcd: str) -> None:
+    assert decode_gcd(gcd) == DENIED
+
+
+@pytest.mark.parametrize(
+    "gcd",
+    [
+        pytest.param("13p3pPp2p5l1", id="capital_letter_where_a_digit_sits_seen_live"),
+        pytest.param("xxpxpxpxpxx", id="letters_where_digits_belong"),
+        pytest.param("\u0661\u0663p\u0663p\u0663p\u0662p\u0665l\u0661", id="non_ascii_digits"),
+        pytest.param("13p-p-p-p5l1", id="dashes"),
+    ],
+)
+def test_gcd_signal_letters_are_read_by_position_whatever_the_separators(gcd: str) -> None:
+    assert decode_gcd(gcd) == DENIED
+    assert decode_gcd(gcd.replace("p", "v")) == GRANTED
 
 
 @given(st.text(max_size=40))
@@ -251,6 +273,7 @@ def test_ad_user_data_denied_removes_personal_keys_and_values_from_extra() -> No
     decision = apply_consent(e, ConsentDefaults())
 
     assert e.extra == {
+        "contact": "Write to [redacted]",  # free text keeps its words, loses the address
         "measurement_id": "G-ABC123XYZ",
         "ga_session_id": "1732360000",
         "ga_session_number": 3,
@@ -303,16 +326,17 @@ def test_ad_user_data_denied_removes_personal_custom_item_parameters_but_keeps_s
 
     decision = apply_consent(e, ConsentDefaults())
 
-    assert e.items == [{"item_id": "0012345678905", "item_name": "Mug", "price": 9.5}]
-    assert decision.removed == ("items[0].customer_email", "items[0].note")
+    assert e.items == [{"item_id": "0012345678905", "item_name": "Mug", "price": 9.5, "note": "for [redacted]"}]
+    assert set(decision.removed) == {"items[0].customer_email", "items[0].note"}
 
 
-def test_ad_user_data_denied_removes_a_user_id_that_is_an_email_address() -> None:
+def test_ad_user_data_denied_pseudonymises_a_user_id_that_is_an_email_address() -> None:
     e = event({**GRANTED, "ad_user_data": "denied"}, user_id="Jane.Doe@Example.com")
 
     decision = apply_consent(e, ConsentDefaults())
 
-    assert (e.user_id, decision.removed) == (None, ("user_id",))
+    assert e.user_id is not None and re.fullmatch(r"pid-[0-9a-f]{32}", e.user_id)
+    assert decision.removed == ("user_id",)
 
 
 def test_ad_user_data_denied_keeps_an_opaque_user_id_click_ids_ip_and_user_agent() -> None:
@@ -372,3 +396,142 @@ def test_consent_is_applied_in_place() -> None:
 
     assert e.consent is consent
     assert consent.ad_storage == "denied"
+
+
+# --- through the app: gcd by position, per-client defaults, explain ----------------------------
+
+APP_CONTAINER = """
+consent:
+  default: {ad_storage: granted, analytics_storage: granted, ad_user_data: granted, ad_personalization: granted}
+clients:
+  - type: ga4
+  - type: json_beacon
+triggers:
+  everything: {all: []}
+tags:
+  - name: sink
+    type: http_request
+    trigger: everything
+    url: http://127.0.0.1:9/unused
+    mode: dry_run
+"""
+CANARY_URL = "https://shop.example/thanks?email=jane.canary@example.com"
+
+
+def outbox(db_path: Any) -> list[dict[str, Any]]:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        return [json.loads(row[0]) for row in conn.execute("SELECT item FROM outbox ORDER BY id")]
+
+
+def test_the_live_gcd_with_a_capital_letter_denies_ad_user_data_even_when_the_default_grants(make_client, db_path) -> None:
+    client = make_client(APP_CONTAINER, run_dispatcher=False)
+
+    response = client.get(f"/g/collect?v=2&tid=G-T&cid=555.1&en=page_view&gcs=G100&gcd=13p3pPp2p5l1&dl={quote(CANARY_URL, safe='')}")
+
+    assert response.status_code == 204
+    (item,) = outbox(db_path)
+    assert item["consent"] == DENIED
+    assert item["page_location"] == "https://shop.example/thanks?email=(redacted)"
+
+
+@pytest.mark.parametrize("gcd", ["13x3x3x2x5l1", "13p3p", "13p3p3p2p5l1" * 8])
+def test_a_gcd_that_cannot_be_read_denies_all_four_never_the_granting_default(make_client, db_path, gcd: str) -> None:
+    client = make_client(APP_CONTAINER, run_dispatcher=False)
+
+    assert client.get(f"/g/collect?v=2&tid=G-T&cid=555.1&en=page_view&gcd={gcd}").status_code == 204
+
+    (item,) = outbox(db_path)
+    assert item["consent"] == DENIED
+
+
+def test_gcs_without_gcd_leaves_ad_user_data_to_the_default(make_client, db_path) -> None:
+    # No page of Google's says ad_user_data follows ad_storage when gcd is absent (see gateway.consent).
+    client = make_client(APP_CONTAINER.replace("ad_user_data: granted", "ad_user_data: denied"), run_dispatcher=False)
+
+    assert client.get("/g/collect?v=2&tid=G-T&cid=555.1&en=page_view&gcs=G111").status_code == 204
+
+    (item,) = outbox(db_path)
+    assert (item["consent"]["ad_storage"], item["consent"]["ad_user_data"]) == ("granted", "denied")
+
+
+WEBHOOK_SECRET = "fixture-secret-0123456789"
+PER_CLIENT = """
+clients:
+  - type: json_beacon
+  - type: order_webhook
+    secret: fixture-secret-0123456789
+    consent:
+      default: {ad_user_data: granted}
+triggers:
+  everything: {all: []}
+tags:
+  - name: sink
+    type: http_request
+    trigger: everything
+    url: http://127.0.0.1:9/unused
+    mode: dry_run
+"""
+
+
+def signed_post(client: Any, payload: dict[str, Any]) -> Any:
+    body = json.dumps(payload).encode()
+    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    return client.post("/webhooks/order-update", content=body,
+                       headers={"content-type": "application/json", "x-signature": signature})
+
+
+def test_a_clients_own_default_overrides_the_containers_for_its_events_only(make_client, db_path) -> None:
+    client = make_client(PER_CLIENT, run_dispatcher=False)
+    caller = {"email": "jane.canary@example.com", "phone": "+1 415 555 0107"}
+
+    assert signed_post(client, {"order_id": "ORD-1", "event": "order_paid", "order_value": 20.0, "currency": "EUR",
+                                "customer": caller}).status_code < 300
+    assert client.post("/collect", json={"event_name": "page_view", "client_id": "+1 415 555 0107"}).status_code < 300
+
+    webhook_item, beacon_item = outbox(db_path)
+    # The operator said checkout consent covers the order system's data: the caller's details travel.
+    assert webhook_item["consent"] == {**DENIED, "ad_user_data": "granted"}
+    assert webhook_item["user_data"] == {"email_address": "jane.canary@example.com", "phone_number": "+1 415 555 0107"}
+    # The beacon has no default of its own: the container's (denied) applies, and its id is a pseudonym.
+    assert beacon_item["consent"] == DENIED
+    assert re.fullmatch(r"pid-[0-9a-f]{32}", beacon_item["client_id"])
+
+
+def test_a_signal_the_webhook_carries_still_wins_over_the_clients_default(make_client, db_path) -> None:
+    client = make_client(PER_CLIENT, run_dispatcher=False)
+
+    assert signed_post(client, {"order_id": "ORD-2", "event": "order_paid", "order_value": 20.0, "currency": "EUR",
+                                "customer": {"email": "jane.canary@example.com"},
+                                "consent": {"ad_user_data": "denied"}}).status_code < 300
+
+    (item,) = outbox(db_path)
+    assert item["consent"]["ad_user_data"] == "denied" and "user_data" not in item
+
+
+def test_a_client_consent_default_with_an_unknown_signal_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        container_from(PER_CLIENT.replace("{ad_user_data: granted}", "{ad_user_date: granted}"), tmp_path / "x.db")
+    assert "clients[1] (order_webhook).consent.default.ad_user_date" in str(caught.value)
+
+
+async def test_explain_uses_the_same_per_client_default(tmp_path) -> None:
+    container = container_from(PER_CLIENT, tmp_path / "never.db")
+    body = json.dumps({"order_id": "ORD-3", "event": "order_paid", "order_value": 5.0, "currency": "EUR"})
+    signature = "sha256=" + hmac.new(WEBHOOK_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+    spec = {"method": "POST", "path": "/webhooks/order-update", "body": body,
+            "headers": {"Content-Type": "application/json", "X-Signature": signature}}
+
+    trace = (await explain(container, spec)).to_json()
+
+    consent = {c["signal"]: (c["state"], c["source"]) for c in trace["runs"][0]["consent"]}
+    assert consent["ad_user_data"] == ("granted", "default")
+    assert consent["ad_storage"] == ("denied", "default")
+
+
+def test_the_policy_merges_a_clients_partial_default_over_the_containers(tmp_path) -> None:
+    policy = ConsentPolicy.for_container(container_from(PER_CLIENT, tmp_path / "x.db"))
+    webhook_event = event({}, source=Source(client="order_webhook", authenticated=True))
+    beacon_event = event({}, source=Source(client="json_beacon", authenticated=False))
+
+    assert policy.defaults_for(webhook_event) == ConsentDefaults(ad_user_data="granted")
+    assert policy.defaults_for(beacon_event) == ConsentDefaults()
