@@ -46,6 +46,11 @@ class Config(TagConfig):
         default_factory=dict,
         description="Extra request headers, e.g. Authorization; credentials are masked in dry-run records.",
     )
+    secret_headers: list[str] = Field(
+        default_factory=list,
+        description="Names of further headers whose values are credentials, masked wherever the request is shown "
+                    "or logged (Authorization, X-Api-Key and names with auth, token, secret or key in them always are).",
+    )
     mode: Literal["live", "dry_run"] = Field(
         "live", description="live sends; dry_run records the exact request instead of sending it."
     )
