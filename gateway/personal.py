@@ -1,0 +1,284 @@
+"""What personal data looks like: pure detectors, no policy.
+
+Consent enforcement, the debugger's masks and the log filters all need the
+same answer to "is this an email address, a phone number, a digest?", so the
+answer lives here, once, with no imports from the rest of the gateway.
+
+The detectors err on the side of "personal": a false positive costs a report
+column, a false negative costs a legal basis. Where that would destroy data
+every request carries (a browser's version numbers in its user agent, an ISO
+date, a price), the shape that tells them apart is spelled out below.
+
+- ``is_email`` / ``is_phone`` / ``is_digest``: the whole value is one.
+- ``contains_personal``: an email address or phone number appears somewhere
+  in the text, raw or percent-encoded (once or twice).
+- ``scrub_text``: the same, replaced by ``[redacted]``.
+- ``is_personal_key``: a key whose *name* says its value is personal,
+  including the short names vendors use (Meta's ``em``/``ph``/``fn``...).
+- ``decoded_forms``: the forms a value can hide in (percent-encoded once or
+  twice, upper-case).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import re
+from urllib.parse import unquote_plus
+
+REDACTED = "[redacted]"
+
+# -- email -------------------------------------------------------------------------------------------
+
+# The local part stops at characters that delimit it in URLs and prose; "%40" and "%2540" are "@"
+# percent-encoded once and twice, so an address in a URL is found without decoding the URL first.
+_EMAIL = re.compile(
+    r"[^@\s<>()\[\],;:\"'&=?/%\\]+"
+    r"(?:@|%40|%2540)"
+    r"(?:[^@\s<>()\[\],;:\"'&=?/%\\.]+\.)+[^\W\d_]{2,63}(?![^\W\d_])",
+    re.IGNORECASE,
+)
+# Every character RFC 5322 allows in a local part, for what the first pattern leaves: "'&=?/%"
+# are legal there, but in a URL they delimit, so they are only taken when nothing else matched.
+_EMAIL_ANY_LOCAL = re.compile(
+    r"[^@\s<>()\[\],;:\"\\]+@(?:[^@\s<>()\[\],;:\"'&=?/%\\.]+\.)+[^\W\d_]{2,63}(?![^\W\d_])",
+    re.IGNORECASE,
+)
+_EMAIL_HINTS = ("@", "%40", "%2540")
+
+
+def is_email(value: str) -> bool:
+    """The whole value (surrounding spaces and a ``mailto:`` aside) is one email address."""
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    if text[:7].lower() == "mailto:":
+        text = text[7:]
+    return "@" in text and (_EMAIL.fullmatch(text) is not None or _EMAIL_ANY_LOCAL.fullmatch(text) is not None)
+
+
+# -- phone -------------------------------------------------------------------------------------------
+
+_PHONE_CHARS = frozenset("0123456789 ().-+/\u00a0")
+# A run of digits and the separators phone numbers are written with. Not preceded by a word
+# character, a dot, a slash or a dash, so the middle of a version number ("Chrome/120.0.6099.109"),
+# a path segment or an identifier is never a candidate of its own.
+_PHONE_IN_TEXT = re.compile(r"(?<![\w.+/%-])(?:\+|00)?\(?\d[\d ().\-\u00a0]{5,24}\d\)?(?!\w|[.,]\d)")
+_SEPARATORS = re.compile(r"[ ().\-\u00a0/]+")
+_DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+_MIN_DIGITS, _MAX_DIGITS = 7, 15  # E.164 allows 15; short national numbers have 7
+
+
+def _phone_shaped(text: str) -> bool:
+    """Digits and separators (already checked) that make a phone number rather than a date, a version or a decimal."""
+    digits = sum(c.isdigit() for c in text)
+    if not _MIN_DIGITS <= digits <= _MAX_DIGITS:
+        return False
+    if text.startswith(("+", "00")):
+        return text.count("+") <= 1
+    if "+" in text or _DATE.fullmatch(text):
+        return False
+    groups = [g for g in _SEPARATORS.split(text) if g]
+    if len(groups) == 1:
+        return True  # a bare number: the issue's "phone written as a number"
+    if len(groups) == 2 and set(_SEPARATORS.findall(text)) == {"."}:
+        return False  # a decimal number, 123456.78
+    # Version numbers and IP-like dotted runs have one-digit groups after the first: 10.0.19045.
+    return all(len(g) >= 2 for g in groups[1:])
+
+
+def is_phone(value: object) -> bool:
+    """The whole value is a phone number: 7-15 digits written with spaces, dots, dashes, parentheses, ``+``, or bare.
+
+    An ``int`` counts too (a phone number sent as a JSON number); ``bool`` and
+    ``float`` do not. ISO dates, dotted decimals and version numbers do not.
+    """
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return _MIN_DIGITS <= len(str(abs(value))) <= _MAX_DIGITS
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    if text[:4].lower() == "tel:":
+        text = text[4:].strip()
+    if not 7 <= len(text) <= 40 or not _PHONE_CHARS.issuperset(text):
+        return False
+    return _phone_shaped(text)
+
+
+def _phone_matches(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for match in _PHONE_IN_TEXT.finditer(text):
+        candidate = match.group(0)
+        if _phone_shaped(candidate):
+            spans.append(match.span())
+        elif " " in candidate:
+            # "2024-01-15 4155550107": too many digits as one; look at each part on its own.
+            offset = match.start()
+            for part in re.finditer(r"\S+", candidate):
+                if _phone_shaped(part.group(0).strip("()")):
+                    spans.append((offset + part.start(), offset + part.end()))
+    return spans
+
+
+def _has_digit_run(text: str) -> bool:
+    run = 0
+    for c in text:
+        if c.isdigit():
+            run += 1
+            if run >= 2:
+                return True
+        elif c not in " ().-\u00a0":
+            run = 0
+    return False
+
+
+# -- digests -----------------------------------------------------------------------------------------
+
+_DIGEST_PREFIX = re.compile(r"(?:sha-?256|sha2)[:=$_-]?", re.IGNORECASE)
+_HEX64 = re.compile(r"[0-9A-Fa-f]{64}")
+_HEX64_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{64}(?![0-9A-Za-z])")
+_B64_32 = re.compile(r"[A-Za-z0-9+/_-]{43}=?")
+
+
+def is_digest(value: object) -> bool:
+    """A SHA-256 digest: 64 hex digits, or 32 bytes in base64 / base64url, optionally prefixed ``sha256:`` or ``sha256=``.
+
+    An unprefixed base64 value must mix upper case, lower case and digits, as
+    32 random bytes do: a 43-letter word or id of one case is not taken for one.
+    """
+    if not isinstance(value, str):
+        return False
+    text = value.strip()
+    prefixed = False
+    match = _DIGEST_PREFIX.match(text)
+    if match is not None and len(text) - match.end() in (43, 44, 64):
+        text = text[match.end():]
+        prefixed = True
+    if len(text) == 64:
+        return _HEX64.fullmatch(text) is not None
+    if len(text) not in (43, 44) or _B64_32.fullmatch(text) is None:
+        return False
+    if not prefixed and not (
+        any(c.isupper() for c in text) and any(c.islower() for c in text) and any(c.isdigit() for c in text)
+    ):
+        return False
+    padded = text.replace("-", "+").replace("_", "/").rstrip("=") + "="
+    try:
+        return len(base64.b64decode(padded, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+def scrub_digests(text: str) -> str:
+    """64-hex-digit runs inside free text replaced by ``[redacted]``."""
+    if len(text) < 64:
+        return text
+    return _HEX64_IN_TEXT.sub(REDACTED, text)
+
+
+# -- text --------------------------------------------------------------------------------------------
+
+
+def decoded_forms(value: str) -> tuple[str, ...]:
+    """The distinct forms a value may hide personal data in: raw, percent-decoded once and twice, lower-cased."""
+    forms = [value]
+    current = value
+    for _ in range(2):
+        if "%" not in current and "+" not in current:
+            break
+        decoded = unquote_plus(current, errors="replace")
+        if decoded == current:
+            break
+        forms.append(decoded)
+        current = decoded
+    lowered = [f.lower() for f in forms]
+    out: list[str] = []
+    for form in forms + lowered:
+        if form not in out:
+            out.append(form)
+    return tuple(out)
+
+
+def contains_personal(value: object) -> bool:
+    """An email address or a phone number appears in the value, raw or percent-encoded once or twice."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return is_phone(value)
+    if not isinstance(value, str) or len(value) < 6:
+        return False
+    for form in decoded_forms(value):
+        if any(h in form for h in _EMAIL_HINTS) and (
+            _EMAIL.search(form) is not None or _EMAIL_ANY_LOCAL.search(form) is not None
+        ):
+            return True
+        if _has_digit_run(form) and _phone_matches(form):
+            return True
+    return False
+
+
+def scrub_text(text: str) -> str:
+    """Free text with each email address and phone number inside it replaced by ``[redacted]``.
+
+    Addresses percent-encoded once or twice (``jane%40example.com``) are
+    found as they are; a phone number percent-encoded with ``%20`` between
+    its groups is found by ``contains_personal``, which the caller can use
+    to drop what this cannot cut out cleanly.
+    """
+    if len(text) < 6:
+        return text
+    if any(h in text for h in _EMAIL_HINTS):
+        text = _EMAIL.sub(REDACTED, text)
+        if "@" in text:
+            text = _EMAIL_ANY_LOCAL.sub(REDACTED, text)
+    if _has_digit_run(text):
+        spans = _phone_matches(text)
+        for start, end in reversed(spans):
+            text = text[:start] + REDACTED + text[end:]
+    return text
+
+
+# -- keys --------------------------------------------------------------------------------------------
+
+# Whole key names (lower-cased, separators removed) that hold personal data: GA4's and Google's
+# user-provided data names, Meta's Conversions API names, and the common form-field names.
+_PERSONAL_KEY_NAMES = frozenset({
+    "email", "mail", "emailaddress", "phone", "tel", "telephone", "mobile", "cell", "fax", "phonenumber",
+    "name", "firstname", "lastname", "fullname", "surname", "givenname", "familyname", "middlename",
+    "address", "street", "streetaddress", "address1", "address2", "zip", "zipcode", "postcode", "postalcode",
+    "city", "birthday", "birthdate", "dob", "dateofbirth", "gender", "ssn",
+    # Meta (em, ph, fn, ln, ge, db, ct, st, zp) and the hashed-email names trackers use
+    "em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "hem", "hph", "hashedemail", "hashedphone",
+    "sha256emailaddress", "sha256phonenumber", "sha256firstname", "sha256lastname", "sha256street",
+})
+# Parts of longer names: customer_email, billingPhone, shipping_address_1, user_first_name.
+_PERSONAL_KEY_PART = re.compile(
+    r"e[-_ ]?mail"
+    r"|(?<!i)(?<!smart)(?<!micro)(?<!head)(?<!ear)phone|mobile[-_ ]?(?:number|no)"
+    r"|(?:^|[-_ .])(?:tel|fax|cell)(?:$|[-_ .]|number|no)"
+    r"|(?:first|last|sur|given|family|full|middle|maiden|customer|user|billing|shipping|contact|buyer)[-_ ]?name"
+    r"|(?:^|[-_ .])[fl]name(?:$|[-_ .])"
+    r"|street|address|postal|post[-_ ]?code|zip|(?:^|[-_ .])city(?:$|[-_ .])"
+    r"|birth|(?:^|[-_ .])dob(?:$|[-_ .])|gender"
+    r"|(?:^|[-_ .])ssn(?:$|[-_ .])|passport|national[-_ ]?id|tax[-_ ]?id"
+)
+# Matches of the parts above that are not personal: an IP or MAC address is handled as an IP, and a
+# URL's or a page's address is not a postal one.
+_NOT_PERSONAL_KEYS = frozenset({"ipaddress", "macaddress", "webaddress", "urladdress", "pageaddress"})
+
+
+def is_personal_key(key: object) -> bool:
+    """A key whose name says its value is personal: ``email``, ``billingPhone``, ``first_name``, Meta's ``em``..."""
+    return isinstance(key, str) and _personal_key(key)
+
+
+@functools.lru_cache(maxsize=4096)  # keys come from a small vocabulary; the bound keeps a hostile one small
+def _personal_key(key: str) -> bool:
+    lower = key.strip().lower()
+    norm = lower.replace("_", "").replace("-", "").replace(" ", "").replace(".", "")
+    if norm in _NOT_PERSONAL_KEYS:
+        return False
+    return norm in _PERSONAL_KEY_NAMES or _PERSONAL_KEY_PART.search(lower) is not None
