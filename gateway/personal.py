@@ -70,7 +70,7 @@ _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,
 _MIN_DIGITS, _MAX_DIGITS = 7, 15  # E.164 allows 15; short national numbers have 7
 
 
-def _phone_shaped(text: str) -> bool:
+def _phone_shaped(text: str, bare_numbers: bool = True) -> bool:
     """Digits and separators (already checked) that make a phone number rather than a date, a version or a decimal."""
     digits = sum(c.isdigit() for c in text)
     if not _MIN_DIGITS <= digits <= _MAX_DIGITS:
@@ -81,7 +81,12 @@ def _phone_shaped(text: str) -> bool:
         return False
     groups = [g for g in _SEPARATORS.split(text) if g]
     if len(groups) == 1:
-        return True  # a bare number: the issue's "phone written as a number"
+        if not bare_numbers:
+            return False
+        # A bare number: the issue's "phone written as a number", unless it reads as a Unix time in seconds or
+        # milliseconds (10 or 13 digits from 1): no phone number is written so (North American numbers do not
+        # start with 1 without their country code, and 13 digits with country code 1 are too many).
+        return not (len(groups[0]) in (10, 13) and groups[0][0] == "1")
     if len(groups) == 2 and set(_SEPARATORS.findall(text)) == {"."}:
         return False  # a decimal number, 123456.78
     # Version numbers and IP-like dotted runs have one-digit groups after the first: 10.0.19045.
@@ -97,7 +102,7 @@ def is_phone(value: object) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return _MIN_DIGITS <= len(str(abs(value))) <= _MAX_DIGITS
+        return value >= 0 and _phone_shaped(str(value))
     if not isinstance(value, str):
         return False
     text = value.strip()
@@ -108,17 +113,17 @@ def is_phone(value: object) -> bool:
     return _phone_shaped(text)
 
 
-def _phone_matches(text: str) -> list[tuple[int, int]]:
+def _phone_matches(text: str, bare_numbers: bool = True) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for match in _PHONE_IN_TEXT.finditer(text):
         candidate = match.group(0)
-        if _phone_shaped(candidate):
+        if _phone_shaped(candidate, bare_numbers):
             spans.append(match.span())
         elif " " in candidate:
             # "2024-01-15 4155550107": too many digits as one; look at each part on its own.
             offset = match.start()
             for part in re.finditer(r"\S+", candidate):
-                if _phone_shaped(part.group(0).strip("()")):
+                if _phone_shaped(part.group(0).strip("()"), bare_numbers):
                     spans.append((offset + part.start(), offset + part.end()))
     return spans
 
@@ -202,12 +207,16 @@ def decoded_forms(value: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def contains_personal(value: object) -> bool:
-    """An email address or a phone number appears in the value, raw or percent-encoded once or twice."""
+def contains_personal(value: object, bare_numbers: bool = True) -> bool:
+    """An email address or a phone number appears in the value, raw or percent-encoded once or twice.
+
+    ``bare_numbers=False`` takes a run of digits alone for an id, not a phone number: for fields whose
+    values are ids by definition (an order number), where only a written-out phone number counts.
+    """
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return is_phone(value)
+        return bare_numbers and is_phone(value)
     if not isinstance(value, str) or len(value) < 6:
         return False
     for form in decoded_forms(value):
@@ -215,18 +224,19 @@ def contains_personal(value: object) -> bool:
             _EMAIL.search(form) is not None or _EMAIL_ANY_LOCAL.search(form) is not None
         ):
             return True
-        if _has_digit_run(form) and _phone_matches(form):
+        if _has_digit_run(form) and _phone_matches(form, bare_numbers):
             return True
     return False
 
 
-def scrub_text(text: str) -> str:
+def scrub_text(text: str, bare_numbers: bool = True) -> str:
     """Free text with each email address and phone number inside it replaced by ``[redacted]``.
 
     Addresses percent-encoded once or twice (``jane%40example.com``) are
     found as they are; a phone number percent-encoded with ``%20`` between
     its groups is found by ``contains_personal``, which the caller can use
-    to drop what this cannot cut out cleanly.
+    to drop what this cannot cut out cleanly. ``bare_numbers`` as in
+    ``contains_personal``.
     """
     if len(text) < 6:
         return text
@@ -235,7 +245,7 @@ def scrub_text(text: str) -> str:
         if "@" in text:
             text = _EMAIL_ANY_LOCAL.sub(REDACTED, text)
     if _has_digit_run(text):
-        spans = _phone_matches(text)
+        spans = _phone_matches(text, bare_numbers)
         for start, end in reversed(spans):
             text = text[:start] + REDACTED + text[end:]
     return text

@@ -157,3 +157,17 @@ def test_decoded_forms() -> None:
 def test_every_generated_email_is_found(email: str) -> None:
     assert contains_personal(email) or contains_personal(email.lower())
     assert REDACTED in scrub_text(f"see {email} now") or "@" not in scrub_text(f"see {email} now")
+
+
+@pytest.mark.parametrize("value", ["1700000000", "1732360000123", 1700000000, 1732360000123])
+def test_unix_times_are_not_phones(value: object) -> None:
+    assert not is_phone(value)
+    assert not contains_personal(value)
+
+
+def test_bare_numbers_can_be_taken_for_ids() -> None:
+    assert contains_personal("4155550107")
+    assert not contains_personal("4155550107", bare_numbers=False)
+    assert contains_personal("415.555.0107", bare_numbers=False)
+    assert scrub_text("order 4155550107", bare_numbers=False) == "order 4155550107"
+    assert scrub_text("call +1 415 555 0107", bare_numbers=False) == f"call {REDACTED}"
