@@ -52,7 +52,7 @@ SECRET_KEYS = frozenset({
     "api_key", "apikey", "api-key", "key", "token", "secret", "access_token", "accesstoken", "signature", "sig",
     "password", "passwd", "pwd", "pass", "api_secret", "client_secret", "refresh_token", "id_token", "auth",
     "authorization", "private_token", "x-api-key", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
-    "x-goog-signature", "x-goog-credential", "code_verifier", "session", "sessionid", "session_id", "jwt",
+    "x-goog-signature", "x-goog-credential", "code_verifier", "session", "jwt",
 })
 # Not every "_key": idempotency_key and batch_key are ids that logs and listings need.
 _SECRET_KEY_ENDINGS = ("_token", "-token", "_secret", "-secret", "_password", "_signature", "api_key", "api-key",

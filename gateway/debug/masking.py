@@ -16,13 +16,20 @@ Masks keep just enough to recognise a value while debugging:
 - any other personal value (a name, a street, a user id) keeps its first
   character: ``J***``.
 
-What counts as personal is decided twice, by a key's name (reusing the
-consent module's own heuristics, so the debugger and consent enforcement
-agree on what "personal" means) and by a value's shape (an email address, a
-phone number, a digest, an IP address), because data hides under neutral
-names (``extra.note``) and neutral data under personal-sounding ones. Both
-err on the side of masking: a masked order id costs a debugging minute, a
-leaked email address costs a legal basis.
+What counts as personal is decided twice, by a key's name and by a value's
+shape (an email address, a phone number, a digest, an IP address), both
+from ``gateway.personal``, the one definition consent enforcement uses too,
+because data hides under neutral names (``extra.note``) and neutral data
+under personal-sounding ones. Keys are values too: an email address used as
+a JSON key is masked like any other. A phone number counts when written as
+one (``+1 415 555 0107``, ``415.555.0107``) or sent as a JSON number
+(``4155550107``); a string of bare digits is taken for an id (order numbers,
+account ids), which the debugger exists to show. A digest keeps its prefix
+(``sha256:5f3a9c…``). Both tests err on the side of masking: a masked order
+id costs a debugging minute, a leaked email address costs a legal basis.
+
+Credentials (``Authorization``, ``?api_key=``, ``user:password@``) are
+masked by ``gateway.secrets_mask``, the rule every other display follows.
 """
 
 from __future__ import annotations
@@ -36,9 +43,8 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 import orjson
 import phonenumbers
 
-# The consent module's heuristics are the one definition of "looks personal";
-# importing them keeps the debugger from drifting away from enforcement.
-from gateway.consent import _is_personal_key, _looks_like_phone, _looks_personal  # noqa: PLC2701
+from gateway import personal as gateway_personal
+from gateway import secrets_mask
 
 MASK = "***"
 MAX_TEXT = 16_384  # characters of a request body or vendor answer kept in a trace
@@ -54,11 +60,6 @@ _PERSONAL_KEYS = frozenset({
     "userid", "uid", "externalid", "ipoverride", "ip", "uip", "clientipaddress", "ipaddress", "remoteaddr",
     "sessionattributes",  # Google's encoded browser session (the Data Manager API's adIdentifiers)
 })
-# Request headers whose values are credentials or signatures: never shown.
-_SECRET_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "developer-token",
-    "x-signature", "x-shopify-hmac-sha256", "x-wc-webhook-signature", "x-hub-signature", "x-hub-signature-256",
-})
 # Request headers that carry client IP addresses.
 _IP_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "forwarded", "cf-connecting-ip", "true-client-ip"})
 # GA4 query parameters that are personal by definition.
@@ -66,6 +67,7 @@ _GA4_PERSONAL = frozenset({"uid", "_uip", "uip"})
 
 _EMAIL = re.compile(r"([^@\s<>(),;:\"'&=?/%]+)(?:@|%40)([^@\s<>(),;:\"'&=?/]+)\.([A-Za-z]{2,24})\b")
 _HEX64 = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])")
+_DIGEST_PREFIX = re.compile(r"(?:sha-?256|sha2)[:=$_-]?", re.IGNORECASE)
 _B64_DIGEST = re.compile(r"[A-Za-z0-9_-]{43}=?")
 _INTL_PHONE = re.compile(r"\+\d[\d ().-]{6,20}\d")
 _ENUM = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
@@ -103,8 +105,18 @@ def mask_phone(value: str) -> str:
 
 
 def mask_hash(value: str) -> str:
-    """The first six characters of a digest: enough to compare two, too few to look one up."""
-    return value[:6] + "…"
+    """The first six characters of a digest (after a ``sha256:`` prefix, which stays): enough to compare two,
+    too few to look one up."""
+    prefix = _DIGEST_PREFIX.match(value)
+    head = prefix.group(0) if prefix is not None and len(value) - prefix.end() in (43, 44, 64) else ""
+    return head + value[len(head):len(head) + 6] + "…"
+
+
+def _phone(value: object) -> bool:
+    """A phone number written as one, or sent as a JSON number; bare digits in a string are an id."""
+    if isinstance(value, str):
+        return not value.strip().isdigit() and gateway_personal.is_phone(value)
+    return isinstance(value, int) and gateway_personal.is_phone(value)
 
 
 def mask_ip(value: str) -> str:
@@ -124,6 +136,8 @@ def mask_personal(value: Any) -> Any:
     """A value known to be personal, masked by its shape."""
     if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int) and gateway_personal.is_phone(value):
+        return mask_phone(str(value))
     if isinstance(value, (int, float)):
         return MASK
     if isinstance(value, list):
@@ -133,13 +147,13 @@ def mask_personal(value: Any) -> Any:
     text = str(value)
     if not text or _ENUM.fullmatch(text):  # a vendor's constant such as FIRST_PARTY says nothing about anyone
         return text
-    if _HEX64.fullmatch(text.strip()) or _B64_DIGEST.fullmatch(text.strip()):
+    if _HEX64.fullmatch(text.strip()) or _B64_DIGEST.fullmatch(text.strip()) or gateway_personal.is_digest(text):
         return mask_hash(text.strip())
     if "@" in text and _EMAIL.fullmatch(text.strip()):
         return mask_email(text)
     if _is_ip(text):
         return mask_ip(text)
-    if _looks_like_phone(text) or _INTL_PHONE.fullmatch(text.strip()):
+    if gateway_personal.is_phone(text) or _INTL_PHONE.fullmatch(text.strip()):
         return mask_phone(text)
     return text.strip()[0] + MASK if len(text.strip()) > 2 else MASK
 
@@ -148,14 +162,27 @@ def mask_text(text: str) -> str:
     """Free text (a URL, a vendor's message, a body we cannot parse): mask what looks personal inside it."""
     if len(text) > MAX_TEXT:
         text = text[:MAX_TEXT] + f"… ({len(text) - MAX_TEXT} more characters not kept)"
+    text = secrets_mask.mask_text(text)
     if "@" in text or "%40" in text:
-        text = _EMAIL.sub(lambda m: mask_email(f"{m.group(1)}@{m.group(2)}.{m.group(3)}"), text)
+        # The masked address keeps an "@" stand-in until the phone pass below is done, so that
+        # gateway.personal does not take the mask itself for an address to redact.
+        text = _EMAIL.sub(lambda m: mask_email(f"{m.group(1)}@{m.group(2)}.{m.group(3)}").replace("@", _AT), text)
     text = _HEX64.sub(lambda m: mask_hash(m.group(0)), text)
     if "+" in text:
         text = _INTL_PHONE.sub(lambda m: mask_phone(m.group(0)), text)
     if "." in text:
         text = _IPV4.sub(lambda m: mask_ip(m.group(0)) if _is_ip(m.group(0)) else m.group(0), text)
-    return text
+    if gateway_personal.contains_personal(text, bare_numbers=False):  # what is left: national phones, odd addresses
+        # Dates with times and (masked) IP addresses are digit runs too; they are kept out of that pass.
+        pieces = _NOT_A_PHONE.split(text)
+        text = "".join(p if i % 2 else gateway_personal.scrub_text(p, bare_numbers=False) for i, p in enumerate(pieces))
+    return text.replace(_AT, "@")
+
+
+_AT = "\ue000"  # a private-use character: no request carries one that matters
+_NOT_A_PHONE = re.compile(
+    r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?|(?<![\w.])\d{1,3}(?:\.\d{1,3}){2}\.(?:\d{1,3}|\*\*\*)(?![\w.]))"
+)
 
 
 def _is_ip(text: str) -> bool:
@@ -177,7 +204,7 @@ def is_personal_key(key: object) -> bool:
 @functools.lru_cache(maxsize=4096)  # keys come from a small vocabulary; the cache bounds a hostile one
 def _personal_key(key: str) -> bool:
     norm = _norm(key)
-    return norm in _PERSONAL_KEYS or norm in _PERSONAL_CONTAINERS or _is_personal_key(key)
+    return norm in _PERSONAL_KEYS or norm in _PERSONAL_CONTAINERS or gateway_personal.is_personal_key(key)
 
 
 # -- trees -------------------------------------------------------------------------------------------
@@ -186,24 +213,40 @@ def _personal_key(key: str) -> bool:
 def mask_tree(value: Any, personal: bool = False) -> Any:
     """JSON-like data with personal values masked; ``personal`` says the whole subtree is personal."""
     if isinstance(value, dict):
-        return {k: mask_tree(v, personal or is_personal_key(k)) for k, v in value.items()}
+        return {_mask_key(k): (secrets_mask.MASK if isinstance(k, str) and secrets_mask.is_secret_key(k) and v
+                               else mask_tree(v, personal or is_personal_key(k)))
+                for k, v in value.items()}
     if isinstance(value, list):
         return [mask_tree(v, personal) for v in value]
     if personal:
         return mask_personal(value)
+    if isinstance(value, int) and not isinstance(value, bool) and _phone(value):
+        return mask_phone(str(value))
     if isinstance(value, str):
         stripped = value.strip()
-        if len(stripped) == 64 and _HEX64.fullmatch(stripped):
+        if len(stripped) == 64 and _HEX64.fullmatch(stripped) or gateway_personal.is_digest(stripped):
             return mask_hash(stripped)
-        if _looks_personal(value) or _is_ip(value):
+        if gateway_personal.is_email(value) or _phone(value) or _is_ip(value):
             return mask_personal(value)
         if len(value) > 5 and ("@" in value or "%40" in value or "+" in value or "." in value):
             return _mask_url(value) if "://" in value else mask_text(value)
     return value
 
 
+def _mask_key(key: Any) -> Any:
+    """A key that is itself personal (an email address used as a JSON key) masked like a value."""
+    if not isinstance(key, str) or len(key) < 6:
+        return key
+    if gateway_personal.is_email(key):
+        return mask_email(key)
+    if gateway_personal.contains_personal(key, bare_numbers=False):
+        return mask_text(key)
+    return key
+
+
 def _mask_url(url: str) -> str:
-    """A URL whose query may hold personal parameters (``?email=...``)."""
+    """A URL whose query may hold personal parameters (``?email=...``) or credentials (``?api_key=``)."""
+    url = secrets_mask.mask_url(url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -227,7 +270,7 @@ def mask_headers(headers: dict[str, str]) -> dict[str, str]:
         if lower == "cookie":
             names = [c.split("=", 1)[0].strip() for c in value.split(";") if c.strip()]
             out[name] = "; ".join(f"{n}={MASK}" for n in names)
-        elif lower in _SECRET_HEADERS:
+        elif secrets_mask.is_secret_header(name):
             out[name] = MASK
         elif lower in _IP_HEADERS:
             out[name] = mask_text(value)
@@ -252,6 +295,8 @@ def mask_params(text: str) -> list[list[str]]:
 
 
 def _mask_param(key: str, value: str) -> str:
+    if secrets_mask.is_secret_key(key) and value:
+        return MASK
     if key == "em":  # GA4 user data: tv.1~em.<digest>~pn.<digest>
         return "~".join(_mask_em_piece(p) for p in value.split("~"))
     _, dot, name = key.partition(".")
@@ -289,6 +334,7 @@ def mask_body(body: bytes, content_type: str | None) -> Any:
 
 def mask_outgoing(record: dict[str, Any]) -> dict[str, Any]:
     """An ``OutgoingRequest.for_record()`` (credentials already masked) with personal data masked too."""
+    record = secrets_mask.mask_record(record)  # again: a record stored before secrets were masked on the way in
     body = record.get("body")
     return {
         "method": record.get("method"),

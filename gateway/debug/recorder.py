@@ -105,8 +105,10 @@ def note_client_events(trace: Trace, result: ClientResult, client: str) -> None:
         note = notes[index] if notes is not None and index < len(notes) else {}
         sources = {s: note.get(s, kind) for s in set_signals}
         trace.sources[id(event)] = (index, sources)
+        # The ids too, as the client read them: before consent, an order id may still be an email address.
         trace.events.append({"index": index, "event_name": event.event_name,
-                             "transaction_id": event.transaction_id, "event_id": event.event_id,
+                             "transaction_id": masking.mask_tree(event.transaction_id),
+                             "event_id": masking.mask_tree(event.event_id),
                              "event": masking.mask_tree(event.to_json_dict())})
 
 
@@ -155,7 +157,7 @@ def note_run(
             "triggers": triggers.explain(event),
             "fired": [name for i, name in fired if i == index],
             "skipped": [{"tag": name, "reason": reason} for i, name, reason in skipped if i == index],
-            "deliveries": run_keys,
+            "deliveries": [masking.mask_text(key) for key in run_keys],  # a key holds the event id
         })
     return keys
 
