@@ -56,8 +56,8 @@ def order_webhook_missing() -> str | None:
 
 def google_ads_missing() -> str | None:
     """Why the Google Ads scenario cannot run yet, or None when it can."""
-    if not (ROOT / "tests/fakes/google_ads.py").exists():
-        return "tests/fakes/google_ads.py (the fake Google Ads API) does not exist yet"
+    if not (ROOT / "tests/fakes/data_manager.py").exists():
+        return "tests/fakes/data_manager.py (the fake Data Manager API) does not exist yet"
     try:
         from tags import DESTINATIONS, TAGS
     except Exception as exc:  # noqa: BLE001

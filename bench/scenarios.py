@@ -192,25 +192,31 @@ def run_endpoint(settings: Settings, hit: Hit, expect_items: int | None, webhook
 
 
 def run_google_ads(settings: Settings) -> dict[str, Any]:
-    """Purchases with a gclid, batched into uploadClickConversions calls to the fake Google Ads API."""
+    """Purchases with a gclid, batched into ``events:ingest`` calls to the fake Data Manager API.
+
+    The Data Manager API is the google_ads destination's default route: since
+    2026-06-15 the Google Ads API takes offline conversions only from the
+    advertisers Google still allowlists, so it is what a new advertiser runs.
+    """
     name = "Google Ads click conversions"
     missing = google_ads_missing()
     if missing is not None:
         return skipped(name, missing)
-    from tests.fakes.google_ads import CREDENTIALS
+    from tests.fakes.google_oauth import CREDENTIALS
 
     hit = hits.GA4_PURCHASE
     fake_port = procs.free_port()
     fake_url = f"http://127.0.0.1:{fake_port}"
-    destinations: dict[str, Any] = {"google_ads": {"mode": "live", "api_base": fake_url,
+    destinations: dict[str, Any] = {"google_ads": {"mode": "live", "api": "data_manager",
+                                                   "data_manager_base": fake_url,
                                                    "token_url": f"{fake_url}/token", **CREDENTIALS}}
     if settings.smoke:  # not the 10 s default: the smoke run would wait for the last batch
         destinations["google_ads"]["flush_interval"] = "1s"
     tag = {"name": "gads_purchase", "type": "google_ads_click_conversion", "trigger": "purchase",
            "customer_id": ADS_CUSTOMER, "conversion_action_id": "987654321", "timezone": "Europe/Berlin"}
     gw = GatewayUnderTest(settings, "google-ads", [tag], standard_clients(False), destinations)
-    fake = procs.Proc("google-ads-fake", [sys.executable, "-m", "tests.fakes.google_ads", "--port", str(fake_port)],
-                      settings.cores.load, gw.dir / "google_ads_fake.log", nice=procs.NICE_FAKE)
+    fake = procs.Proc("data-manager-fake", [sys.executable, "-m", "tests.fakes.data_manager", "--port", str(fake_port)],
+                      settings.cores.load, gw.dir / "data_manager_fake.log", nice=procs.NICE_FAKE)
     phases: list[LoadResult] = []
     try:
         _wait_port(fake, fake_port)
@@ -258,8 +264,9 @@ def _delivered(metrics_text: str, destination: str) -> float:
 
 
 def _accepted_clicks(fake_url: str) -> int:
-    with urllib.request.urlopen(fake_url + "/fake/accepted", timeout=30) as response:
-        return len(orjson.loads(response.read()).get("click", []))
+    """How many events the fake Data Manager API kept from accepted requests."""
+    with urllib.request.urlopen(fake_url + "/fake/events", timeout=30) as response:
+        return len(orjson.loads(response.read()))
 
 
 def _wait_port(proc: procs.Proc, port: int, timeout: float = 30.0) -> None:

@@ -14,17 +14,21 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Sequence
 
 import orjson
 
 from gateway import secrets_mask
-from gateway.config import CONFIG_ENV, Container, UnreadableContainer, load_container_file, serving_problems
+from gateway.cli_context import load_container as _load
+from gateway.cli_context import with_storage as _with_storage
+from gateway.config import CONFIG_ENV
 from gateway.errors import ConfigError
+from gateway.order_report import order_report
 from gateway.storage import PostgresStorage, open_storage
 from gateway.storage import sqlite as sqlite_storage
-from gateway.storage.base import OrderHistory, Storage, StorageUnavailable
+from gateway.storage.base import Storage, StorageUnavailable
 from gateway.vendor_requests import request_report
 
 DEFAULT_PORT = 8080
@@ -38,43 +42,12 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _load(path: str | None, serving: bool = False) -> Container:
-    """The container at ``path``, or exit 1 with every problem in it on stderr, one per line.
-
-    ``serving`` adds what only matters to a gateway that serves requests (a container without clients).
-    """
-    if not path:
-        raise SystemExit(f"gateway: no container file: pass --config FILE or set {CONFIG_ENV}")
-    try:
-        container = load_container_file(path)
-        errors = serving_problems(container) if serving else []
-    except UnreadableContainer as exc:
-        raise SystemExit(f"gateway: {exc.errors[0]}") from None
-    except ConfigError as exc:
-        errors = exc.errors
-    if errors:
-        print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
-        for line in errors:
-            print(f"  {line}", file=sys.stderr)
-        raise SystemExit(1)
-    return container
-
-
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
-
-
-async def _with_storage(container: Container, action: Callable[[Storage], Awaitable[Any]]) -> Any:
-    storage = open_storage(container.file.storage)
-    await storage.open()
-    try:
-        return await action(storage)
-    finally:
-        await storage.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -93,6 +66,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level)
+    # pycountry's tables (about a second, most of it the translations) load beside the start-up,
+    # so that the first request with a country name does not wait for them.
+    from gateway.identity.countries import load_tables
+
+    threading.Thread(target=load_tables, name="country-tables", daemon=True).start()
     soft, hard = raise_open_file_limit()
     logging.getLogger("gateway.server").info("open file limit", extra={"soft": soft, "hard": hard})
     uvicorn.run(
@@ -186,56 +164,6 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 async def _open_and_close(storage: Storage) -> None:
     await storage.open()
     await storage.close()
-
-
-def order_report(history: OrderHistory) -> dict[str, Any]:
-    """The ledger entry and every delivery made for the order: ids, amounts, times, outcomes; nothing personal.
-
-    ``value`` is what the conversion was uploaded with, ``total`` the order
-    system's total (the base of refunds); each change says which value its
-    adjustment used (``basis``) and what it restated to (``adjusted_value``).
-    Of the identifiers kept for refunds only their names are shown.
-    """
-    order = history.order
-    entry = None
-    if order is not None:
-        entry = {
-            "order_id": order.order_id, "value": order.value, "total": order.total, "currency": order.currency,
-            "refunded": order.refunded, "retained": order.retained,
-            "retracted": order.retracted_at is not None, "retracted_at": order.retracted_at,
-            "conversion_time": order.conversion_time, "conversion_uploaded_at": order.recorded_at,
-            "uploaded_with_order_id": order.uploaded_with_order_id,
-            "uploads": None if order.uploads is None else [
-                {"conversion_action": u.action, "status": u.status, "idempotency_key": u.key} for u in order.uploads],
-            "gclid": order.gclid, "gbraid": order.gbraid, "wbraid": order.wbraid,
-            "consent": dict(order.consent), "identifiers_kept": [name for name, _ in order.identifiers],
-            "source": order.source,
-        }
-    return {
-        "order": entry,
-        "changes": [
-            {"change_id": c.change_id, "kind": c.kind, "amount": c.amount, "currency": c.currency,
-             "occurred_at": c.occurred_at, "decision": c.action, "reason": c.reason, "retained_after": c.retained,
-             "basis": c.basis, "adjusted_value": c.adjusted_value, "recorded_at": c.recorded_at}
-            for c in history.changes
-        ],
-        "held": [
-            {"change_id": h.change_id, "kind": h.event.get("event_name"), "amount": h.event.get("value"),
-             "currency": h.event.get("currency"), "waiting_for": _WAITING_FOR[h.reason], "held_at": h.held_at,
-             "expires_at": h.expires_at}
-            for h in history.held
-        ],
-        "deliveries": [
-            {"destination": d.destination, "tag": d.tag, "idempotency_key": d.idempotency_key, "status": d.status,
-             "attempts": d.attempts, "code": d.code, "message": d.message, "created_at": d.created_at,
-             "settled_at": d.settled_at, "next_attempt_at": d.next_attempt_at}
-            for d in history.deliveries
-        ],
-    }
-
-
-# Why a held change waits, in the words of `gateway orders show`.
-_WAITING_FOR = {"order": "its order", "total": "the order system's total", "pending": "its money to move"}
 
 
 def cmd_orders(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.asgi_headers import scope_headers as scope_headers  # gateway.app reads it from here
 from gateway.debug.trace import TRACE_HEADER, TRACE_ID, new_trace_id
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ Methods = dict[str, tuple["ClientEntry | None", str]]
 
 _TRACE_HEADER = TRACE_HEADER.lower().encode("ascii")
 _NO_BODY_STATUSES = frozenset({204, 304})
-_FORWARDED_FOR = "x-forwarded-for"
 
 
 @dataclass(slots=True)
@@ -50,23 +50,6 @@ class Answer:
 
 def json_answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Answer:
     return Answer(status, orjson.dumps(body), "application/json", headers)
-
-
-def scope_headers(scope: Scope) -> dict[str, str]:
-    """Request headers by lower-case name; of a repeated header the first wins, as in Starlette's ``Headers.get``.
-
-    ``X-Forwarded-For`` is the exception: its lines are one list, in order
-    (RFC 9110, 5.3). A proxy that appends its own line after the one the
-    client wrote must have its line read, or the client picks its address.
-    """
-    headers: dict[str, str] = {}
-    for name, value in scope["headers"]:
-        key = name.decode("latin-1").lower()
-        if key not in headers:
-            headers[key] = value.decode("latin-1")
-        elif key == _FORWARDED_FOR:
-            headers[key] += "," + value.decode("latin-1")
-    return headers
 
 
 async def send_answer(send: Send, answer: Answer, trace_id: str | None) -> None:

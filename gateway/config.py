@@ -112,7 +112,7 @@ class DeliverySection(_Section):
     backoff_max: Duration = Field(timedelta(minutes=10), description="Longest wait between retries.")
     lease: Duration = Field(timedelta(seconds=60), description="How long a claimed batch is reserved for one dispatcher.")
     poll_interval: Duration = Field(timedelta(milliseconds=200), description="How often the dispatcher looks for due work.")
-    retention: Duration = Field(timedelta(days=7), description="How long delivered items are kept (for idempotency and audit).")
+    retention: Duration = Field(timedelta(days=7), description="How long delivered items, request keys and settled vendor requests (Data Manager request ids) are kept, for idempotency and audit.")
     concurrency: int = Field(8, ge=1, description="Batches in flight at once.")
     request_timeout: Duration = Field(timedelta(seconds=30), description="Timeout of one outgoing request.")
 

@@ -430,7 +430,7 @@ class Dispatcher:
                 self._next_prune = clock + 60
             else:
                 if deleted:
-                    log.info("pruned delivered items and request keys", extra={"rows": deleted})
+                    log.info("pruned delivered items, request keys and settled vendor requests", extra={"rows": deleted})
 
     async def update_outbox_metrics(self) -> None:
         """Set the outbox depth and oldest-age gauges from the storage."""

@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 import orjson
 
+from gateway.cli_context import load_container, with_storage
+
 
 def _read_spec(path: str) -> Any:
     try:
@@ -42,10 +44,9 @@ def _print(trace: Any) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from gateway.cli import _load
     from gateway.debug.explain import SpecError, explain
 
-    container = _load(args.config)
+    container = load_container(args.config)
     spec = _read_spec(args.file)
     try:
         trace = asyncio.run(explain(container, spec))
@@ -57,10 +58,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_resend(args: argparse.Namespace) -> int:
-    from gateway.cli import _load, _with_storage
     from gateway.debug.explain import SpecError, explain
 
-    container = _load(args.config)
+    container = load_container(args.config)
     spec = _read_spec(args.file)
 
     async def run(storage: Any) -> Any:
@@ -72,7 +72,7 @@ def cmd_resend(args: argparse.Namespace) -> int:
                              note=f"resend of {args.file} to dry-run destinations")
 
     try:
-        trace = asyncio.run(_with_storage(container, run))
+        trace = asyncio.run(with_storage(container, run))
     except SpecError as exc:
         print(f"gateway: {args.file}: {exc}", file=sys.stderr)
         return 2

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.asgi_headers import scope_headers
 from gateway.debug.masking import mask_body
 from gateway.debug.trace import CURRENT, TRACE_HEADER, TRACE_ID, new_trace_id
-from gateway.collect import scope_headers
 from gateway.netaddr import resolve_client_ip
 
 if TYPE_CHECKING:

@@ -272,7 +272,7 @@ class DebugApp:
         ])
 
     async def order(self, request: Request) -> Response:
-        from gateway.cli import order_report  # the same report as `gateway orders show`
+        from gateway.order_report import order_report  # the same report as `gateway orders show`
 
         try:
             history = await self.gateway.storage.order_history(request.path_params["order_id"])

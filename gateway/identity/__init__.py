@@ -6,7 +6,15 @@ and wants the phone's digits only), so each vendor's rules live in their own
 module beside this one (``google``, ``meta``). What they share is here: the
 digest itself, recognising a value that already is a digest (never hash
 twice), turning a GA4 ``em`` base64url digest into hex, and dropping blanks
-and placeholders instead of hashing them into a useless identifier.
+and placeholders instead of hashing them into a useless identifier. Phone
+numbers are read in ``phones``, countries in ``countries``.
+
+Blank and placeholder are not the same thing. ``null``, ``undefined`` or
+``n/a`` say that nothing was entered, whatever the field (``present``).
+``test``, ``unknown`` or ``0`` are what forms put in an identifier when the
+customer would not give one (``clean``, and the email checks below); but a
+first or last name ``Test`` is a name people have, so names are only checked
+for blanks.
 """
 
 from __future__ import annotations
@@ -18,11 +26,26 @@ import re
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
+# What serialisers and forms write for "nothing was entered", in any field.
+BLANKS = frozenset({"", "null", "none", "undefined", "n/a", "-", "--", "nil", "[object object]"})
+
 # Values forms and order systems put where they have nothing; hashing them
-# would send every such customer as the same "person".
-PLACEHOLDERS = frozenset(
-    {"", "null", "none", "undefined", "n/a", "-", "--", "0", "unknown", "test", "nil", "[object object]"}
-)
+# would send every such customer as the same "person". Not applied to names.
+PLACEHOLDERS = BLANKS | frozenset({"0", "unknown", "test"})
+
+# Addresses that stand for no one. Some local parts say so on any domain
+# (noemail@, none@, a system's own noreply@); hashed, every such customer would
+# be sent as the one person who owns the address. Others are placeholders only
+# at a domain meant for examples: test@example.com, asdf@test.com; test@gmail.com
+# is someone's mailbox (and a vector in tests/fixtures/hashing.json).
+NO_ADDRESS_LOCALS = frozenset({
+    "noemail", "no-email", "no_email", "nomail", "no-mail", "none", "null", "nil", "na", "n/a", "unknown",
+    "noreply", "no-reply", "no_reply", "donotreply", "do-not-reply", "do_not_reply", "nobody", "anonymous",
+})
+TEST_WORDS = frozenset({"test", "testing", "tester", "example", "sample", "fake", "dummy", "asdf", "xxx", "email", "mail"})
+# RFC 2606 and RFC 6761: names reserved for documentation and testing.
+_RESERVED_DOMAINS = frozenset({"example.com", "example.net", "example.org", "localhost"})
+_RESERVED_TLDS = frozenset({"example", "test", "invalid", "localhost"})
 
 
 def sha256_hex(value: str) -> str:
@@ -50,11 +73,26 @@ def digest_to_hex(value: str) -> str | None:
     return raw.hex() if len(raw) == 32 else None
 
 
-def clean(value: object) -> str | None:
-    """Trimmed text, or None for missing, blank and placeholder values."""
+def present(value: object) -> str | None:
+    """Trimmed text, or None for missing and blank values (``null``, ``n/a``); placeholders are kept."""
     if value is None or isinstance(value, bool):
         return None
     text = str(value).strip()
-    if text.lower() in PLACEHOLDERS:
-        return None
-    return text
+    return None if text.lower() in BLANKS else text
+
+
+def clean(value: object) -> str | None:
+    """Trimmed text, or None for missing, blank and placeholder values (``test``, ``unknown``, ``0``)."""
+    text = present(value)
+    return None if text is None or text.lower() in PLACEHOLDERS else text
+
+
+def is_placeholder_email(address: str) -> bool:
+    """True for an address that stands for no one: ``noemail@shop.com``, ``test@example.com``, ``asdf@test.com``."""
+    local, _, domain = address.lower().rpartition("@")
+    local = local.split("+", 1)[0]
+    if local in NO_ADDRESS_LOCALS:
+        return True
+    labels = domain.split(".")
+    example_domain = domain in _RESERVED_DOMAINS or labels[-1] in _RESERVED_TLDS or labels[0] in TEST_WORDS
+    return local in TEST_WORDS and example_domain

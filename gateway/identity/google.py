@@ -14,14 +14,21 @@ https://developers.google.com/google-ads/api/reference/rpc/latest/OfflineUserAdd
   gmail.com and googlemail.com lose dots only). Hashing a different string
   than Google does is not an error Google reports: the identifier just never
   matches, so the rule is tested against tests/fixtures/hashing.json.
-- Phone: E.164 with the leading ``+`` (``+491701234567``), parsed by
-  ``phonenumbers`` with a configured default region for numbers written
-  without a country code. Numbers ``phonenumbers`` finds invalid are dropped:
-  a wrong digit string hashed is a silent non-match, and worse, may match
-  someone else.
+- Phone: E.164 with the leading ``+`` (``+491701234567``; the Data Manager
+  API's "Format user data",
+  https://developers.google.com/data-manager/api/devguides/concepts/formatting:
+  "Include the plus sign (+) and the country code", ``(800)555-0100`` ->
+  ``+18005550100``), read by ``gateway.identity.phones`` with a configured
+  default region for numbers written without a country code. A number that
+  ``phonenumbers`` finds invalid, or whose digits are not the typed ones, is
+  dropped: a wrong digit string hashed is a silent non-match, and worse, may
+  match someone else.
 - First name, last name, street: trim, collapse inner whitespace, lowercase.
+- Country: ISO 3166-1 alpha-2, from a code or a name (``gateway.identity.countries``).
 - A value that already is a SHA-256 hex digest is passed through lowercased,
-  never hashed twice; blanks and placeholders (``n/a``, ``null``) are dropped.
+  never hashed twice; blanks (``n/a``, ``null``) are dropped, and so are
+  placeholder emails and phones (``test@example.com``, ``0000000000``); a
+  name ``Test`` is kept.
 """
 
 from __future__ import annotations
@@ -29,16 +36,14 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-import phonenumbers
-
-from gateway.identity import clean, digest_to_hex, is_sha256_hex, sha256_hex
+from gateway.identity import clean, digest_to_hex, is_placeholder_email, is_sha256_hex, present, sha256_hex
+from gateway.identity import countries, phones
 
 EmailRule = Literal["gmail", "all_domains", "gmail_dots"]
 EMAIL_RULES: tuple[str, ...] = ("gmail", "all_domains", "gmail_dots")
 
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 _SPACES = re.compile(r"\s+")
-_COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 
 
 def normalize_email(value: object, rule: EmailRule = "gmail") -> str | None:
@@ -50,46 +55,55 @@ def normalize_email(value: object, rule: EmailRule = "gmail") -> str | None:
     local, at, domain = text.rpartition("@")
     if not at or not local or not domain or "@" in local or any(c.isspace() for c in text):
         return None
+    if is_placeholder_email(text):
+        return None
     if rule == "all_domains" or (rule == "gmail" and domain in GMAIL_DOMAINS):
         local = local.split("+", 1)[0].replace(".", "")
     elif rule == "gmail_dots" and domain in GMAIL_DOMAINS:
         local = local.replace(".", "")
-    if not local:
+    if not local or is_placeholder_email(f"{local}@{domain}"):
         return None
     return f"{local}@{domain}"
 
 
 def normalize_phone(value: object, default_region: str | None = None) -> str | None:
-    """E.164 (``+491701234567``), or None when the number cannot be parsed or is not valid."""
+    """E.164 (``+491701234567``), or None when the number is not valid or not the one typed.
+
+    A number written without ``+`` or ``00`` needs ``default_region``.
+    """
     text = clean(value)
     if text is None:
         return None
-    try:
-        number = phonenumbers.parse(text, default_region.upper() if default_region else None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    number = phones.parse(text, default_region, bare_digits_have_country_code=False)
+    return phones.e164(number) if number is not None else None
 
 
 def normalize_name(value: object) -> str | None:
-    """First name, last name or street: trimmed, inner whitespace collapsed, lowercased."""
+    """First or last name: trimmed, inner whitespace collapsed, lowercased; ``Test`` is a name, ``0`` is not.
+
+    Only blanks are dropped (``null``, ``n/a``), not placeholders: a name is
+    no identifier on its own, and people are called Test. A value without a
+    single letter is no name.
+    """
+    text = present(value)
+    if text is None or not any(ch.isalpha() for ch in text):
+        return None
+    return _SPACES.sub(" ", text).lower()
+
+
+def normalize_street(value: object) -> str | None:
+    """Street: trimmed, inner whitespace collapsed, lowercased; blanks and placeholders dropped."""
     text = clean(value)
     if text is None:
         return None
     return _SPACES.sub(" ", text).lower()
 
 
-normalize_street = normalize_name
-
-
 def normalize_country(value: object) -> str | None:
-    """ISO 3166-1 alpha-2, upper case (sent in clear, not hashed), or None."""
-    text = clean(value)
-    if text is None or not _COUNTRY.match(text):
-        return None
-    return text.upper()
+    """ISO 3166-1 alpha-2, upper case (sent in clear, not hashed), from a code or a name; None when unknown."""
+    text = present(value)
+    code = countries.country_code(text) if text is not None else None
+    return code.upper() if code is not None else None
 
 
 def _digest_or(value: object, normalized: str | None) -> str | None:
@@ -111,7 +125,8 @@ def hash_name(value: object) -> str | None:
     return _digest_or(value, normalize_name(value))
 
 
-hash_street = hash_name
+def hash_street(value: object) -> str | None:
+    return _digest_or(value, normalize_street(value))
 
 
 def prehashed(value: object) -> str | None:

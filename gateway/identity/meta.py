@@ -26,12 +26,18 @@ where the two agree:
   turns a Brazilian ``12345-678`` into ``12345`` (``12345678`` here). A
   ``12345-6789`` with no country is taken as a US ZIP+4 (``12345``) by both.
 - ``ph``: the SDK keeps the digits of whatever it is given (and rejects a
-  number that starts with 0); we parse with ``phonenumbers`` so that a
-  national number gets its country code from the address's country or the
-  tag's ``default_region``, as the documentation requires.
+  number that starts with 0); we read it with ``gateway.identity.phones`` so
+  that a national number gets its country code from the address's country or
+  the tag's ``default_region``, as the documentation requires, and drop a
+  number ``phonenumbers`` does not call valid or whose digits are not the
+  typed ones: ``9000000000`` (no region) is dropped, where the SDK hashes it
+  and ``phonenumbers`` alone would make it a Turkish ``900000000``.
 - ``country``: the SDK rejects anything but a 2-letter ISO code; we also take
-  country names (``United States`` -> ``us``, the documentation's own example),
-  and ``uk`` as ``gb``.
+  country names (``United States`` -> ``us``, the documentation's own example;
+  ``United States of America``, ``Great Britain``, ``Deutschland``) through
+  ``gateway.identity.countries``, and ``uk`` as ``gb``.
+- placeholders: ``test@example.com``-style emails and ``0000000000``-style
+  phones are dropped; a first or last name ``Test`` is a name, and is kept.
 - already hashed: the SDK passes through 32-hex (MD5) and 64-hex values; we
   pass through SHA-256 hex only, as Meta asks for SHA-256.
 - ``db``/``ge``: the SDK hashes what it is given; we write ``YYYYMMDD`` from
@@ -44,15 +50,13 @@ where the two agree:
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 from datetime import date, datetime
 
-import phonenumbers
-
 from gateway.event import UserData
-from gateway.identity import clean, digest_to_hex, is_sha256_hex, sha256_hex
+from gateway.identity import clean, digest_to_hex, is_placeholder_email, is_sha256_hex, present, sha256_hex
+from gateway.identity import countries, phones
 
 # Hashed parameters, in the order of Meta's table.
 HASHED_FIELDS: tuple[str, ...] = ("em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country", "external_id")
@@ -67,9 +71,6 @@ _FBCLID = re.compile(r"^[\x21-\x7e]+$")
 
 _FEMALE = frozenset({"f", "female", "woman"})
 _MALE = frozenset({"m", "male", "man"})
-
-# Codes people write that are not ISO 3166-1 alpha-2.
-_COUNTRY_ALIASES = {"uk": "gb", "usa": "us"}
 
 # The 2-letter ANSI (USPS) codes of US states, DC and territories, keyed by the
 # name with only its letters, lowercase: "New York" -> "newyork" -> "ny".
@@ -101,9 +102,9 @@ def _letters(text: str) -> str:
 
 
 def email(value: str) -> str | None:
-    """Trimmed and lowercased; dots and ``+suffix`` kept on every domain."""
+    """Trimmed and lowercased; dots and ``+suffix`` kept on every domain; ``test@…``-style placeholders dropped."""
     text = value.strip().lower()
-    return text if _EMAIL.match(text) else None
+    return text if _EMAIL.match(text) and not is_placeholder_email(text) else None
 
 
 def phone(value: str, region: str | None = None) -> str | None:
@@ -112,34 +113,21 @@ def phone(value: str, region: str | None = None) -> str | None:
     A number written with ``+`` or ``00`` carries its country code; any other
     number is read as a national number of ``region`` (an ISO 3166-1 code)
     when there is one, and as digits that already start with the country code
-    when there is not (which is what Meta expects to be given).
+    when there is not (which is what Meta expects to be given). The number
+    must be valid and its digits the typed ones (``gateway.identity.phones``):
+    it is dropped, never rewritten.
     """
-    text = value.strip()
-    digits = re.sub(r"\D", "", text)
-    if not digits:
-        return None
-    try:
-        if text.startswith("+"):
-            number = phonenumbers.parse(text, None)
-        elif digits.startswith("00"):
-            number = phonenumbers.parse("+" + digits[2:], None)
-        elif region:
-            number = phonenumbers.parse(text, region.upper())
-        else:
-            number = phonenumbers.parse("+" + digits, None)
-    except phonenumbers.NumberParseException:
-        return None
-    # Possible (the right length for its country), not necessarily valid: Meta matches
-    # on what the customer typed, and new number ranges reach us before the metadata.
-    if phonenumbers.is_possible_number_with_reason(number) != phonenumbers.ValidationResult.IS_POSSIBLE:
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)[1:]
+    number = phones.parse(value, region, bare_digits_have_country_code=True)
+    return phones.e164(number)[1:] if number is not None else None
 
 
 def name(value: str) -> str | None:
-    """First or last name: lowercase, punctuation removed, letters of any script kept (``Valéry`` -> ``valéry``)."""
+    """First or last name: lowercase, punctuation removed, letters of any script kept (``Valéry`` -> ``valéry``).
+
+    ``Test`` is a name (placeholders are not checked for names); a value without a single letter is not.
+    """
     text = "".join(ch for ch in value.lower() if unicodedata.category(ch)[0] != "P").strip()
-    return text or None
+    return text if any(ch.isalpha() for ch in text) else None
 
 
 def gender(value: str) -> str | None:
@@ -201,11 +189,7 @@ def zip_code(value: str, country: str | None = None) -> str | None:
 
 def country_code(value: str) -> str | None:
     """ISO 3166-1 alpha-2, lowercase: ``US`` -> ``us``, ``United States`` -> ``us``, ``uk`` -> ``gb``."""
-    text = _letters(value.strip())
-    text = _COUNTRY_ALIASES.get(text, text)
-    if len(text) == 2 and text.isascii():
-        return text if text.upper() in _known_regions() else None
-    return _countries_by_name().get(text)
+    return countries.country_code(value)
 
 
 def external_id(value: str) -> str | None:
@@ -235,7 +219,8 @@ def hashed(field: str, value: object, *, country: str | None = None, region: str
     default region.
     """
     # "NA" is Namibia, not a placeholder: a country is checked against the list of codes instead.
-    text = _text(value) if field == "country" else clean(value)
+    # A name is only checked for blanks: "Test" is someone's name, not a placeholder.
+    text = _text(value) if field == "country" else present(value) if field in _NAMES else clean(value)
     if text is None:
         return None
     if is_sha256_hex(text):
@@ -243,6 +228,8 @@ def hashed(field: str, value: object, *, country: str | None = None, region: str
     normalised = _NORMALISERS[field](text, country, region)
     return sha256_hex(normalised) if normalised is not None else None
 
+
+_NAMES = frozenset({"fn", "ln"})
 
 _NORMALISERS = {
     "em": lambda text, country, region: email(text),
@@ -302,32 +289,3 @@ def customer_information(user_data: UserData | None, default_region: str | None 
         add("country", hashed("country", address.country))
     add("external_id", hashed("external_id", user_data.external_id))
     return {field: values for field, values in out.items() if values}
-
-
-@functools.cache
-def _known_regions() -> frozenset[str]:
-    from phonenumbers.geodata.locale import LOCALE_DATA
-
-    return frozenset(phonenumbers.SUPPORTED_REGIONS) | frozenset(LOCALE_DATA)
-
-
-@functools.cache
-def _countries_by_name() -> dict[str, str]:
-    """Country names in every language phonenumbers knows (from Java's locale data) -> code.
-
-    Loaded on first use only: most addresses carry a code. A name that two
-    regions share in some language is left out rather than guessed.
-    """
-    from phonenumbers.geodata.locale import LOCALE_DATA
-
-    found: dict[str, set[str]] = {}
-    for code, names in LOCALE_DATA.items():
-        for text in names.values():
-            for _ in range(4):  # "*aa": the same name as language aa (the data has a self-reference)
-                if not text.startswith("*"):
-                    break
-                text = names.get(text[1:], "")
-            key = _letters(text) if not text.startswith("*") else ""
-            if len(key) > 2:
-                found.setdefault(key, set()).add(code.lower())
-    return {key: codes.pop() for key, codes in found.items() if len(codes) == 1}

@@ -253,7 +253,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def prune(self, now: datetime, retention: timedelta) -> int:
-        """Delete delivered items and request keys older than ``retention``."""
+        """Delete delivered items, request keys and settled vendor requests older than ``retention``.
+
+        Returns how many rows went. A vendor request counts from when it
+        settled, and one still asked about is never deleted.
+        """
 
     # -- the order ledger ------------------------------------------------------------
 

@@ -552,8 +552,9 @@ class PostgresStorage(Storage):
                 cutoff,
                 PRUNE_CHUNK,
             )))
-            total += items + keys
-            if items < PRUNE_CHUNK and keys < PRUNE_CHUNK:
+            requests = await self._run(lambda c: postgres_requests.prune(c, cutoff, PRUNE_CHUNK))
+            total += items + keys + requests
+            if max(items, keys, requests) < PRUNE_CHUNK:
                 return total
 
     # -- the order ledger ------------------------------------------------------------

@@ -63,8 +63,11 @@ async def update(conn: asyncpg.Connection, id_: int, status: RequestStatus, chec
     )
 
 
-async def prune(conn: asyncpg.Connection, before: datetime) -> int:
-    result = await conn.execute("DELETE FROM vendor_requests WHERE next_check_at IS NULL AND sent_at < $1", before)
+async def prune(conn: asyncpg.Connection, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` requests no longer asked about that settled (``checked_at``) before ``before``."""
+    result = await conn.execute(
+        "DELETE FROM vendor_requests WHERE id IN (SELECT id FROM vendor_requests WHERE next_check_at IS NULL"
+        " AND checked_at < $1 LIMIT $2)", before, limit)
     return int(result.split()[-1])
 
 

@@ -705,7 +705,7 @@ class SQLiteStorage(Storage):
     async def prune(self, now: datetime, retention: timedelta) -> int:
         cutoff = _ts(now) - retention.total_seconds()
 
-        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+        def op(conn: sqlite3.Connection) -> tuple[int, int, int]:
             items = conn.execute(
                 "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE status = 'delivered'"
                 " AND delivered_at < ? LIMIT ?)",
@@ -715,13 +715,14 @@ class SQLiteStorage(Storage):
                 "DELETE FROM request_keys WHERE key IN (SELECT key FROM request_keys WHERE created_at < ? LIMIT ?)",
                 (cutoff, PRUNE_CHUNK),
             ).rowcount
-            return items, keys
+            requests = sqlite_requests.prune(conn, _dt(cutoff), PRUNE_CHUNK)
+            return items, keys, requests
 
         total = 0
         while True:  # in chunks, so that no commit holds the write lock for long
-            items, keys = await self._write(op, replayable=True)
-            total += items + keys
-            if items < PRUNE_CHUNK and keys < PRUNE_CHUNK:
+            counts = await self._write(op, replayable=True)
+            total += sum(counts)
+            if max(counts) < PRUNE_CHUNK:
                 return total
 
     # -- the order ledger ------------------------------------------------------------

@@ -77,9 +77,15 @@ def update(conn: sqlite3.Connection, id_: int, status: RequestStatus, checked_at
     )
 
 
-def prune(conn: sqlite3.Connection, before: datetime) -> int:
-    return conn.execute("DELETE FROM vendor_requests WHERE next_check_at IS NULL AND sent_at < ?",
-                        (_ts(before),)).rowcount
+def prune(conn: sqlite3.Connection, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` requests no longer asked about that settled before ``before``.
+
+    Counted from when it settled (``checked_at``), not when it was sent: a
+    request given up on after days stays visible for the whole retention.
+    """
+    return conn.execute(
+        "DELETE FROM vendor_requests WHERE id IN (SELECT id FROM vendor_requests WHERE next_check_at IS NULL"
+        " AND checked_at < ? LIMIT ?)", (_ts(before), limit)).rowcount
 
 
 def dead_letter_delivered(conn: sqlite3.Connection, keys: Sequence[str], code: str, message: str,

@@ -104,6 +104,11 @@ def test_prehashed_values_are_hex_or_base64url_digests_or_nothing(raw: str, expe
     assert prehashed(raw) == expected
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(" us ", "US"), ("DE", "DE"), ("USA", None), ("", None), ("1a", None)])
-def test_country_codes_are_two_letters_in_upper_case(raw: str, expected: str | None) -> None:
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(" us ", "US"), ("DE", "DE"), ("USA", "US"), ("United States of America", "US"), ("Deutschland", "DE"),
+     ("", None), ("1a", None), ("xx", None), ("Atlantis", None)],
+)
+def test_countries_are_sent_as_two_letters_in_upper_case_from_a_code_or_a_name(raw: str, expected: str | None) -> None:
+    # "USA" was dropped before country names were read (issue 14): it is the alpha-3 code of the US.
     assert normalize_country(raw) == expected
