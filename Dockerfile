@@ -4,7 +4,7 @@
 # The gateway reads GATEWAY_STORAGE_URL itself: it is the storage of a container
 # file that names none. Webhook secrets come from the environment (the sample's
 # webhooks stay switched off until they are set); docs/configuration-env.md
-# lists every variable.
+# lists the sample's variables, docs/operations.md every GATEWAY_* one.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

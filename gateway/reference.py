@@ -1,9 +1,9 @@
 """The configuration reference, generated from the config models themselves.
 
 Every option is declared once, beside the code that reads it, with its
-description; the README's reference tables are printed from those
-declarations (``gateway config-reference``) and a test fails when the README
-and the models disagree, so the documentation cannot drift.
+description; the reference tables in ``docs/configuration.md`` are printed
+from those declarations (``gateway config-reference``) and a test fails when
+that page and the models disagree, so the documentation cannot drift.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _rows(model: type[BaseModel], prefix: str, skip: frozenset[str] = frozenset(
 
 
 def _table(title: str, rows: list[str]) -> list[str]:
-    return [f"#### {title}", "", "| key | default | meaning |", "| --- | --- | --- |", *rows, ""]
+    return [f"### {title}", "", "| key | default | meaning |", "| --- | --- | --- |", *rows, ""]
 
 
 def config_reference() -> str:
@@ -91,3 +91,18 @@ def config_reference() -> str:
         lines += _table(f"tag `{name}` (plus `name`, `type`, `trigger`)", _rows(module.Config, "", _COMMON_TAG_KEYS))
     lines.append(END)
     return "\n".join(lines)
+
+
+def splice(text: str) -> str:
+    """``text`` with the part between ``BEGIN`` and ``END`` replaced by the reference generated now."""
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    return text[:start] + config_reference() + text[end:]
+
+
+if __name__ == "__main__":  # python -m gateway.reference docs/configuration.md: regenerate the page's reference in place
+    import sys
+    from pathlib import Path
+
+    for name in sys.argv[1:]:
+        page = Path(name)
+        page.write_text(splice(page.read_text(encoding="utf-8")), encoding="utf-8")

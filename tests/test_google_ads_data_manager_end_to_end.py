@@ -4,7 +4,7 @@ The real app runs under uvicorn on the test's loop with the container's outside 
 environment (``GOOGLE_DATA_MANAGER_API_BASE``, ``GOOGLE_ADS_API_BASE``, ``GOOGLE_OAUTH_TOKEN_URL``), beside
 a fake Data Manager API and a fake Google Ads API that share one fake OAuth endpoint. Purchases from the
 JSON beacon and from the order webhook go to ``events:ingest``; the order ledger's refunds restate through
-the Data Manager API and retract through the Google Ads API, as the README's table says. Every body the
+the Data Manager API and retract through the Google Ads API, as docs/google-ads.md says. Every body the
 fakes accepted is held to Google's protos.
 """
 

@@ -1,6 +1,6 @@
 """Graceful shutdown and start, measured: SIGTERM to exit under load, and start to ready (/readyz 200).
 
-Printed figures (see README, "Faults, backpressure and fuzzing"): the time from spawning `gateway serve`
+Printed figures (see docs/reliability.md, "What the fault tests prove"): the time from spawning `gateway serve`
 to its first /readyz 200, over a few starts, and the time from SIGTERM to
 the process's exit while senders keep sending and the dispatcher has slow
 deliveries in flight (the sink answers after 0.3s). Bounds are asserted

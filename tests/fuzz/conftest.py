@@ -6,7 +6,7 @@ off, so the outbox only grows and a 4xx that left anything behind shows.
 
 Examples per test: ``FUZZ_MAX_EXAMPLES`` (default 60: tests/fuzz runs in CI
 in well under a minute); ``FUZZ_MAX_EXAMPLES=2000`` is the long run that
-README ("Faults, backpressure and fuzzing") describes. ``FUZZ_STORAGE=postgresql`` fuzzes the PostgreSQL
+docs/reliability.md ("Fuzzing every endpoint") describes. ``FUZZ_STORAGE=postgresql`` fuzzes the PostgreSQL
 backend instead of SQLite (a database on 127.0.0.1:5432, made and dropped
 per module).
 """

@@ -6,7 +6,7 @@ the hit appears in the live list, its detail shows the consent decision and
 the outgoing body, no personal data is anywhere in the page, and Explain
 works. A screenshot is saved to ``tests/artifacts/debugger.png`` on every run
 (and to ``docs/debugger.png`` when ``GATEWAY_DOCS_SCREENSHOT=1``, to refresh
-the README's picture), and one per laptop screen size
+the picture in docs/debugging.md), and one per laptop screen size
 (``debugger-1280x800.png``, ``debugger-1920x1080.png``) where the test also
 checks that nothing in the list or the detail is cut off.
 
