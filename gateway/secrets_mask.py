@@ -6,9 +6,9 @@ error messages all agree on what a secret is:
 
 - a request header whose name is a known credential (``Authorization``,
   ``X-Api-Key``, ``Cookie`` ...), or sounds like one (``X-Shop-Token``,
-  ``X-Client-Secret``, ``Api-Key``: any name with auth, token, secret,
-  password, api-key, signature, session or credential in it), or that the
-  tag's config names as secret;
+  ``X-Client-Secret``, ``X-Partner-Key``: any name with auth, token, secret,
+  password, api-key, signature, session or credential in it, or ending in
+  ``-key``), or that the tag's config names as secret;
 - the userinfo of a URL (``https://user:password@host/``): all of it, since
   an API key is often sent as the user name;
 - query parameters and body fields with a credential's name: ``api_key``,
@@ -44,7 +44,8 @@ SECRET_HEADERS = frozenset({
     "x-amz-security-token", "x-amz-content-sha256", "private-token", "x-private-token",
 })
 _SECRET_HEADER_WORDS = re.compile(
-    r"auth|token|secret|passw|api[-_]?key|signature|hmac|session|credential|cookie|private", re.IGNORECASE
+    r"auth|token|secret|passw|api[-_]?key|(?:^|[-_])key$|signature|hmac|session|credential|cookie|private",
+    re.IGNORECASE
 )
 
 # Query-parameter and body-field names that carry credentials, compared lower-cased.
