@@ -12,6 +12,8 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from gateway import secrets_mask
+
 DESTINATION = "meta"
 
 # Ref - https://developers.facebook.com/docs/marketing-api/conversions-api/using-the-api
@@ -179,8 +181,7 @@ class GraphError:
         text = " - ".join(dict.fromkeys(parts)) or f"HTTP {self.status}"
         if self.fbtrace_id:
             text += f" (fbtrace_id {self.fbtrace_id})"
-        if secret:
-            text = text.replace(secret, "***")
+        text = secrets_mask.mask_text(text, [secret] if secret else [])
         return " ".join(text.split())[:MESSAGE_CHARS]
 
 
