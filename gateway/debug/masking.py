@@ -72,6 +72,11 @@ _B64_DIGEST = re.compile(r"[A-Za-z0-9_-]{43}=?")
 _INTL_PHONE = re.compile(r"\+\d[\d ().-]{6,20}\d")
 _ENUM = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _IPV4 = re.compile(r"(?<![\w/.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")
+# Kept out of the phone pass over free text: dates with times, and IPv4 addresses (masked or not).
+_NOT_A_PHONE = re.compile(
+    r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?|(?<![\w.])\d{1,3}(?:\.\d{1,3}){2}\.(?:\d{1,3}|\*\*\*)(?![\w.]))"
+)
+_AT = "\ue000"  # stands in for a masked address's "@" during that pass; a private-use character
 
 
 def _norm(key: str) -> str:
@@ -178,11 +183,6 @@ def mask_text(text: str) -> str:
         text = "".join(p if i % 2 else gateway_personal.scrub_text(p, bare_numbers=False) for i, p in enumerate(pieces))
     return text.replace(_AT, "@")
 
-
-_AT = "\ue000"  # a private-use character: no request carries one that matters
-_NOT_A_PHONE = re.compile(
-    r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?|(?<![\w.])\d{1,3}(?:\.\d{1,3}){2}\.(?:\d{1,3}|\*\*\*)(?![\w.]))"
-)
 
 
 def _is_ip(text: str) -> bool:
