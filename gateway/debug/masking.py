@@ -21,11 +21,12 @@ shape (an email address, a phone number, a digest, an IP address), both
 from ``gateway.personal``, the one definition consent enforcement uses too,
 because data hides under neutral names (``extra.note``) and neutral data
 under personal-sounding ones. Keys are values too: an email address used as
-a JSON key is masked like any other. A phone number counts when written as
-one (``+1 415 555 0107``, ``415.555.0107``) or sent as a JSON number
-(``4155550107``); a string of bare digits is taken for an id (order numbers,
-account ids), which the debugger exists to show. A digest keeps its prefix
-(``sha256:5f3a9c…``). Both tests err on the side of masking: a masked order
+a JSON key (or a GA4 parameter's name) is masked like any other. A phone
+number counts however it is written: ``+1 415 555 0107``, ``415.555.0107``,
+digits alone or a JSON number; an order number shaped like a phone number
+is masked too (keeping its last two digits), since nothing tells the two
+apart. A digest keeps its prefix (``sha256:5f3a9c…``), and one glued to
+other text (GA4's ``v0<digest>``) is found too. Both tests err on the side of masking: a masked order
 id costs a debugging minute, a leaked email address costs a legal basis.
 
 Credentials (``Authorization``, ``?api_key=``, ``user:password@``) are
@@ -38,7 +39,7 @@ import functools
 import ipaddress
 import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit
 
 import orjson
 import phonenumbers
@@ -64,6 +65,8 @@ _PERSONAL_KEYS = frozenset({
 _IP_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "forwarded", "cf-connecting-ip", "true-client-ip"})
 # GA4 query parameters that are personal by definition.
 _GA4_PERSONAL = frozenset({"uid", "_uip", "uip"})
+_GA4_ITEM = re.compile(r"pr\d{1,3}")  # an item, pieces joined by "~"
+_ITEM_PIECE = re.compile(r"([kv]\d|[a-z]{2})(.*)", re.DOTALL)  # k0-k9, v0-v9 (a later index stays in the value)
 
 _EMAIL = re.compile(r"([^@\s<>(),;:\"'&=?/%]+)(?:@|%40)([^@\s<>(),;:\"'&=?/]+)\.([A-Za-z]{2,24})\b")
 _HEX64 = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])")
@@ -76,6 +79,10 @@ _IPV4 = re.compile(r"(?<![\w/.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")
 _NOT_A_PHONE = re.compile(
     r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?|(?<![\w.])\d{1,3}(?:\.\d{1,3}){2}\.(?:\d{1,3}|\*\*\*)(?![\w.]))"
 )
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{64,}")
+_B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{43}(?:=|(?<=[A-Za-z0-9+/_-]{43})[A-Za-z0-9+/_-]?=?)?(?![A-Za-z0-9+/_-])")
+_DIGITS = re.compile(r"\d{3}")  # free text that may hold a phone number written as digits
+_SHOWN = "*~:/@.,-_…()"  # left unescaped in a masked query string, for reading
 _AT = "\ue000"  # stands in for a masked address's "@" during that pass; a private-use character
 
 
@@ -118,10 +125,8 @@ def mask_hash(value: str) -> str:
 
 
 def _phone(value: object) -> bool:
-    """A phone number written as one, or sent as a JSON number; bare digits in a string are an id."""
-    if isinstance(value, str):
-        return not value.strip().isdigit() and gateway_personal.is_phone(value)
-    return isinstance(value, int) and gateway_personal.is_phone(value)
+    """A phone number, written as one or as digits alone, or sent as a JSON number."""
+    return isinstance(value, (str, int)) and gateway_personal.is_phone(value)
 
 
 def mask_ip(value: str) -> str:
@@ -173,14 +178,18 @@ def mask_text(text: str) -> str:
         # gateway.personal does not take the mask itself for an address to redact.
         text = _EMAIL.sub(lambda m: mask_email(f"{m.group(1)}@{m.group(2)}.{m.group(3)}").replace("@", _AT), text)
     text = _HEX64.sub(lambda m: mask_hash(m.group(0)), text)
+    if len(text) >= 43:
+        text = _HEX_RUN.sub(lambda m: mask_hash(m.group(0)), text)  # a digest glued to a prefix (GA4's "v0<hex>")
+        text = _B64_RUN.sub(lambda m: mask_hash(m.group(0)) if gateway_personal.is_digest(m.group(0)) else m.group(0),
+                            text)
     if "+" in text:
         text = _INTL_PHONE.sub(lambda m: mask_phone(m.group(0)), text)
     if "." in text:
         text = _IPV4.sub(lambda m: mask_ip(m.group(0)) if _is_ip(m.group(0)) else m.group(0), text)
-    if gateway_personal.contains_personal(text, bare_numbers=False):  # what is left: national phones, odd addresses
+    if gateway_personal.contains_personal(text):  # what is left: national phones, numbers alone, odd addresses
         # Dates with times and (masked) IP addresses are digit runs too; they are kept out of that pass.
         pieces = _NOT_A_PHONE.split(text)
-        text = "".join(p if i % 2 else gateway_personal.scrub_text(p, bare_numbers=False) for i, p in enumerate(pieces))
+        text = "".join(p if i % 2 else gateway_personal.scrub_text(p) for i, p in enumerate(pieces))
     return text.replace(_AT, "@")
 
 
@@ -213,6 +222,12 @@ def _personal_key(key: str) -> bool:
 def mask_tree(value: Any, personal: bool = False) -> Any:
     """JSON-like data with personal values masked; ``personal`` says the whole subtree is personal."""
     if isinstance(value, dict):
+        pair = _named_pair(value)
+        if pair is not None and not personal:  # {"name": "customer_phone", "value": "..."}: Shopify's note attributes
+            # The label is a name, not a person's: shown (unless it is itself personal); the value follows it.
+            label = value[pair]
+            return {**mask_tree({k: v for k, v in value.items() if k != pair}, is_personal_key(label)),
+                    pair: _mask_key(label)}
         return {_mask_key(k): (secrets_mask.MASK if isinstance(k, str) and secrets_mask.is_secret_key(k) and v
                                else mask_tree(v, personal or is_personal_key(k)))
                 for k, v in value.items()}
@@ -226,11 +241,27 @@ def mask_tree(value: Any, personal: bool = False) -> Any:
         stripped = value.strip()
         if len(stripped) == 64 and _HEX64.fullmatch(stripped) or gateway_personal.is_digest(stripped):
             return mask_hash(stripped)
-        if gateway_personal.is_email(value) or _phone(value) or _is_ip(value):
+        if gateway_personal.is_email(value) or _is_ip(value):
             return mask_personal(value)
-        if len(value) > 5 and ("@" in value or "%40" in value or "+" in value or "." in value):
-            return _mask_url(value) if "://" in value else mask_text(value)
+        if gateway_personal.is_phone(value):
+            return mask_personal(value)
+        if "://" in value:
+            return _mask_url(value)
+        if "&" in value and "=" in value and " " not in value:  # a query string: GA4's forwarded hits
+            return "&".join(f"{k}={quote(v, safe=_SHOWN)}" for k, v in mask_params(value))
+        if len(value) >= 43 or (len(value) > 5 and ("@" in value or "%40" in value or "+" in value or "." in value
+                                                    or _DIGITS.search(value) is not None)):
+            return mask_text(value)
     return value
+
+
+def _named_pair(value: dict[Any, Any]) -> str | None:
+    """The naming key of a ``{"name": ..., "value": ...}`` (or ``key``) entry, whose value is personal by that name."""
+    if len(value) <= 3 and "value" in value:
+        for name in ("name", "key"):
+            if isinstance(value.get(name), str):
+                return name
+    return None
 
 
 def _mask_key(key: Any) -> Any:
@@ -239,7 +270,11 @@ def _mask_key(key: Any) -> Any:
         return key
     if gateway_personal.is_email(key):
         return mask_email(key)
-    if gateway_personal.contains_personal(key, bare_numbers=False):
+    if gateway_personal.is_digest(key):
+        return mask_hash(key.strip())
+    if len(key) >= 43:
+        key = mask_text(key)
+    if gateway_personal.contains_personal(key):
         return mask_text(key)
     return key
 
@@ -276,8 +311,8 @@ def mask_headers(headers: dict[str, str]) -> dict[str, str]:
             out[name] = mask_text(value)
         elif lower == "host":  # the gateway's own address, as the client wrote it
             out[name] = value
-        else:
-            out[name] = mask_text(value)
+        else:  # a URL (Referer, Origin) has its parameters decoded and masked one by one
+            out[name] = _mask_url(value) if "://" in value else mask_text(value)
     return out
 
 
@@ -290,8 +325,16 @@ def mask_params(text: str) -> list[list[str]]:
         raw_key, _, raw_value = piece.partition("=")
         key = unquote_plus(raw_key, errors="replace")
         value = unquote_plus(raw_value, errors="replace")
-        pairs.append([key, _mask_param(key, value)])
+        pairs.append([_mask_param_key(key), _mask_param(key, value)])
     return pairs
+
+
+def _mask_param_key(key: str) -> str:
+    """A parameter's name: ``ep.<name>``/``up.<name>`` keep their prefix, a personal name is masked."""
+    prefix, dot, name = key.partition(".")
+    if dot and prefix in ("ep", "epn", "up", "upn"):
+        return f"{prefix}.{_mask_key(name)}"
+    return str(_mask_key(key))
 
 
 def _mask_param(key: str, value: str) -> str:
@@ -304,8 +347,32 @@ def _mask_param(key: str, value: str) -> str:
         return str(mask_personal(value))
     if key in ("dl", "dr", "dh") or "://" in value:
         return _mask_url(value)
+    if _GA4_ITEM.fullmatch(key):
+        return _mask_item(value)
     masked = mask_tree(value)
     return masked if isinstance(masked, str) else str(masked)
+
+
+def _mask_item(value: str) -> str:
+    """GA4's ``pr1=idSKU~nmMug~k0note~v0text``: each piece's value masked after its prefix, a custom
+    parameter's value by its name (``k0``) too."""
+    pieces = value.split("~")
+    names: dict[str, str] = {}
+    for piece in pieces:
+        match = _ITEM_PIECE.match(piece)
+        if match is not None and match.group(1).startswith("k"):
+            names[match.group(1)[1:]] = match.group(2)
+    out = []
+    for piece in pieces:
+        match = _ITEM_PIECE.match(piece)
+        if match is None:
+            out.append(str(mask_tree(piece)))
+            continue
+        prefix, rest = match.groups()
+        personal = prefix.startswith("v") and is_personal_key(names.get(prefix[1:], ""))
+        masked = mask_personal(rest) if personal else mask_tree(rest)
+        out.append(prefix + (str(_mask_key(mask_tree(rest))) if prefix.startswith("k") else str(masked)))
+    return "~".join(out)
 
 
 def _mask_em_piece(piece: str) -> str:

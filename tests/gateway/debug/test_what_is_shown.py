@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
+from urllib.parse import quote
+
 from tests.gateway.debug.support import AUTH, TOKEN
 from tests.gateway.debug.test_recorder import beacon, settled_trace
 
@@ -45,6 +47,7 @@ delivery:
   poll_interval: 20ms
 clients:
   - type: json_beacon
+  - type: ga4
 triggers:
   everything: {{all: []}}
 tags:
@@ -112,3 +115,41 @@ def test_the_masks_keep_the_shape_of_what_they_hide(make_client, db_path):
     assert set(lead) == {"q***@e***.org", "callback", "mobile_alt"}
     assert str(lead["callback"]).endswith("07") and str(PHONE_NUMBER) not in str(lead["callback"])
     assert extra["contact_ref"] == f"sha256:{DIGEST[:6]}…"
+
+
+# -- where personal data hides from a mask that reads values only -----------------------------------------
+
+HIDDEN_HEX = hashlib.sha256(b"hidden.person@example.org").hexdigest()
+HIDDEN_B64 = base64.b64encode(hashlib.sha256(b"+14155550199").digest()).decode()
+HIDDEN_PHONE = "14155550199"  # a phone number written as digits alone
+HIDDEN_NAME = "Hiddenova"
+
+
+def test_debug_masks_digests_glued_to_ga4_prefixes_and_in_parameter_names(make_client, db_path):
+    client = make_client(container(db_path))
+    item = f"idSKU-1~nmMug~k0note~v0{HIDDEN_HEX}~k1{HIDDEN_HEX}~v11"
+    query = (f"v=2&tid=G-TEST12345&cid=1.2&en=view_item&gcs=G111&pr1={quote(item, safe='')}"
+             f"&ep.{HIDDEN_HEX}=1&up.{HIDDEN_PHONE}=1&ep.note={quote(HIDDEN_B64, safe='')}")
+    response = client.get(f"/g/collect?{query}")
+    assert response.status_code in (200, 204)
+    shown = _shown(client, response.headers["X-Gateway-Trace"])
+
+    for canary in (HIDDEN_HEX, HIDDEN_HEX.upper(), HIDDEN_B64[:43], HIDDEN_PHONE):
+        assert canary not in shown, canary
+    assert "view_item" in shown and "SKU-1" in shown
+
+
+def test_debug_masks_a_name_by_the_name_beside_it_a_phone_in_digits_and_a_digest_in_a_header(make_client, db_path):
+    client = make_client(container(db_path))
+    payload = {"event_name": "generate_lead", "consent": GRANTED,
+               "note_attributes": [{"name": "customer_name", "value": HIDDEN_NAME}],
+               "customer_note": f"call me back on {HIDDEN_PHONE} please"}
+    response = client.post("/collect", content=orjson.dumps(payload),
+                           headers={"Content-Type": "text/plain",
+                                    "Referer": f"https://shop.example/back?ref={quote(HIDDEN_B64, safe='')}"})
+    assert response.status_code == 204
+    shown = _shown(client, response.headers["X-Gateway-Trace"])
+
+    for canary in (HIDDEN_NAME, HIDDEN_PHONE, HIDDEN_B64[:43], quote(HIDDEN_B64, safe="")):
+        assert canary not in shown, canary
+    assert "customer_name" in shown and "call me back on" in shown
