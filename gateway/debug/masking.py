@@ -279,6 +279,19 @@ def _mask_key(key: Any) -> Any:
     return key
 
 
+def _mask_path(path: str) -> str:
+    """A URL path with each segment that is wholly a phone number, an address or a digest masked."""
+    out = []
+    for segment in path.split("/"):
+        decoded = unquote_plus(segment, errors="replace")
+        if len(decoded) > 5 and (gateway_personal.is_phone(decoded) or gateway_personal.is_email(decoded)
+                                 or gateway_personal.is_digest(decoded)):
+            out.append(quote(str(mask_personal(decoded)), safe=_SHOWN + " +"))
+        else:
+            out.append(segment)
+    return "/".join(out)
+
+
 def _mask_url(url: str) -> str:
     """A URL whose query may hold personal parameters (``?email=...``) or credentials (``?api_key=``)."""
     url = secrets_mask.mask_url(url)
@@ -286,6 +299,9 @@ def _mask_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return mask_text(url)
+    if any(c.isdigit() or c == "@" or c == "%" for c in parts.path):
+        url = url.replace(parts.path, _mask_path(parts.path), 1)
+        parts = urlsplit(url)
     if not parts.query:
         return mask_text(url)
     pairs = [f"{k}={mask_tree(v, is_personal_key(k))}" for k, v in parse_qsl(parts.query, keep_blank_values=True)]

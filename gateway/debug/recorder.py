@@ -195,7 +195,9 @@ def _attribute(
 def note_ledger(trace: Trace, write: LedgerWrite) -> None:
     """The ledger's decisions; an adjustment's with the value it used (basis, order total, uploaded, adjusted)."""
     for note in write.notes:
-        entry: dict[str, Any] = {"order_id": note.order_id, "decision": note.what, "change_id": note.change_id}
+        # The change id holds the request's own key (a webhook's delivery id), which may be anything.
+        entry: dict[str, Any] = {"order_id": masking.mask_tree(note.order_id), "decision": note.what,
+                                 "change_id": masking.mask_text(note.change_id) if note.change_id else note.change_id}
         if note.detail:
             entry["value_used"] = dict(note.detail)
         trace.ledger.append(entry)

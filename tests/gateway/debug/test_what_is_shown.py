@@ -123,6 +123,7 @@ HIDDEN_HEX = hashlib.sha256(b"hidden.person@example.org").hexdigest()
 HIDDEN_B64 = base64.b64encode(hashlib.sha256(b"+14155550199").digest()).decode()
 HIDDEN_PHONE = "14155550199"  # a phone number written as digits alone
 HIDDEN_NAME = "Hiddenova"
+HIDDEN_DOTS = "202.555.0143"  # a phone number with dots, as a URL path segment
 
 
 def test_debug_masks_digests_glued_to_ga4_prefixes_and_in_parameter_names(make_client, db_path):
@@ -143,13 +144,14 @@ def test_debug_masks_a_name_by_the_name_beside_it_a_phone_in_digits_and_a_digest
     client = make_client(container(db_path))
     payload = {"event_name": "generate_lead", "consent": GRANTED,
                "note_attributes": [{"name": "customer_name", "value": HIDDEN_NAME}],
-               "customer_note": f"call me back on {HIDDEN_PHONE} please"}
+               "customer_note": f"call me back on {HIDDEN_PHONE} please",
+               "page_location": f"https://shop.example/{HIDDEN_DOTS}/orders?step=2"}
     response = client.post("/collect", content=orjson.dumps(payload),
                            headers={"Content-Type": "text/plain",
                                     "Referer": f"https://shop.example/back?ref={quote(HIDDEN_B64, safe='')}"})
     assert response.status_code == 204
     shown = _shown(client, response.headers["X-Gateway-Trace"])
 
-    for canary in (HIDDEN_NAME, HIDDEN_PHONE, HIDDEN_B64[:43], quote(HIDDEN_B64, safe="")):
+    for canary in (HIDDEN_NAME, HIDDEN_PHONE, HIDDEN_B64[:43], quote(HIDDEN_B64, safe=""), HIDDEN_DOTS):
         assert canary not in shown, canary
-    assert "customer_name" in shown and "call me back on" in shown
+    assert "customer_name" in shown and "call me back on" in shown and "/orders?step=2" in shown
