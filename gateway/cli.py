@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import orjson
 
+from gateway import secrets_mask
 from gateway.cli_context import load_container as _load
 from gateway.cli_context import with_storage as _with_storage
 from gateway.config import CONFIG_ENV
@@ -115,7 +116,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         _print_json([
             {"id": d.id, "destination": d.destination, "tag": d.tag, "batch_key": d.batch_key,
              "idempotency_key": d.idempotency_key, "attempts": d.attempts, "code": d.code,
-             "message": d.message, "created_at": d.created_at, "failed_at": d.failed_at}
+             "message": secrets_mask.mask_text(d.message) if d.message else d.message,
+             "created_at": d.created_at, "failed_at": d.failed_at}
             for d in letters
         ])
         return 0
@@ -127,11 +129,12 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
+    """Dry-run records, credentials masked again on display: rows an older version stored were kept in clear."""
     container = _load(args.config)
     records = asyncio.run(_with_storage(container, lambda s: s.list_dry_runs(args.last)))
     _print_json([
         {"id": r.id, "destination": r.destination, "batch_key": r.batch_key, "items": r.item_count,
-         "recorded_at": r.recorded_at, "request": r.request}
+         "recorded_at": r.recorded_at, "request": secrets_mask.mask_record(r.request)}
         for r in records
     ])
     return 0

@@ -260,6 +260,20 @@ def format_validation_error(prefix: str, exc: ValidationError) -> list[str]:
     return lines
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where a YAML error is (line, column) and its kind, never the text around it: that line may hold a secret.
+
+    PyYAML's own message quotes the offending line under a caret, and some
+    problems quote the token itself (``found undefined alias 'x'``), so only
+    the position and the problem's words outside quotes are kept.
+    """
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    kind = " ".join(re.sub(r"'[^']*'|\"[^\"]*\"|[^a-z ,]", " ", str(problem).lower()).split()) or "cannot be parsed"
+    return f"(file): not valid YAML{where}: {kind}"
+
+
 def _mentions(errors: list[str], path: str) -> bool:
     """True when an error is already reported at ``path`` or below it."""
     return any(e.startswith((f"{path}.", f"{path}:", f"{path}[")) for e in errors)
@@ -317,7 +331,7 @@ def load_container_text(text: str, env: dict[str, str] | None = None, base_dir: 
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"(file): not valid YAML: {exc}"]) from None
+        raise ConfigError([yaml_problem(exc)]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

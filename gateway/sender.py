@@ -24,11 +24,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from gateway import secrets_mask
 from gateway.delivery import Result
 from gateway.tag import TagConfig
-
-# Header names whose values are credentials: recorded as "***".
-SECRET_HEADERS = frozenset({"authorization", "developer-token", "x-api-key", "cookie"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +35,17 @@ class OutgoingRequest:
     url: str
     headers: dict[str, str]
     body: bytes
+    # Header names the tag's config declares secret, on top of the ones ``gateway.secrets_mask`` knows.
+    secret_headers: tuple[str, ...] = ()
 
     def for_record(self) -> dict[str, Any]:
-        """The request as stored for dry-run and debugging, credentials masked."""
-        headers = {k: ("***" if k.lower() in SECRET_HEADERS else v) for k, v in self.headers.items()}
+        """The request as stored for dry-run and debugging: credentials masked (``gateway.secrets_mask``)."""
         try:
             body: Any = orjson.loads(self.body) if self.body else None
         except orjson.JSONDecodeError:
             body = self.body.decode("utf-8", "replace")
-        return {"method": self.method, "url": _mask_query_secrets(self.url), "headers": headers, "body": body}
+        record = {"method": self.method, "url": self.url, "headers": self.headers, "body": body}
+        return secrets_mask.mask_record(record, self.secret_headers)
 
 
 # The usual reading of a vendor's HTTP answer (webhook conventions), shared by the senders that have no
@@ -55,25 +55,28 @@ RETRY_STATUSES = frozenset({408, 425, 429})
 MESSAGE_CHARS = 200
 
 
-async def http_result(response: aiohttp.ClientResponse, now: datetime) -> Result:
+async def http_result(response: aiohttp.ClientResponse, now: datetime, secret_headers: tuple[str, ...] = ()) -> Result:
     """One answer's result, with code ``http_<status>`` and, for a failure, at most 200 characters of the answer."""
     status = response.status
     if 200 <= status < 300:
         return Result.delivered(f"http_{status}")
-    message = await short_message(response)
+    message = await short_message(response, secret_headers)
     if status in RETRY_STATUSES or status >= 500:
         return Result.retry(f"http_{status}", message, retry_after_seconds(response.headers.get("Retry-After"), now))
     return Result.permanent(f"http_{status}", message)
 
 
-async def short_message(response: aiohttp.ClientResponse) -> str:
-    """``HTTP <status>: <the answer's start>``; the answer may echo what was sent, so it is cut short."""
+async def short_message(response: aiohttp.ClientResponse, secret_headers: tuple[str, ...] = ()) -> str:
+    """``HTTP <status>: <the answer's start>``, cut short and with credentials masked: the answer may echo
+    what was sent (an echo endpoint, a proxy's error page), and the message is stored, listed and logged."""
     head = f"HTTP {response.status}"
     try:
         chunk = await response.content.read(MESSAGE_CHARS * 4)
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return head
-    text = " ".join(chunk.decode("utf-8", "replace").split())[:MESSAGE_CHARS]
+    info = response.request_info
+    sent = secrets_mask.secret_values(info.headers, str(info.real_url), secret_headers)
+    text = secrets_mask.mask_text(" ".join(chunk.decode("utf-8", "replace").split()), sent)[:MESSAGE_CHARS]
     return f"{head}: {text}" if text else head
 
 
@@ -103,14 +106,6 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, (when - now).total_seconds())
-
-
-def _mask_query_secrets(url: str) -> str:
-    if "access_token=" not in url:
-        return url
-    head, _, tail = url.partition("access_token=")
-    _, amp, rest = tail.partition("&")
-    return f"{head}access_token=***{amp}{rest}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ class _Target:
     # The URL parsed and the headers in aiohttp's own form, made once per tag rather than on every request.
     parsed_url: URL
     request_headers: CIMultiDictProxy[str]
+    secret_headers: tuple[str, ...]  # the config's own, on top of the ones gateway.secrets_mask knows
 
 
 class Sender(sender.Sender):
@@ -85,18 +86,18 @@ class Sender(sender.Sender):
     async def _post(self, target: _Target, batch_key: str, body: bytes, item_count: int) -> Result:
         """One request; its answer is the result of every item in ``body``."""
         if target.mode == "dry_run":
-            request = OutgoingRequest(target.method, target.url, target.headers, body)
+            request = OutgoingRequest(target.method, target.url, target.headers, body, target.secret_headers)
             await self.ctx.record_dry_run(self.destination, batch_key, request, item_count)
             return Result.delivered("dry_run")
         if self._session is None:
             raise RuntimeError("http_request sender used before start()")
         if self.ctx.observe is not None:
-            self.ctx.observe(OutgoingRequest(target.method, target.url, target.headers, body))
+            self.ctx.observe(OutgoingRequest(target.method, target.url, target.headers, body, target.secret_headers))
         try:
             async with self._session.request(
                 target.method, target.parsed_url, headers=target.request_headers, data=body, allow_redirects=False
             ) as response:
-                return await sender.http_result(response, self.ctx.now())
+                return await sender.http_result(response, self.ctx.now(), target.secret_headers)
         except asyncio.TimeoutError:
             return Result.retry("timeout", "no answer within delivery.request_timeout")
         except aiohttp.ClientError as exc:
@@ -109,4 +110,4 @@ def _target(tag: TagConfig) -> _Target:
     if not any(name.lower() == "content-type" for name in headers):
         headers = {"Content-Type": "application/json", **headers}
     return _Target(config.method, config.url, headers, config.mode, config.batch_size, URL(config.url),
-                   CIMultiDictProxy(CIMultiDict(headers)))
+                   CIMultiDictProxy(CIMultiDict(headers)), tuple(config.secret_headers))

@@ -8,8 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, Mapping
+from urllib.parse import unquote_plus
 
 import orjson
+
+from gateway import secrets_mask
 
 DESTINATION = "meta"
 
@@ -84,6 +87,30 @@ def event_time_problem(event_time: object, action_source: object, now: datetime)
     return None
 
 
+# Ad click ids that land in a page's query: Google (gclid, gbraid, wbraid, dclid, gclsrc), Meta (fbclid),
+# Microsoft (msclkid), TikTok (ttclid), X (twclid), LinkedIn (li_fat_id). With ad_storage denied they are
+# taken out of event_source_url and referrer_url: each joins the visit to one ad click of one person.
+CLICK_ID_PARAMETERS = frozenset({
+    "gclid", "gbraid", "wbraid", "dclid", "gclsrc", "fbclid", "msclkid", "ttclid", "twclid", "li_fat_id",
+})
+
+
+def without_click_ids(url: str) -> str:
+    """``url`` without its click-id query parameters, whatever their case or percent-encoding.
+
+    Every other byte stays as it was (no re-encoding), so the page Meta sees
+    is the page the visitor saw; a query left empty loses its ``?``.
+    """
+    head, hash_mark, fragment = url.partition("#")
+    base, question, query = head.partition("?")
+    if not question:
+        return url
+    kept = [piece for piece in query.split("&")
+            if unquote_plus(piece.partition("=")[0], errors="replace").strip().lower() not in CLICK_ID_PARAMETERS]
+    rebuilt = base + ("?" + "&".join(kept) if any(kept) else "")
+    return rebuilt + hash_mark + fragment
+
+
 # -- errors -------------------------------------------------------------------------------
 # Ref - https://developers.facebook.com/docs/graph-api/guides/error-handling
 # {"error": {"message", "type", "code", "error_subcode", "error_user_title", "error_user_msg", "fbtrace_id"}}
@@ -154,8 +181,7 @@ class GraphError:
         text = " - ".join(dict.fromkeys(parts)) or f"HTTP {self.status}"
         if self.fbtrace_id:
             text += f" (fbtrace_id {self.fbtrace_id})"
-        if secret:
-            text = text.replace(secret, "***")
+        text = secrets_mask.mask_text(text, [secret] if secret else [])
         return " ".join(text.split())[:MESSAGE_CHARS]
 
 

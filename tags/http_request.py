@@ -46,6 +46,12 @@ class Config(TagConfig):
         default_factory=dict,
         description="Extra request headers, e.g. Authorization; credentials are masked in dry-run records.",
     )
+    secret_headers: list[str] = Field(
+        default_factory=list,
+        description="Names of further headers whose values are credentials, masked wherever the request is shown "
+                    "or logged (Authorization, X-Api-Key, Cookie and names with auth, token, secret, password, signature "
+                    "or session in them, or ending in -key, always are).",
+    )
     mode: Literal["live", "dry_run"] = Field(
         "live", description="live sends; dry_run records the exact request instead of sending it."
     )

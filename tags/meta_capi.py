@@ -34,10 +34,24 @@ Wire rules that surprised us, and what we do about them:
   agent, ``fbc`` and ``fbp`` go unhashed. Without an ``fbc`` cookie, ``fbc`` is
   built from the page URL's ``fbclid`` with the event's time in milliseconds,
   as Meta describes for servers that do not set the cookie.
-- Consent is applied here too, not only by the pipeline: with ``ad_user_data``
-  denied no contact information leaves, with ``ad_storage`` denied no
-  ``fbp``/``fbc``. IP address and user agent are not contact information and
-  still go (Meta requires the user agent of website events).
+- Consent is applied here too, not only by the pipeline, and a signal that
+  is not ``granted`` (``None``: no signal reached the tag) counts as denied:
+  - ``ad_user_data`` denied: by default (``skip_when_denied: [ad_user_data]``)
+    the event is not sent at all (``consent_denied``). A tag configured with
+    ``skip_when_denied: []`` still sends no customer information whatsoever:
+    no IP address, user agent, ``em``, ``ph``, ``external_id``, ``fbp`` or
+    ``fbc``. Meta requires ``client_user_agent`` on every website event and
+    ``user_data`` on every event, so such an event, website or order system,
+    is skipped (``no_customer_information``): there is nothing it may carry.
+  - ``ad_storage`` denied: no ``fbp``/``fbc``, and the click ids (``gclid``,
+    ``gbraid``, ``wbraid``, ``dclid``, ``gclsrc``, ``fbclid``, ``msclkid``,
+    ``ttclid``, ``twclid``, ``li_fat_id``) are taken out of
+    ``event_source_url`` and ``referrer_url``.
+  - ``ad_personalization`` denied: ``opt_out: true``, Meta's flag for "do not
+    use this event for ads delivery optimization, only for attribution"
+    (https://developers.facebook.com/documentation/ads-commerce/conversions-api/parameters/server-event).
+  Limited Data Use stays the ``limited_data_use`` setting: it is a legal
+  regime (US state laws), not a visitor's signal.
 - An event whose remaining customer information is empty, or only one of the
   combinations Meta calls invalid (``fn`` + ``ge`` ...), is skipped: Meta would
   refuse it, and with it the whole request.
@@ -66,7 +80,9 @@ from gateway.delivery import Delivery
 from gateway.event import Event
 from gateway.identity import meta as identity
 from gateway.tag import Skip, TagConfig
-from tags._meta import DEFAULT_EVENT_NAMES, PURCHASE, REFUND_EVENT_NAMES, ActionSource, insufficient_user_data
+from tags._meta import (
+    DEFAULT_EVENT_NAMES, PURCHASE, REFUND_EVENT_NAMES, ActionSource, insufficient_user_data, without_click_ids,
+)
 
 DESTINATION = "meta"
 
@@ -122,9 +138,10 @@ class Config(TagConfig):
         "product", description="custom_data.content_type sent with content_ids: product, or product_group for item groups."
     )
     skip_when_denied: list[ConsentSignal] = Field(
-        default_factory=list,
+        default_factory=lambda: ["ad_user_data"],
         description="Consent signals that, when denied, stop this tag from sending the event at all "
-                    "(e.g. [ad_storage] for a tag that may only run with marketing cookies allowed).",
+                    "(consent_denied). With [] an event whose ad_user_data is denied still carries no customer "
+                    "information at all, so Meta could not take it: it is skipped as no_customer_information.",
     )
     limited_data_use: LimitedDataUse | None = Field(
         None,
@@ -152,7 +169,7 @@ class Config(TagConfig):
 
 def build(event: Event, config: Config) -> list[Delivery]:
     for signal in config.skip_when_denied:
-        if getattr(event.consent, signal) == "denied":
+        if _denied(getattr(event.consent, signal)):
             raise Skip("consent_denied")
     when = event.timestamp if event.timestamp.tzinfo else event.timestamp.replace(tzinfo=timezone.utc)
     refund = event.event_name in REFUND_EVENT_NAMES
@@ -187,10 +204,13 @@ def build(event: Event, config: Config) -> list[Delivery]:
             raise Skip("no_user_agent")
         if not event.page_location:
             raise Skip("no_page_location")
+    ad_storage = not _denied(event.consent.ad_storage)
     if event.page_location:
-        item["event_source_url"] = event.page_location
+        item["event_source_url"] = event.page_location if ad_storage else without_click_ids(event.page_location)
     if event.page_referrer and not order_system:
-        item["referrer_url"] = event.page_referrer
+        item["referrer_url"] = event.page_referrer if ad_storage else without_click_ids(event.page_referrer)
+    if _denied(event.consent.ad_personalization):
+        item["opt_out"] = True
     item["user_data"] = _user_data(event, config, when)
     custom_data = _custom_data(event, config, value)
     if custom_data:
@@ -239,15 +259,21 @@ def _refund(event: Event, config: Config, when: datetime) -> tuple[str, str, flo
     return config.refund_event_name, event_id, abs(event.value)
 
 
+def _denied(state: str | None) -> bool:
+    """Only ``granted`` lets data go: a missing signal is a doubt, and in doubt the data does not leave."""
+    return state != "granted"
+
+
 def _user_data(event: Event, config: Config, when: datetime) -> dict[str, Any]:
-    user_data: dict[str, Any] = {}
-    if event.consent.ad_user_data != "denied":
-        user_data.update(identity.customer_information(event.user_data, config.default_region))
+    if _denied(event.consent.ad_user_data):
+        # Not even the IP address and user agent: they identify the visitor to Meta as much as a cookie does.
+        raise Skip("no_customer_information")
+    user_data: dict[str, Any] = dict(identity.customer_information(event.user_data, config.default_region))
     if event.ip_override and _usable_ip(event.ip_override):
         user_data["client_ip_address"] = event.ip_override
     if event.user_agent:
         user_data["client_user_agent"] = event.user_agent
-    if event.consent.ad_storage != "denied":
+    if not _denied(event.consent.ad_storage):
         fbc = event.fbc or (identity.click_id(event.fbclid, when) if event.fbclid else None)
         if fbc:
             user_data["fbc"] = fbc

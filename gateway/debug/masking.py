@@ -16,13 +16,21 @@ Masks keep just enough to recognise a value while debugging:
 - any other personal value (a name, a street, a user id) keeps its first
   character: ``J***``.
 
-What counts as personal is decided twice, by a key's name (reusing the
-consent module's own heuristics, so the debugger and consent enforcement
-agree on what "personal" means) and by a value's shape (an email address, a
-phone number, a digest, an IP address), because data hides under neutral
-names (``extra.note``) and neutral data under personal-sounding ones. Both
-err on the side of masking: a masked order id costs a debugging minute, a
-leaked email address costs a legal basis.
+What counts as personal is decided twice, by a key's name and by a value's
+shape (an email address, a phone number, a digest, an IP address), both
+from ``gateway.personal``, the one definition consent enforcement uses too,
+because data hides under neutral names (``extra.note``) and neutral data
+under personal-sounding ones. Keys are values too: an email address used as
+a JSON key (or a GA4 parameter's name) is masked like any other. A phone
+number counts however it is written: ``+1 415 555 0107``, ``415.555.0107``,
+digits alone or a JSON number; an order number shaped like a phone number
+is masked too (keeping its last two digits), since nothing tells the two
+apart. A digest keeps its prefix (``sha256:5f3a9c…``), and one glued to
+other text (GA4's ``v0<digest>``) is found too. Both tests err on the side of masking: a masked order
+id costs a debugging minute, a leaked email address costs a legal basis.
+
+Credentials (``Authorization``, ``?api_key=``, ``user:password@``) are
+masked by ``gateway.secrets_mask``, the rule every other display follows.
 """
 
 from __future__ import annotations
@@ -31,14 +39,13 @@ import functools
 import ipaddress
 import re
 from typing import Any
-from urllib.parse import parse_qsl, unquote_plus, urlsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlsplit
 
 import orjson
 import phonenumbers
 
-# The consent module's heuristics are the one definition of "looks personal";
-# importing them keeps the debugger from drifting away from enforcement.
-from gateway.consent import _is_personal_key, _looks_like_phone, _looks_personal  # noqa: PLC2701
+from gateway import personal as gateway_personal
+from gateway import secrets_mask
 
 MASK = "***"
 MAX_TEXT = 16_384  # characters of a request body or vendor answer kept in a trace
@@ -54,22 +61,29 @@ _PERSONAL_KEYS = frozenset({
     "userid", "uid", "externalid", "ipoverride", "ip", "uip", "clientipaddress", "ipaddress", "remoteaddr",
     "sessionattributes",  # Google's encoded browser session (the Data Manager API's adIdentifiers)
 })
-# Request headers whose values are credentials or signatures: never shown.
-_SECRET_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "developer-token",
-    "x-signature", "x-shopify-hmac-sha256", "x-wc-webhook-signature", "x-hub-signature", "x-hub-signature-256",
-})
 # Request headers that carry client IP addresses.
 _IP_HEADERS = frozenset({"x-forwarded-for", "x-real-ip", "forwarded", "cf-connecting-ip", "true-client-ip"})
 # GA4 query parameters that are personal by definition.
 _GA4_PERSONAL = frozenset({"uid", "_uip", "uip"})
+_GA4_ITEM = re.compile(r"pr\d{1,3}")  # an item, pieces joined by "~"
+_ITEM_PIECE = re.compile(r"([kv]\d|[a-z]{2})(.*)", re.DOTALL)  # k0-k9, v0-v9 (a later index stays in the value)
 
 _EMAIL = re.compile(r"([^@\s<>(),;:\"'&=?/%]+)(?:@|%40)([^@\s<>(),;:\"'&=?/]+)\.([A-Za-z]{2,24})\b")
 _HEX64 = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])")
+_DIGEST_PREFIX = re.compile(r"(?:sha-?256|sha2)[:=$_-]?", re.IGNORECASE)
 _B64_DIGEST = re.compile(r"[A-Za-z0-9_-]{43}=?")
 _INTL_PHONE = re.compile(r"\+\d[\d ().-]{6,20}\d")
 _ENUM = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _IPV4 = re.compile(r"(?<![\w/.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w.])")
+# Kept out of the phone pass over free text: dates with times, and IPv4 addresses (masked or not).
+_NOT_A_PHONE = re.compile(
+    r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?|(?<![\w.])\d{1,3}(?:\.\d{1,3}){2}\.(?:\d{1,3}|\*\*\*)(?![\w.]))"
+)
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{64,}")
+_B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{43}(?:=|(?<=[A-Za-z0-9+/_-]{43})[A-Za-z0-9+/_-]?=?)?(?![A-Za-z0-9+/_-])")
+_DIGITS = re.compile(r"\d{3}")  # free text that may hold a phone number written as digits
+_SHOWN = "*~:/@.,-_…()"  # left unescaped in a masked query string, for reading
+_AT = "\ue000"  # stands in for a masked address's "@" during that pass; a private-use character
 
 
 def _norm(key: str) -> str:
@@ -103,8 +117,16 @@ def mask_phone(value: str) -> str:
 
 
 def mask_hash(value: str) -> str:
-    """The first six characters of a digest: enough to compare two, too few to look one up."""
-    return value[:6] + "…"
+    """The first six characters of a digest (after a ``sha256:`` prefix, which stays): enough to compare two,
+    too few to look one up."""
+    prefix = _DIGEST_PREFIX.match(value)
+    head = prefix.group(0) if prefix is not None and len(value) - prefix.end() in (43, 44, 64) else ""
+    return head + value[len(head):len(head) + 6] + "…"
+
+
+def _phone(value: object) -> bool:
+    """A phone number, written as one or as digits alone, or sent as a JSON number."""
+    return isinstance(value, (str, int)) and gateway_personal.is_phone(value)
 
 
 def mask_ip(value: str) -> str:
@@ -124,6 +146,8 @@ def mask_personal(value: Any) -> Any:
     """A value known to be personal, masked by its shape."""
     if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int) and gateway_personal.is_phone(value):
+        return mask_phone(str(value))
     if isinstance(value, (int, float)):
         return MASK
     if isinstance(value, list):
@@ -133,13 +157,13 @@ def mask_personal(value: Any) -> Any:
     text = str(value)
     if not text or _ENUM.fullmatch(text):  # a vendor's constant such as FIRST_PARTY says nothing about anyone
         return text
-    if _HEX64.fullmatch(text.strip()) or _B64_DIGEST.fullmatch(text.strip()):
+    if _HEX64.fullmatch(text.strip()) or _B64_DIGEST.fullmatch(text.strip()) or gateway_personal.is_digest(text):
         return mask_hash(text.strip())
     if "@" in text and _EMAIL.fullmatch(text.strip()):
         return mask_email(text)
     if _is_ip(text):
         return mask_ip(text)
-    if _looks_like_phone(text) or _INTL_PHONE.fullmatch(text.strip()):
+    if gateway_personal.is_phone(text) or _INTL_PHONE.fullmatch(text.strip()):
         return mask_phone(text)
     return text.strip()[0] + MASK if len(text.strip()) > 2 else MASK
 
@@ -148,14 +172,26 @@ def mask_text(text: str) -> str:
     """Free text (a URL, a vendor's message, a body we cannot parse): mask what looks personal inside it."""
     if len(text) > MAX_TEXT:
         text = text[:MAX_TEXT] + f"… ({len(text) - MAX_TEXT} more characters not kept)"
+    text = secrets_mask.mask_text(text)
     if "@" in text or "%40" in text:
-        text = _EMAIL.sub(lambda m: mask_email(f"{m.group(1)}@{m.group(2)}.{m.group(3)}"), text)
+        # The masked address keeps an "@" stand-in until the phone pass below is done, so that
+        # gateway.personal does not take the mask itself for an address to redact.
+        text = _EMAIL.sub(lambda m: mask_email(f"{m.group(1)}@{m.group(2)}.{m.group(3)}").replace("@", _AT), text)
     text = _HEX64.sub(lambda m: mask_hash(m.group(0)), text)
+    if len(text) >= 43:
+        text = _HEX_RUN.sub(lambda m: mask_hash(m.group(0)), text)  # a digest glued to a prefix (GA4's "v0<hex>")
+        text = _B64_RUN.sub(lambda m: mask_hash(m.group(0)) if gateway_personal.is_digest(m.group(0)) else m.group(0),
+                            text)
     if "+" in text:
         text = _INTL_PHONE.sub(lambda m: mask_phone(m.group(0)), text)
     if "." in text:
         text = _IPV4.sub(lambda m: mask_ip(m.group(0)) if _is_ip(m.group(0)) else m.group(0), text)
-    return text
+    if gateway_personal.contains_personal(text):  # what is left: national phones, numbers alone, odd addresses
+        # Dates with times and (masked) IP addresses are digit runs too; they are kept out of that pass.
+        pieces = _NOT_A_PHONE.split(text)
+        text = "".join(p if i % 2 else gateway_personal.scrub_text(p) for i, p in enumerate(pieces))
+    return text.replace(_AT, "@")
+
 
 
 def _is_ip(text: str) -> bool:
@@ -177,7 +213,7 @@ def is_personal_key(key: object) -> bool:
 @functools.lru_cache(maxsize=4096)  # keys come from a small vocabulary; the cache bounds a hostile one
 def _personal_key(key: str) -> bool:
     norm = _norm(key)
-    return norm in _PERSONAL_KEYS or norm in _PERSONAL_CONTAINERS or _is_personal_key(key)
+    return norm in _PERSONAL_KEYS or norm in _PERSONAL_CONTAINERS or gateway_personal.is_personal_key(key)
 
 
 # -- trees -------------------------------------------------------------------------------------------
@@ -186,28 +222,86 @@ def _personal_key(key: str) -> bool:
 def mask_tree(value: Any, personal: bool = False) -> Any:
     """JSON-like data with personal values masked; ``personal`` says the whole subtree is personal."""
     if isinstance(value, dict):
-        return {k: mask_tree(v, personal or is_personal_key(k)) for k, v in value.items()}
+        pair = _named_pair(value)
+        if pair is not None and not personal:  # {"name": "customer_phone", "value": "..."}: Shopify's note attributes
+            # The label is a name, not a person's: shown (unless it is itself personal); the value follows it.
+            label = value[pair]
+            return {**mask_tree({k: v for k, v in value.items() if k != pair}, is_personal_key(label)),
+                    pair: _mask_key(label)}
+        return {_mask_key(k): (secrets_mask.MASK if isinstance(k, str) and secrets_mask.is_secret_key(k) and v
+                               else mask_tree(v, personal or is_personal_key(k)))
+                for k, v in value.items()}
     if isinstance(value, list):
         return [mask_tree(v, personal) for v in value]
     if personal:
         return mask_personal(value)
+    if isinstance(value, int) and not isinstance(value, bool) and _phone(value):
+        return mask_phone(str(value))
     if isinstance(value, str):
         stripped = value.strip()
-        if len(stripped) == 64 and _HEX64.fullmatch(stripped):
+        if len(stripped) == 64 and _HEX64.fullmatch(stripped) or gateway_personal.is_digest(stripped):
             return mask_hash(stripped)
-        if _looks_personal(value) or _is_ip(value):
+        if gateway_personal.is_email(value) or _is_ip(value):
             return mask_personal(value)
-        if len(value) > 5 and ("@" in value or "%40" in value or "+" in value or "." in value):
-            return _mask_url(value) if "://" in value else mask_text(value)
+        if gateway_personal.is_phone(value):
+            return mask_personal(value)
+        if "://" in value:
+            return _mask_url(value)
+        if "&" in value and "=" in value and " " not in value:  # a query string: GA4's forwarded hits
+            return "&".join(f"{k}={quote(v, safe=_SHOWN)}" for k, v in mask_params(value))
+        if len(value) >= 43 or (len(value) > 5 and ("@" in value or "%40" in value or "+" in value or "." in value
+                                                    or _DIGITS.search(value) is not None)):
+            return mask_text(value)
     return value
 
 
+def _named_pair(value: dict[Any, Any]) -> str | None:
+    """The naming key of a ``{"name": ..., "value": ...}`` (or ``key``) entry, whose value is personal by that name."""
+    if len(value) <= 3 and "value" in value:
+        for name in ("name", "key"):
+            if isinstance(value.get(name), str):
+                return name
+    return None
+
+
+def _mask_key(key: Any) -> Any:
+    """A key that is itself personal (an email address used as a JSON key) masked like a value."""
+    if not isinstance(key, str) or len(key) < 6:
+        return key
+    if gateway_personal.is_email(key):
+        return mask_email(key)
+    if gateway_personal.is_digest(key):
+        return mask_hash(key.strip())
+    if len(key) >= 43:
+        key = mask_text(key)
+    if gateway_personal.contains_personal(key):
+        return mask_text(key)
+    return key
+
+
+def _mask_path(path: str) -> str:
+    """A URL path with each segment that is wholly a phone number, an address or a digest masked."""
+    out = []
+    for segment in path.split("/"):
+        decoded = unquote_plus(segment, errors="replace")
+        if len(decoded) > 5 and (gateway_personal.is_phone(decoded) or gateway_personal.is_email(decoded)
+                                 or gateway_personal.is_digest(decoded)):
+            out.append(quote(str(mask_personal(decoded)), safe=_SHOWN + " +"))
+        else:
+            out.append(segment)
+    return "/".join(out)
+
+
 def _mask_url(url: str) -> str:
-    """A URL whose query may hold personal parameters (``?email=...``)."""
+    """A URL whose query may hold personal parameters (``?email=...``) or credentials (``?api_key=``)."""
+    url = secrets_mask.mask_url(url)
     try:
         parts = urlsplit(url)
     except ValueError:
         return mask_text(url)
+    if any(c.isdigit() or c == "@" or c == "%" for c in parts.path):
+        url = url.replace(parts.path, _mask_path(parts.path), 1)
+        parts = urlsplit(url)
     if not parts.query:
         return mask_text(url)
     pairs = [f"{k}={mask_tree(v, is_personal_key(k))}" for k, v in parse_qsl(parts.query, keep_blank_values=True)]
@@ -227,14 +321,14 @@ def mask_headers(headers: dict[str, str]) -> dict[str, str]:
         if lower == "cookie":
             names = [c.split("=", 1)[0].strip() for c in value.split(";") if c.strip()]
             out[name] = "; ".join(f"{n}={MASK}" for n in names)
-        elif lower in _SECRET_HEADERS:
+        elif secrets_mask.is_secret_header(name):
             out[name] = MASK
         elif lower in _IP_HEADERS:
             out[name] = mask_text(value)
         elif lower == "host":  # the gateway's own address, as the client wrote it
             out[name] = value
-        else:
-            out[name] = mask_text(value)
+        else:  # a URL (Referer, Origin) has its parameters decoded and masked one by one
+            out[name] = _mask_url(value) if "://" in value else mask_text(value)
     return out
 
 
@@ -247,11 +341,21 @@ def mask_params(text: str) -> list[list[str]]:
         raw_key, _, raw_value = piece.partition("=")
         key = unquote_plus(raw_key, errors="replace")
         value = unquote_plus(raw_value, errors="replace")
-        pairs.append([key, _mask_param(key, value)])
+        pairs.append([_mask_param_key(key), _mask_param(key, value)])
     return pairs
 
 
+def _mask_param_key(key: str) -> str:
+    """A parameter's name: ``ep.<name>``/``up.<name>`` keep their prefix, a personal name is masked."""
+    prefix, dot, name = key.partition(".")
+    if dot and prefix in ("ep", "epn", "up", "upn"):
+        return f"{prefix}.{_mask_key(name)}"
+    return str(_mask_key(key))
+
+
 def _mask_param(key: str, value: str) -> str:
+    if secrets_mask.is_secret_key(key) and value:
+        return MASK
     if key == "em":  # GA4 user data: tv.1~em.<digest>~pn.<digest>
         return "~".join(_mask_em_piece(p) for p in value.split("~"))
     _, dot, name = key.partition(".")
@@ -259,8 +363,32 @@ def _mask_param(key: str, value: str) -> str:
         return str(mask_personal(value))
     if key in ("dl", "dr", "dh") or "://" in value:
         return _mask_url(value)
+    if _GA4_ITEM.fullmatch(key):
+        return _mask_item(value)
     masked = mask_tree(value)
     return masked if isinstance(masked, str) else str(masked)
+
+
+def _mask_item(value: str) -> str:
+    """GA4's ``pr1=idSKU~nmMug~k0note~v0text``: each piece's value masked after its prefix, a custom
+    parameter's value by its name (``k0``) too."""
+    pieces = value.split("~")
+    names: dict[str, str] = {}
+    for piece in pieces:
+        match = _ITEM_PIECE.match(piece)
+        if match is not None and match.group(1).startswith("k"):
+            names[match.group(1)[1:]] = match.group(2)
+    out = []
+    for piece in pieces:
+        match = _ITEM_PIECE.match(piece)
+        if match is None:
+            out.append(str(mask_tree(piece)))
+            continue
+        prefix, rest = match.groups()
+        personal = prefix.startswith("v") and is_personal_key(names.get(prefix[1:], ""))
+        masked = mask_personal(rest) if personal else mask_tree(rest)
+        out.append(prefix + (str(_mask_key(mask_tree(rest))) if prefix.startswith("k") else str(masked)))
+    return "~".join(out)
 
 
 def _mask_em_piece(piece: str) -> str:
@@ -289,6 +417,7 @@ def mask_body(body: bytes, content_type: str | None) -> Any:
 
 def mask_outgoing(record: dict[str, Any]) -> dict[str, Any]:
     """An ``OutgoingRequest.for_record()`` (credentials already masked) with personal data masked too."""
+    record = secrets_mask.mask_record(record)  # again: a record stored before secrets were masked on the way in
     body = record.get("body")
     return {
         "method": record.get("method"),

@@ -105,8 +105,10 @@ def note_client_events(trace: Trace, result: ClientResult, client: str) -> None:
         note = notes[index] if notes is not None and index < len(notes) else {}
         sources = {s: note.get(s, kind) for s in set_signals}
         trace.sources[id(event)] = (index, sources)
+        # The ids too, as the client read them: before consent, an order id may still be an email address.
         trace.events.append({"index": index, "event_name": event.event_name,
-                             "transaction_id": event.transaction_id, "event_id": event.event_id,
+                             "transaction_id": masking.mask_tree(event.transaction_id),
+                             "event_id": masking.mask_tree(event.event_id),
                              "event": masking.mask_tree(event.to_json_dict())})
 
 
@@ -155,7 +157,7 @@ def note_run(
             "triggers": triggers.explain(event),
             "fired": [name for i, name in fired if i == index],
             "skipped": [{"tag": name, "reason": reason} for i, name, reason in skipped if i == index],
-            "deliveries": run_keys,
+            "deliveries": [masking.mask_text(key) for key in run_keys],  # a key holds the event id
         })
     return keys
 
@@ -193,7 +195,9 @@ def _attribute(
 def note_ledger(trace: Trace, write: LedgerWrite) -> None:
     """The ledger's decisions; an adjustment's with the value it used (basis, order total, uploaded, adjusted)."""
     for note in write.notes:
-        entry: dict[str, Any] = {"order_id": note.order_id, "decision": note.what, "change_id": note.change_id}
+        # The change id holds the request's own key (a webhook's delivery id), which may be anything.
+        entry: dict[str, Any] = {"order_id": masking.mask_tree(note.order_id), "decision": note.what,
+                                 "change_id": masking.mask_text(note.change_id) if note.change_id else note.change_id}
         if note.detail:
             entry["value_used"] = dict(note.detail)
         trace.ledger.append(entry)

@@ -229,7 +229,7 @@ class DebugApp:
             return _error(503, "storage unavailable", None, {"Retry-After": "5"})
         return _json(200, [
             {"id": d.id, "destination": d.destination, "tag": d.tag, "batch_key": d.batch_key,
-             "idempotency_key": d.idempotency_key, "attempts": d.attempts, "code": d.code,
+             "idempotency_key": masking.mask_text(d.idempotency_key), "attempts": d.attempts, "code": d.code,
              "message": masking.mask_text(d.message) if d.message else None, "item": masking.mask_tree(d.item),
              "created_at": d.created_at, "failed_at": d.failed_at,
              "trace_id": _trace_id_of(self.recorder, d.idempotency_key)}

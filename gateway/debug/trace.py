@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from gateway.debug.masking import mask_text
+
 TRACE_HEADER = "X-Gateway-Trace"
 
 TRACE_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("gateway_trace_id", default=None)
@@ -81,7 +83,8 @@ class Delivery:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "idempotency_key": self.key, "destination": self.destination, "tag": self.tag,
+            # The key holds the event's own id, which may still be personal: shown masked, looked up raw.
+            "idempotency_key": mask_text(self.key), "destination": self.destination, "tag": self.tag,
             "batch_key": self.batch_key, "item": self.item, "not_before": self.not_before,
             "status": self.status, "attempts": self.attempts, "attempt_count": self.attempt_count,
         }

@@ -70,7 +70,7 @@ async def sink() -> AsyncIterator[HttpSink]:
 
 
 def test_the_example_config_validates_with_its_defaults() -> None:
-    assert config().model_dump() == EXAMPLE | {"method": "POST", "mode": "live", "batch_size": 1}
+    assert config().model_dump() == EXAMPLE | {"method": "POST", "mode": "live", "batch_size": 1, "secret_headers": []}
 
 
 @pytest.mark.parametrize(

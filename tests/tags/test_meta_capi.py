@@ -118,7 +118,7 @@ def test_the_container_example_validates_with_its_defaults() -> None:
     assert config().model_dump() == EXAMPLE | {
         "event_names": {}, "refund_event_name": "Refund", "refund_convention": "custom_event",
         "order_action_source": "system_generated", "default_region": None, "content_type": "product",
-        "skip_when_denied": [], "limited_data_use": None,
+        "skip_when_denied": ["ad_user_data"], "limited_data_use": None,
     }
 
 
@@ -130,11 +130,9 @@ def test_build_is_deterministic() -> None:
 
 def test_nothing_from_user_data_survives_when_ad_user_data_is_denied() -> None:
     denied = event(consent={"ad_storage": "granted", "ad_user_data": "denied"})
-    (delivery,) = meta_capi.build(denied, config())
-    assert delivery.item["user_data"] == {
-        "client_ip_address": "203.0.113.7", "client_user_agent": UA, "fbc": "fb.1.1772366400000.IwAR-click",
-        "fbp": "fb.1.1772300000000.42",
-    }
+    with pytest.raises(Skip) as skipped:  # tests/tags/test_meta_consent.py has the rest
+        meta_capi.build(denied, config(skip_when_denied=[]))
+    assert skipped.value.reason == "no_customer_information"
 
 
 def test_idempotency_keys_are_stable_and_name_the_pixel_event_name_and_event_id() -> None:
