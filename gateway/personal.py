@@ -69,6 +69,9 @@ _PHONE_CHARS = frozenset("0123456789 ().-+/\u00a0")
 _PHONE_IN_TEXT = re.compile(r"(?<![\w.+/%-])(?:\+|00)?\(?\d[\d ().\-\u00a0]{5,24}\d\)?(?!\w|[.,]\d)")
 _SEPARATORS = re.compile(r"[ ().\-\u00a0/]+")
 _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+# "2024-11-23 12" is what the text pattern takes from "2024-11-23 12:00": a date and an hour, not a number.
+_DATE_AND_HOUR = re.compile(r"(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4})[ T]\d{1,2}")
+_IPV4 = re.compile(r"(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}")  # an IPv4 address
 _MIN_DIGITS, _MAX_DIGITS = 7, 15  # E.164 allows 15; short national numbers have 7
 
 
@@ -88,7 +91,7 @@ def _phone_shaped(text: str, bare_numbers: bool = True) -> bool:
         return False  # digits alone, even with a leading 00: an id where ids are expected
     if text.startswith(("+", "00")):
         return text.count("+") <= 1
-    if "+" in text or _DATE.fullmatch(text):
+    if "+" in text or _DATE.fullmatch(text) or _DATE_AND_HOUR.fullmatch(text) or _IPV4.fullmatch(text):
         return False
     groups = [g for g in _SEPARATORS.split(text) if g]
     if len(groups) == 1:
@@ -143,12 +146,17 @@ def digits_read_as_phone(digits: str) -> bool:
     return False
 
 
+_COUNTER_SUFFIX = re.compile(r"-\d{1,3}$")
+
+
 def _phone_matches(text: str, bare_numbers: bool = True) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for match in _PHONE_IN_TEXT.finditer(text):
         candidate = match.group(0)
         if _phone_shaped(candidate, bare_numbers):
             spans.append(match.span())
+        elif (suffix := _COUNTER_SUFFIX.search(candidate)) and _phone_shaped(candidate[:suffix.start()], bare_numbers):
+            spans.append((match.start(), match.start() + suffix.start()))  # "(602) 864-0650-2": a counter after it
         elif " " in candidate:
             # "2024-01-15 4155550107": too many digits as one; look at each part on its own.
             offset = match.start()
@@ -198,12 +206,14 @@ def is_digest(value: object) -> bool:
 
 
 # A digest inside text: 64 hex digits, or 43-44 base64(url) characters, each standing alone (a longer run is
-# something else: a click id, a token), optionally after a sha256: / sha256= prefix.
+# something else: a click id, a token), optionally after a sha256: / sha256= prefix. A slash may stand on
+# either side (a digest as a URL path segment, whose own slashes are part of it), and base64's "=" padding
+# ends a digest whatever follows it (a delivery id "<digest>=-2").
 # "%3A" and "%3D" are ":" and "=" percent-encoded: a prefixed digest in a URL is found without decoding it.
 _DIGEST_IN_TEXT = re.compile(
     r"(?:(?<![A-Za-z0-9])(?:sha-?256|sha2)(?:[:=$_-]|%3A|%3D)?)?"
     r"(?:(?:(?<![0-9A-Za-z])|(?<=%3A)|(?<=%3D))[0-9A-Fa-f]{64}(?![0-9A-Za-z])"
-    r"|(?:(?<![A-Za-z0-9+/_-])|(?<=%3A)|(?<=%3D))[A-Za-z0-9+/_-]{43}=?(?![A-Za-z0-9+/_=-]))",
+    r"|(?:(?<![A-Za-z0-9+_-])|(?<=%3A)|(?<=%3D))[A-Za-z0-9+/_-]{43}(?:=|(?![A-Za-z0-9+_=-])))",
     re.IGNORECASE,
 )
 

@@ -190,3 +190,21 @@ def test_digests_inside_text_are_found_and_cut_out_in_every_form() -> None:
 ])
 def test_digits_read_as_a_phone_only_when_phonenumbers_says_so(digits: str, phone: bool) -> None:
     assert digits_read_as_phone(digits) is phone
+
+
+def test_a_digest_is_found_as_a_url_path_segment_with_its_own_slashes_and_when_its_padding_is_followed() -> None:
+    # Found by the canary test: a base64 digest right after a "/" (a URL path segment), one holding a "/" of its
+    # own, and a padded one with a counter after it (a webhook delivery id "<digest>-2").
+    slashed = base64.b64encode(hashlib.sha256(b"cnryaaaaaa319z@example.org").digest()).decode()
+    assert "/" in slashed and slashed.endswith("=")
+    for text in (f"https://shop.example/u/{B64}/thanks", f"https://shop.example/u/{slashed}/thanks",
+                 f"https://shop.example/u/{slashed.rstrip('=')}", f"shopify:{B64}-2"):
+        assert contains_digest(text), text
+        assert B64.rstrip("=") not in scrub_digests(text) and slashed.rstrip("=") not in scrub_digests(text)
+
+
+def test_a_phone_followed_by_a_counter_is_found_and_dates_with_hours_and_ip_addresses_are_not_phones() -> None:
+    assert contains_personal("wh-(415) 555-0107-2")
+    assert "555-0107" not in scrub_text("wh-(415) 555-0107-2")
+    for text in ("at 2024-11-23 12:00", "23.11.2024 08:15", "from 198.51.100.42 today", "Chrome/120.0.6099.109"):
+        assert scrub_text(text) == text, text
