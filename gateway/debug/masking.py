@@ -182,6 +182,7 @@ def mask_text(text: str) -> str:
         text = _HEX_RUN.sub(lambda m: mask_hash(m.group(0)), text)  # a digest glued to a prefix (GA4's "v0<hex>")
         text = _B64_RUN.sub(lambda m: mask_hash(m.group(0)) if gateway_personal.is_digest(m.group(0)) else m.group(0),
                             text)
+        text = gateway_personal.scrub_digests(text)  # what the run above cannot see: a digest holding a "/" in a path
     if "+" in text:
         text = _INTL_PHONE.sub(lambda m: mask_phone(m.group(0)), text)
     if "." in text:
@@ -245,7 +246,7 @@ def mask_tree(value: Any, personal: bool = False) -> Any:
             return mask_personal(value)
         if gateway_personal.is_phone(value):
             return mask_personal(value)
-        if "://" in value:
+        if "://" in value or value.startswith("/"):  # a URL, or a path of one (Shopify's landing_site)
             return _mask_url(value)
         if "&" in value and "=" in value and " " not in value:  # a query string: GA4's forwarded hits
             return "&".join(f"{k}={quote(v, safe=_SHOWN)}" for k, v in mask_params(value))

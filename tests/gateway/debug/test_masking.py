@@ -176,3 +176,16 @@ def test_long_text_is_cut_to_a_bound():
 
     assert len(masked) < 17_000
     assert masked.endswith("more characters not kept)")
+
+
+def test_a_relative_url_path_loses_its_phone_and_digest_segments() -> None:
+    # Found by the canary test: Shopify's landing_site is a path without a scheme, and a base64 digest may
+    # hold a "/" of its own.
+    import base64
+    import hashlib
+
+    slashed = base64.b64encode(hashlib.sha256(b"cnryaaaaaa319z@example.org").digest()).decode()
+    assert "/" in slashed
+    shown = mask_tree({"landing_site": "/products/415.555.0107/x?ref=1", "other": f"/p/{slashed}/x"})
+    assert "555.0107" not in shown["landing_site"] and shown["landing_site"].startswith("/products/")
+    assert slashed.split("/")[0] not in shown["other"] and slashed.split("/")[1] not in shown["other"]
