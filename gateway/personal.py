@@ -208,12 +208,12 @@ def is_digest(value: object) -> bool:
 # A digest inside text: 64 hex digits, or 43-44 base64(url) characters, each standing alone (a longer run is
 # something else: a click id, a token), optionally after a sha256: / sha256= prefix. A slash may stand on
 # either side (a digest as a URL path segment, whose own slashes are part of it), and base64's "=" padding
-# ends a digest whatever follows it (a delivery id "<digest>=-2").
+# ends a digest whatever follows it (a delivery id "<digest>=-2"), as does a short counter ("<digest>-2").
 # "%3A" and "%3D" are ":" and "=" percent-encoded: a prefixed digest in a URL is found without decoding it.
 _DIGEST_IN_TEXT = re.compile(
     r"(?:(?<![A-Za-z0-9])(?:sha-?256|sha2)(?:[:=$_-]|%3A|%3D)?)?"
     r"(?:(?:(?<![0-9A-Za-z])|(?<=%3A)|(?<=%3D))[0-9A-Fa-f]{64}(?![0-9A-Za-z])"
-    r"|(?:(?<![A-Za-z0-9+_-])|(?<=%3A)|(?<=%3D))[A-Za-z0-9+/_-]{43}(?:=|(?![A-Za-z0-9+_=-])))",
+    r"|(?:(?<![A-Za-z0-9+_-])|(?<=%3A)|(?<=%3D))[A-Za-z0-9+/_-]{43}(?:=|(?![A-Za-z0-9+_=-])|(?=-\d{1,3}(?![A-Za-z0-9+/_=-]))))",
     re.IGNORECASE,
 )
 

@@ -61,6 +61,7 @@ from gateway.percent import unquote_plus
 QUERY_REDACTED = "(redacted)"
 PSEUDONYM_PREFIX = "pid-"
 _PSEUDONYM = re.compile(r"pid-[0-9a-f]{32}")
+_DIGIT_RUN = re.compile(r"(?<!\d)\d{7,15}(?!\d)")
 IDENTIFIERS = ("client_id", "user_id", "event_id", "transaction_id")
 # Order numbers: digits alone there are the order system's number, not a phone number, and the operator
 # must be able to find the order by it. (An event id of digits alone that reads as a phone number is
@@ -121,7 +122,11 @@ def identifier_is_personal(value: str, numeric_id: bool = False) -> bool:
         return False  # too plain to hold anything, or already our pseudonym
     if numeric_id and value.isdigit():
         return digits_read_as_phone(value)
-    return is_digest(value) or contains_personal(value, bare_numbers=not numeric_id) or contains_digest(value)
+    if is_digest(value) or contains_personal(value, bare_numbers=not numeric_id) or contains_digest(value):
+        return True
+    # An order number inside a composite id ("woocommerce:14155550107:refunded", "RF-14155550107") is held to
+    # the same rule as one standing alone: a phone number when phonenumbers reads it as one.
+    return numeric_id and any(digits_read_as_phone(run) for run in _DIGIT_RUN.findall(value))
 
 
 def redact_url(url: str, query_names: frozenset[str]) -> str:

@@ -80,6 +80,7 @@ _NOT_A_PHONE = re.compile(
     r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?|(?<![\w.])\d{1,3}(?:\.\d{1,3}){2}\.(?:\d{1,3}|\*\*\*)(?![\w.]))"
 )
 _HEX_RUN = re.compile(r"[0-9A-Fa-f]{64,}")
+_GLUED_DIGITS = re.compile(r"(?<=[A-Za-z]-)\d{7,15}(?!\d)")
 _B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{43}(?:=|(?<=[A-Za-z0-9+/_-]{43})[A-Za-z0-9+/_-]?=?)?(?![A-Za-z0-9+/_-])")
 _DIGITS = re.compile(r"\d{3}")  # free text that may hold a phone number written as digits
 _SHOWN = "*~:/@.,-_…()"  # left unescaped in a masked query string, for reading
@@ -187,6 +188,9 @@ def mask_text(text: str) -> str:
         text = _INTL_PHONE.sub(lambda m: mask_phone(m.group(0)), text)
     if "." in text:
         text = _IPV4.sub(lambda m: mask_ip(m.group(0)) if _is_ip(m.group(0)) else m.group(0), text)
+    if "-" in text:  # a phone number glued to an id's prefix ("RF-14155550107"), which the text pass leaves
+        text = _GLUED_DIGITS.sub(
+            lambda m: mask_phone(m.group(0)) if gateway_personal.digits_read_as_phone(m.group(0)) else m.group(0), text)
     if gateway_personal.contains_personal(text):  # what is left: national phones, numbers alone, odd addresses
         # Dates with times and (masked) IP addresses are digit runs too; they are kept out of that pass.
         pieces = _NOT_A_PHONE.split(text)

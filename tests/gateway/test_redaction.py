@@ -512,3 +512,50 @@ def test_a_phone_number_of_digits_alone_used_as_a_key_goes(make_client, db_path)
     assert_nowhere(db_path, PHONE_DIGITS, EMAIL)
     (item,) = outbox_items(db_path)
     assert item["items"] == [{"item_id": "SKU-1"}] and item["extra"] == {}
+
+
+WOO_SECRET = "fixture-secret-0123456789"
+WOO_CONTAINER = f"""
+clients:
+  - type: woocommerce
+    secret: {WOO_SECRET}
+triggers:
+  everything: {{all: []}}
+tags:
+  - name: sink
+    type: http_request
+    trigger: everything
+    url: http://127.0.0.1:9/unused
+    mode: dry_run
+"""
+
+
+def test_a_phone_number_used_as_a_woocommerce_order_id_leaves_no_trace_through_its_refund(make_client, db_path) -> None:
+    # Found by the canary test at 2,000 examples: the refund's id embeds the order number
+    # ("woocommerce:<id>:refunded"), which the check for ids of digits alone did not look inside.
+    from datetime import datetime, timezone
+
+    SECRET = WOO_SECRET
+
+    client = make_client(WOO_CONTAINER, run_dispatcher=False)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    consent = {"ad_storage": "denied", "analytics_storage": "denied", "ad_user_data": "denied", "ad_personalization": "denied"}
+    body = {"id": "13053290282", "status": "processing", "currency": "EUR", "total": "5.00",
+            "date_created_gmt": stamp, "date_paid_gmt": stamp, "date_modified_gmt": stamp,
+            "meta_data": [{"id": 2 + i, "key": f"_{k}", "value": v} for i, (k, v) in enumerate(consent.items())],
+            "line_items": [{"id": 1, "name": "Mug", "product_id": 1, "sku": "SKU-1", "quantity": 1, "price": 5.0}]}
+    raw = orjson.dumps(body)
+    sig = base64.b64encode(hmac.new(SECRET.encode(), raw, hashlib.sha256).digest()).decode()
+    r = client.post("/webhooks/woocommerce", content=raw, headers={"Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
+            "X-WC-Webhook-Resource": "order", "X-WC-Webhook-Event": "created", "X-WC-Webhook-Source": "https://shop.example/",
+            "X-WC-Webhook-Delivery-ID": "dl-1", "X-WC-Webhook-Signature": sig})
+    assert r.status_code < 300, r.text
+    body["status"] = "refunded"
+    raw = orjson.dumps(body)
+    sig = base64.b64encode(hmac.new(SECRET.encode(), raw, hashlib.sha256).digest()).decode()
+    r = client.post("/webhooks/woocommerce", content=raw, headers={"Content-Type": "application/json", "X-WC-Webhook-Topic": "order.updated",
+            "X-WC-Webhook-Resource": "order", "X-WC-Webhook-Event": "updated", "X-WC-Webhook-Source": "https://shop.example/",
+            "X-WC-Webhook-Delivery-ID": "dl-1-2", "X-WC-Webhook-Signature": sig})
+    assert r.status_code < 300, r.text
+    assert_nowhere(db_path, "13053290282")
+    assert b"3053290282" not in stored_bytes(db_path)
