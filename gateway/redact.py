@@ -147,6 +147,9 @@ def _path(text: str) -> str:
         # Segment by segment: a phone number right after a slash is one, though in prose it would not be;
         # a segment of digits alone that reads as a phone number goes too (when in doubt, it does not leave).
         text = "/".join(_scrub(s, bare_numbers=True) if contains_personal(s) else s for s in text.split("/"))
+    if "%" in text:  # a digest whose "/", "+" or "=" are percent-encoded stands in one segment
+        text = "/".join(REDACTED if "%" in s and is_digest(_decoded(s.replace("+", "%2B"))) else s
+                        for s in text.split("/"))
     return scrub_digests(text)
 
 
@@ -169,6 +172,9 @@ def _query(query: str, names: frozenset[str]) -> str:
 def _value_is_personal(raw: str) -> bool:
     value = _decoded(raw)
     if is_digest(value) or is_digest(_decoded(value)):
+        return True
+    # A base64 digest written into a query without encoding: its "+" is a plus, not a space.
+    if "+" in raw and is_digest(_decoded(raw.replace("+", "%2B"))):
         return True
     return contains_personal(raw)
 
