@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
+
+from gateway.percent import encode_component
 
 SYSTEM_PROPERTIES = "x-ga-system_properties"
 SST_PROPERTIES = "x-sst-system_properties"
@@ -82,8 +84,6 @@ IGNORED = frozenset({"_uip"})
 _INT = re.compile(r"[+-]?\d{1,18}", re.ASCII)
 # A number only when it reads back the same: a page id padded with zeros (0710668103329946) stays text.
 _CANONICAL_INT = re.compile(r"0|-?[1-9]\d{0,17}", re.ASCII)
-_URI_SAFE = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is, as gtag.js writes
-_PLAIN = re.compile(r"[A-Za-z0-9\-_.!~*'()]*")  # text encodeURIComponent leaves alone: most names and values
 
 
 def keep(params: list[tuple[str, str]], extra: dict[str, Any]) -> None:
@@ -148,9 +148,7 @@ def is_protocol_key(key: str) -> bool:
     return key in PARAM_OF or key in _OWN_KEYS or key.startswith(MP2_PREFIX)
 
 
-def encode(text: str) -> str:
-    """A parameter name or value percent-encoded as gtag.js does (encodeURIComponent)."""
-    return text if _PLAIN.fullmatch(text) else quote(text, safe=_URI_SAFE)
+encode = encode_component  # a parameter name or value percent-encoded as gtag.js does (encodeURIComponent)
 
 
 def page_params(extra: dict[str, Any], skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:

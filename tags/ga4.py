@@ -48,6 +48,7 @@ from gateway import ga4_params
 from gateway.delivery import Delivery
 from gateway.event import Event, UserData
 from gateway.identity import google as identity
+from gateway.percent import encode_query
 from gateway.tag import Skip, TagConfig
 from tags._ga4 import DESTINATION, MEASUREMENT_ID_PATTERN, digest_number, from_order_system, gcd, gcs
 
@@ -243,9 +244,7 @@ def _cookieless_id(event: Event) -> str:
     return f"{digest_number('cookieless', basis)}.{seconds}"
 
 
-def _encode(params: list[tuple[str, str]]) -> str:
-    encode = ga4_params.encode
-    return "&".join(f"{encode(name)}={encode(value)}" for name, value in params)
+_encode = encode_query  # name=value&..., each percent-encoded as gtag.js does (encodeURIComponent)
 
 
 def _text(value: object) -> str | None:
