@@ -197,6 +197,14 @@ _ITEM_TEXT = {
 }
 _ITEM_FLOAT = {"pr": "price", "ds": "discount"}
 _ITEM_INT = {"qt": "quantity", "lp": "index"}
+_TEXT, _FLOAT, _INTEGER = "text", "float", "integer"
+# Item code -> (field, kind): one lookup per piece.
+_ITEM_CODES: dict[str, tuple[str, str]] = {
+    **{code: (field, _TEXT) for code, field in _ITEM_TEXT.items()},
+    **{code: (field, _FLOAT) for code, field in _ITEM_FLOAT.items()},
+    **{code: (field, _INTEGER) for code, field in _ITEM_INT.items()},
+}
+_DIGITS = "0123456789"
 _MAX_ITEMS_INDEX_DIGITS = 3  # pr1 ... pr999; GA4 itself keeps 200
 
 _EM_USER = {"em": "sha256_email_address", "pn": "sha256_phone_number"}
@@ -439,6 +447,8 @@ def _json_number(text: str, field: str) -> int | float:
 
 
 def _integer(text: str, field: str) -> int:
+    if len(text) <= 15 and text.isdigit() and text.isascii():
+        return int(text)  # what float() and the checks below give for plain digits, without them
     number = _number(text, field)
     if not number.is_integer() or abs(number) > _MAX_SAFE_INT:
         raise BadRequest(400, "not an integer", field=field)
@@ -453,38 +463,43 @@ def _currency(text: str, field: str) -> str:
 
 
 def _item(text: str, param: str) -> dict[str, Any] | None:
+    """One ``pr<n>`` parameter: ``~``-separated pieces, each a two-letter code (or ``k<n>``/``v<n>``) and a value.
+
+    Read with str.split and one dict lookup per piece; a piece is decoded
+    only when it holds a ``%``.
+    """
     item: dict[str, Any] = {}
     custom_keys: dict[str, str] | None = None
     custom_values: list[str] | None = None
+    escaped = "%" in text
     for piece in text.split("~"):
         if len(piece) < 3:  # a code without a value says nothing
             continue
         code = piece[:2]
-        head, second = piece[0], piece[1]
-        if (head == "k" or head == "v") and "0" <= second <= "9":
+        known = _ITEM_CODES.get(code)
+        if known is not None:
+            field, kind = known
+            value = piece[2:]
+            if escaped and "%" in value:
+                value = _decode_piece(value, param)
+            if kind is _TEXT:
+                item[field] = value
+            elif kind is _FLOAT:
+                item[field] = _number(value, f"{param}.{code}")
+            else:
+                item[field] = _integer(value, f"{param}.{code}")
+            continue
+        head = piece[0]
+        if (head == "k" or head == "v") and piece[1] in _DIGITS:
             if head == "k":
-                end = 2
-                while end < len(piece) and "0" <= piece[end] <= "9":
-                    end += 1
+                name = piece[1:].lstrip(_DIGITS)
                 if custom_keys is None:
                     custom_keys = {}
-                custom_keys[piece[1:end]] = piece[end:]
+                custom_keys[piece[1:len(piece) - len(name)]] = name
             else:
                 if custom_values is None:
                     custom_values = []
                 custom_values.append(piece[1:])
-            continue
-        field = _ITEM_TEXT.get(code)
-        if field is not None:
-            item[field] = _decode_piece(piece[2:], param)
-            continue
-        field = _ITEM_FLOAT.get(code)
-        if field is not None:
-            item[field] = _number(_decode_piece(piece[2:], param), f"{param}.{code}")
-            continue
-        field = _ITEM_INT.get(code)
-        if field is not None:
-            item[field] = _integer(_decode_piece(piece[2:], param), f"{param}.{code}")
     if custom_keys and custom_values:
         for key, value in _pair_custom(custom_keys, custom_values):
             key = _decode_piece(key, param)
@@ -498,9 +513,7 @@ def _pair_custom(keys: dict[str, str], tails: list[str]) -> list[tuple[str, str]
     pairs = []
     taken: set[str] = set()
     for tail in tails:
-        digits = 0
-        while digits < len(tail) and "0" <= tail[digits] <= "9":
-            digits += 1
+        digits = len(tail) - len(tail.lstrip(_DIGITS))
         for n in range(digits, 0, -1):
             index = tail[:n]
             if index in keys and index not in taken:
