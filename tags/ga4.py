@@ -61,8 +61,6 @@ _PAGE_SKIP = frozenset({"gcs", "gcd"})
 # Session flags and ids a cookieless ping does not carry (first visit, session start, new session, Google's session id).
 _COOKIELESS_EVENT_SKIP = frozenset({"_fv", "_ss", "_nsi", "_gsid"})
 _ID_PARAMS = ("transaction_id", "event_id")
-# Copied for each digest: creating a hash object looks the algorithm up in OpenSSL each time, a copy does not.
-_SHA256 = hashlib.sha256()
 _NUMBER_PARAMS = ("value", "tax", "shipping")
 
 _ITEM_CODES = {
@@ -99,9 +97,7 @@ def build(event: Event, config: Config) -> list[Delivery]:
     line = _encode(_event(event, config, analytics, custom))
     agent = event.user_agent or ""
     basis = "\n".join((query, line, agent, event.timestamp.isoformat()))
-    hasher = _SHA256.copy()
-    hasher.update(basis.encode("utf-8"))
-    digest = hasher.hexdigest()[:32]
+    digest = hashlib.sha256(basis.encode("utf-8")).hexdigest()[:32]
     return [
         Delivery(
             destination=DESTINATION,
