@@ -67,7 +67,7 @@ from gateway.consent import decode_gcd, decode_gcs
 from gateway.cookies import read_cookies
 from gateway.errors import BadRequest
 from gateway.percent import unquote, unquote_plus
-from gateway.event import Address, Consent, Event, UserData
+from gateway.event import Event
 
 # Anyone on the internet can send these: events from here never change an order's value (gateway.ledger).
 AUTHENTICATED = False
@@ -240,7 +240,7 @@ def parse(raw: RawRequest, config: Config) -> ClientResult:
 class _Shared:
     """What every event of one request takes from the request itself."""
 
-    __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at", "consent_sources")
+    __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at", "consent_sources", "decoded")
 
     def __init__(self, raw: RawRequest, config: Config) -> None:
         self.allowed = config.allowed_ids
@@ -251,6 +251,9 @@ class _Shared:
         self.fbc = cookies.get("_fbc")
         self.received_at = raw.received_at
         self.consent_sources: list[dict[str, str]] = []  # per event: signal -> "gcs" | "gcd", for the debugger
+        # The last (gcs, gcd) decoded and what it gave: the body lines of a batch share the query's consent,
+        # so it is decoded once per request, not once per event.
+        self.decoded: tuple[tuple[str | None, str | None], dict[str, str], dict[str, str]] | None = None
 
 
 def _body_lines(raw: RawRequest) -> list[tuple[int, str]]:
@@ -411,7 +414,7 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     if protocol:
         ga4_params.keep(protocol, extra)
     data["extra"] = extra
-    data["consent"] = _consent(params.get("gcs"), params.get("gcd"), shared.consent_sources)
+    data["consent"] = _consent(params.get("gcs"), params.get("gcd"), shared)
 
     try:
         return Event(**data)
@@ -419,15 +422,19 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
         raise BadRequest(400, "invalid event", detail=exc.errors(include_input=False, include_url=False)) from None
 
 
-def _consent(gcs: str | None, gcd: str | None, sources: list[dict[str, str]]) -> Consent:
-    states = decode_gcs(gcs) if gcs else {}
-    note = dict.fromkeys(states, "gcs")
-    if gcd:
-        from_gcd = decode_gcd(gcd)
-        states.update(from_gcd)
-        note.update(dict.fromkeys(from_gcd, "gcd"))
-    sources.append(note)
-    return Consent(**states)
+def _consent(gcs: str | None, gcd: str | None, shared: _Shared) -> dict[str, str]:
+    """The consent signals the hit carries (a dict the Event validates into ``Consent``); notes their sources."""
+    decoded = shared.decoded
+    if decoded is None or decoded[0] != (gcs, gcd):
+        states = decode_gcs(gcs) if gcs else {}
+        note = dict.fromkeys(states, "gcs")
+        if gcd:
+            from_gcd = decode_gcd(gcd)
+            states.update(from_gcd)
+            note.update(dict.fromkeys(from_gcd, "gcd"))
+        decoded = shared.decoded = ((gcs, gcd), states, note)
+    shared.consent_sources.append(dict(decoded[2]))
+    return dict(decoded[1])
 
 
 def _number(text: str, field: str) -> float:
@@ -535,7 +542,7 @@ def _decode_piece(text: str, param: str) -> str:
     return decoded
 
 
-def _user_data(text: str) -> UserData | None:
+def _user_data(text: str) -> dict[str, Any] | None:
     user: dict[str, str] = {}
     address: dict[str, str] = {}
     for piece in text.split("~"):
@@ -554,7 +561,7 @@ def _user_data(text: str) -> UserData | None:
             target[field] = digest
     if not user and not address:
         return None
-    return UserData(**user, address=Address(**address) if address else None)
+    return {**user, "address": address} if address else user  # validated with the Event, into UserData
 
 
 def _digest(text: str) -> str | None:
