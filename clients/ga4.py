@@ -56,6 +56,7 @@ import binascii
 import math
 import re
 from functools import cached_property
+from itertools import repeat
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
@@ -266,14 +267,40 @@ def _body_lines(raw: RawRequest) -> list[tuple[int, str]]:
 
 
 def _params(text: str, where: str) -> dict[str, str]:
-    """URL-encoded ``a=1&b=2`` -> dict; the last of repeated names wins."""
+    """URL-encoded ``a=1&b=2`` -> dict; the last of repeated names wins.
+
+    Most pieces of a hit need no decoding: the dict is built from the raw
+    pieces in one comprehension, and only the pieces holding ``%`` or ``+``
+    are decoded after. A decoded value replaces the raw one only when that is
+    still what the dict holds (a later repeat of the name may have won), and
+    every such piece is decoded, so a bad one is refused wherever it stands.
+    """
     if not text.isascii():
         text = _utf8_text(text, where)
-    pairs = [piece.partition("=") for piece in text.split("&")]
+    pieces = text.split("&")
+    out = {key: value for key, _, value in map(str.partition, pieces, repeat("=")) if key}
     if "%" not in text and "+" not in text and "\x00" not in text:
-        return {key: value for key, _, value in pairs if key}
+        return out
+    if "\x00" in text:
+        return _params_each(pieces, where)
+    for piece in [piece for piece in pieces if "%" in piece or "+" in piece]:
+        key, _, raw = piece.partition("=")
+        if "%" in key or "+" in key:
+            return _params_each(pieces, where)  # a name to decode: rare, done in order by the general loop
+        if not key:
+            continue
+        value = _unquote_plus(raw, key)
+        if "\x00" in value:
+            raise BadRequest(400, "parameter contains a NUL character", field=key)
+        if out[key] == raw:
+            out[key] = value
+    return out
+
+
+def _params_each(pieces: list[str], where: str) -> dict[str, str]:
+    """The general loop: every name and value decoded in order."""
     out: dict[str, str] = {}
-    for key, _, value in pairs:
+    for key, _, value in map(str.partition, pieces, repeat("=")):
         if "%" in key or "+" in key:
             key = _unquote_plus(key, where)
         if not key:
