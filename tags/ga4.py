@@ -93,7 +93,7 @@ def build(event: Event, config: Config) -> list[Delivery]:
         raise Skip("no_measurement_id")
     analytics = event.consent.analytics_storage == "granted"
     page, custom = ga4_params.split_extra(event.extra, _PAGE_SKIP if analytics else _COOKIELESS_PAGE_SKIP)
-    query = _encode(_page(event, analytics, page))
+    query = _encode_page(_page(event, analytics, page))
     line = _encode(_event(event, config, analytics, custom))
     agent = event.user_agent or ""
     basis = "\n".join((query, line, agent, event.timestamp.isoformat()))
@@ -246,6 +246,20 @@ def _cookieless_id(event: Event) -> str:
 
 
 _encode = encode_query  # name=value&..., each percent-encoded as gtag.js does (encodeURIComponent)
+# The last page-level parameters encoded, and their encoding. The events of one batched hit share their page's
+# parameters (the query string), so each event after the first finds them here; one slot, so nothing grows.
+_last_page: tuple[tuple[tuple[str, str], ...], str] = ((), "")
+
+
+def _encode_page(params: list[tuple[str, str]]) -> str:
+    """``_encode`` of the page-level parameters, remembered for the next event of the same page."""
+    global _last_page
+    key = tuple(params)
+    seen, encoded = _last_page
+    if key != seen or not key:
+        encoded = _encode(params)
+        _last_page = (key, encoded)
+    return encoded
 
 
 def _text(value: object) -> str | None:

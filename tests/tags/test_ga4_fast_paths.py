@@ -41,3 +41,17 @@ def test_gcd_remembered_is_gcd_worked_out(ad, analytics, user_data, personalizat
     worked_out = _ga4._gcd(tuple(getattr(consent, s) or "denied" for s in _ga4.CONSENT_SIGNALS), sent)
     assert _ga4.gcd(consent, sent) == worked_out
     assert _ga4.gcd(consent, sent) == worked_out  # the second time from the memo
+
+
+page_lists = st.lists(st.tuples(st.sampled_from(["dl", "cid", "gcs"]), st.sampled_from(["a b", "1", "x/y", ""])),
+                      min_size=1, max_size=3)
+
+
+@settings(max_examples=300)
+@given(st.lists(page_lists, min_size=1, max_size=6))
+def test_the_remembered_page_encoding_is_each_pages_own(pages):
+    from gateway.percent import encode_query
+    from tags.ga4 import _encode_page
+
+    for params in pages:  # a run of pages, repeats and changes mixed, as consecutive events bring them
+        assert _encode_page(list(params)) == encode_query(params)
