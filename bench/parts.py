@@ -43,7 +43,10 @@ PARTS = ("parse", "first_party", "pipeline", "ga4_tag", "http_request_tag", "to_
 WARMUP = 20
 
 
-def _setup(scenario: str, calls: int) -> tuple[dict[str, tuple[Callable[[Any], Any], bool]], list[Any], Callable[[Any], list[Any]]]:
+Parts = dict[str, tuple[Callable[[Any], Any], bool]]  # part -> (the function, whether it takes a request)
+
+
+def _setup(scenario: str, calls: int) -> tuple[Parts, list[Any], Callable[[Any], list[Any]]]:
     from clients import ga4
     from gateway.client import RawRequest, stamp
     from gateway.config import load_container_file
@@ -77,7 +80,7 @@ def _setup(scenario: str, calls: int) -> tuple[dict[str, tuple[Callable[[Any], A
         return lambda evs: [tag.module.build(e, tag.config) for e in evs]
 
     requests = [raw(SEQ_START + i) for i in range(WARMUP + calls)]
-    parts: dict[str, tuple[Callable[[Any], Any], bool]] = {  # the function, and whether it takes a request
+    parts: Parts = {
         "parse": (lambda r: ga4.parse(r, entry.config), True),
         "first_party": (lambda r: cookies.apply(r, ga4.parse(r, entry.config).events), True),
         "pipeline": (lambda evs: pipeline.process(evs, "ga4"), False),
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.parts: {why}", file=sys.stderr)
         return 2
     for part in wanted:
-        print(f"{args.scenario} {part}: {count(args.scenario, part, args.calls):,.0f} instructions per call", flush=True)
+        figure = count(args.scenario, part, args.calls)
+        print(f"{args.scenario} {part}: {figure:,.0f} instructions per call", flush=True)
     return 0
 
 

@@ -11,7 +11,8 @@ from tags import _ga4
 from tags.ga4 import _is_ip
 
 addresses = (st.ip_addresses().map(str) | st.text(alphabet="0123456789abcdef.:%x", max_size=45)
-             | st.sampled_from(["01.2.3.4", "1.2.3.4 ", "::ffff:1.2.3.4", "fe80::1%eth0", "256.1.1.1", "1.2.3", "", "\x00"]))
+             | st.sampled_from(["01.2.3.4", "1.2.3.4 ", "::ffff:1.2.3.4", "fe80::1%eth0", "256.1.1.1", "1.2.3", "",
+                               "\x00"]))
 
 
 def ipaddress_says(text: str) -> bool:
