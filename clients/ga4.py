@@ -56,6 +56,7 @@ import binascii
 import math
 import re
 from functools import cached_property
+from itertools import repeat
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError
@@ -67,7 +68,7 @@ from gateway.consent import decode_gcd, decode_gcs
 from gateway.cookies import read_cookies
 from gateway.errors import BadRequest
 from gateway.percent import unquote, unquote_plus
-from gateway.event import Address, Consent, Event, UserData
+from gateway.event import Event
 
 # Anyone on the internet can send these: events from here never change an order's value (gateway.ledger).
 AUTHENTICATED = False
@@ -197,6 +198,14 @@ _ITEM_TEXT = {
 }
 _ITEM_FLOAT = {"pr": "price", "ds": "discount"}
 _ITEM_INT = {"qt": "quantity", "lp": "index"}
+_TEXT, _FLOAT, _INTEGER = "text", "float", "integer"
+# Item code -> (field, kind): one lookup per piece.
+_ITEM_CODES: dict[str, tuple[str, str]] = {
+    **{code: (field, _TEXT) for code, field in _ITEM_TEXT.items()},
+    **{code: (field, _FLOAT) for code, field in _ITEM_FLOAT.items()},
+    **{code: (field, _INTEGER) for code, field in _ITEM_INT.items()},
+}
+_DIGITS = "0123456789"
 _MAX_ITEMS_INDEX_DIGITS = 3  # pr1 ... pr999; GA4 itself keeps 200
 
 _EM_USER = {"em": "sha256_email_address", "pn": "sha256_phone_number"}
@@ -232,7 +241,7 @@ def parse(raw: RawRequest, config: Config) -> ClientResult:
 class _Shared:
     """What every event of one request takes from the request itself."""
 
-    __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at", "consent_sources")
+    __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at", "consent_sources", "decoded")
 
     def __init__(self, raw: RawRequest, config: Config) -> None:
         self.allowed = config.allowed_ids
@@ -243,6 +252,9 @@ class _Shared:
         self.fbc = cookies.get("_fbc")
         self.received_at = raw.received_at
         self.consent_sources: list[dict[str, str]] = []  # per event: signal -> "gcs" | "gcd", for the debugger
+        # The last (gcs, gcd) decoded and what it gave: the body lines of a batch share the query's consent,
+        # so it is decoded once per request, not once per event.
+        self.decoded: tuple[tuple[str | None, str | None], dict[str, str], dict[str, str]] | None = None
 
 
 def _body_lines(raw: RawRequest) -> list[tuple[int, str]]:
@@ -255,14 +267,40 @@ def _body_lines(raw: RawRequest) -> list[tuple[int, str]]:
 
 
 def _params(text: str, where: str) -> dict[str, str]:
-    """URL-encoded ``a=1&b=2`` -> dict; the last of repeated names wins."""
+    """URL-encoded ``a=1&b=2`` -> dict; the last of repeated names wins.
+
+    Most pieces of a hit need no decoding: the dict is built from the raw
+    pieces in one comprehension, and only the pieces holding ``%`` or ``+``
+    are decoded after. A decoded value replaces the raw one only when that is
+    still what the dict holds (a later repeat of the name may have won), and
+    every such piece is decoded, so a bad one is refused wherever it stands.
+    """
     if not text.isascii():
         text = _utf8_text(text, where)
-    pairs = [piece.partition("=") for piece in text.split("&")]
+    pieces = text.split("&")
+    out = {key: value for key, _, value in map(str.partition, pieces, repeat("=")) if key}
     if "%" not in text and "+" not in text and "\x00" not in text:
-        return {key: value for key, _, value in pairs if key}
+        return out
+    if "\x00" in text:
+        return _params_each(pieces, where)
+    for piece in [piece for piece in pieces if "%" in piece or "+" in piece]:
+        key, _, raw = piece.partition("=")
+        if "%" in key or "+" in key:
+            return _params_each(pieces, where)  # a name to decode: rare, done in order by the general loop
+        if not key:
+            continue
+        value = _unquote_plus(raw, key)
+        if "\x00" in value:
+            raise BadRequest(400, "parameter contains a NUL character", field=key)
+        if out[key] == raw:
+            out[key] = value
+    return out
+
+
+def _params_each(pieces: list[str], where: str) -> dict[str, str]:
+    """The general loop: every name and value decoded in order."""
     out: dict[str, str] = {}
-    for key, _, value in pairs:
+    for key, _, value in map(str.partition, pieces, repeat("=")):
         if "%" in key or "+" in key:
             key = _unquote_plus(key, where)
         if not key:
@@ -403,7 +441,7 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     if protocol:
         ga4_params.keep(protocol, extra)
     data["extra"] = extra
-    data["consent"] = _consent(params.get("gcs"), params.get("gcd"), shared.consent_sources)
+    data["consent"] = _consent(params.get("gcs"), params.get("gcd"), shared)
 
     try:
         return Event(**data)
@@ -411,15 +449,19 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
         raise BadRequest(400, "invalid event", detail=exc.errors(include_input=False, include_url=False)) from None
 
 
-def _consent(gcs: str | None, gcd: str | None, sources: list[dict[str, str]]) -> Consent:
-    states = decode_gcs(gcs) if gcs else {}
-    note = dict.fromkeys(states, "gcs")
-    if gcd:
-        from_gcd = decode_gcd(gcd)
-        states.update(from_gcd)
-        note.update(dict.fromkeys(from_gcd, "gcd"))
-    sources.append(note)
-    return Consent(**states)
+def _consent(gcs: str | None, gcd: str | None, shared: _Shared) -> dict[str, str]:
+    """The consent signals the hit carries (a dict the Event validates into ``Consent``); notes their sources."""
+    decoded = shared.decoded
+    if decoded is None or decoded[0] != (gcs, gcd):
+        states = decode_gcs(gcs) if gcs else {}
+        note = dict.fromkeys(states, "gcs")
+        if gcd:
+            from_gcd = decode_gcd(gcd)
+            states.update(from_gcd)
+            note.update(dict.fromkeys(from_gcd, "gcd"))
+        decoded = shared.decoded = ((gcs, gcd), states, note)
+    shared.consent_sources.append(dict(decoded[2]))
+    return dict(decoded[1])
 
 
 def _number(text: str, field: str) -> float:
@@ -439,6 +481,8 @@ def _json_number(text: str, field: str) -> int | float:
 
 
 def _integer(text: str, field: str) -> int:
+    if len(text) <= 15 and text.isdigit() and text.isascii():
+        return int(text)  # what float() and the checks below give for plain digits, without them
     number = _number(text, field)
     if not number.is_integer() or abs(number) > _MAX_SAFE_INT:
         raise BadRequest(400, "not an integer", field=field)
@@ -453,38 +497,43 @@ def _currency(text: str, field: str) -> str:
 
 
 def _item(text: str, param: str) -> dict[str, Any] | None:
+    """One ``pr<n>`` parameter: ``~``-separated pieces, each a two-letter code (or ``k<n>``/``v<n>``) and a value.
+
+    Read with str.split and one dict lookup per piece; a piece is decoded
+    only when it holds a ``%``.
+    """
     item: dict[str, Any] = {}
     custom_keys: dict[str, str] | None = None
     custom_values: list[str] | None = None
+    escaped = "%" in text
     for piece in text.split("~"):
         if len(piece) < 3:  # a code without a value says nothing
             continue
         code = piece[:2]
-        head, second = piece[0], piece[1]
-        if (head == "k" or head == "v") and "0" <= second <= "9":
+        known = _ITEM_CODES.get(code)
+        if known is not None:
+            field, kind = known
+            value = piece[2:]
+            if escaped and "%" in value:
+                value = _decode_piece(value, param)
+            if kind is _TEXT:
+                item[field] = value
+            elif kind is _FLOAT:
+                item[field] = _number(value, f"{param}.{code}")
+            else:
+                item[field] = _integer(value, f"{param}.{code}")
+            continue
+        head = piece[0]
+        if (head == "k" or head == "v") and piece[1] in _DIGITS:
             if head == "k":
-                end = 2
-                while end < len(piece) and "0" <= piece[end] <= "9":
-                    end += 1
+                name = piece[1:].lstrip(_DIGITS)
                 if custom_keys is None:
                     custom_keys = {}
-                custom_keys[piece[1:end]] = piece[end:]
+                custom_keys[piece[1:len(piece) - len(name)]] = name
             else:
                 if custom_values is None:
                     custom_values = []
                 custom_values.append(piece[1:])
-            continue
-        field = _ITEM_TEXT.get(code)
-        if field is not None:
-            item[field] = _decode_piece(piece[2:], param)
-            continue
-        field = _ITEM_FLOAT.get(code)
-        if field is not None:
-            item[field] = _number(_decode_piece(piece[2:], param), f"{param}.{code}")
-            continue
-        field = _ITEM_INT.get(code)
-        if field is not None:
-            item[field] = _integer(_decode_piece(piece[2:], param), f"{param}.{code}")
     if custom_keys and custom_values:
         for key, value in _pair_custom(custom_keys, custom_values):
             key = _decode_piece(key, param)
@@ -498,9 +547,7 @@ def _pair_custom(keys: dict[str, str], tails: list[str]) -> list[tuple[str, str]
     pairs = []
     taken: set[str] = set()
     for tail in tails:
-        digits = 0
-        while digits < len(tail) and "0" <= tail[digits] <= "9":
-            digits += 1
+        digits = len(tail) - len(tail.lstrip(_DIGITS))
         for n in range(digits, 0, -1):
             index = tail[:n]
             if index in keys and index not in taken:
@@ -522,7 +569,7 @@ def _decode_piece(text: str, param: str) -> str:
     return decoded
 
 
-def _user_data(text: str) -> UserData | None:
+def _user_data(text: str) -> dict[str, Any] | None:
     user: dict[str, str] = {}
     address: dict[str, str] = {}
     for piece in text.split("~"):
@@ -541,7 +588,7 @@ def _user_data(text: str) -> UserData | None:
             target[field] = digest
     if not user and not address:
         return None
-    return UserData(**user, address=Address(**address) if address else None)
+    return {**user, "address": address} if address else user  # validated with the Event, into UserData
 
 
 def _digest(text: str) -> str | None:

@@ -36,13 +36,16 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
+
+from gateway.percent import encode_component
 
 SYSTEM_PROPERTIES = "x-ga-system_properties"
 SST_PROPERTIES = "x-sst-system_properties"
 CLIENT_HINTS = "client_hints"
 ENGAGEMENT_TIME = "engagement_time_msec"
 MP2_PREFIX = "x-ga-mp2-"
+_MP2_LENGTH = len(MP2_PREFIX)
 
 # Parameter -> its documented x-ga-* key (Google's internal-parameters list, plus seg's mp2 name).
 NAMED: dict[str, str] = {
@@ -82,8 +85,6 @@ IGNORED = frozenset({"_uip"})
 _INT = re.compile(r"[+-]?\d{1,18}", re.ASCII)
 # A number only when it reads back the same: a page id padded with zeros (0710668103329946) stays text.
 _CANONICAL_INT = re.compile(r"0|-?[1-9]\d{0,17}", re.ASCII)
-_URI_SAFE = "-_.!~*'()"  # what JavaScript's encodeURIComponent leaves as it is, as gtag.js writes
-_PLAIN = re.compile(r"[A-Za-z0-9\-_.!~*'()]*")  # text encodeURIComponent leaves alone: most names and values
 
 
 def keep(params: list[tuple[str, str]], extra: dict[str, Any]) -> None:
@@ -148,9 +149,7 @@ def is_protocol_key(key: str) -> bool:
     return key in PARAM_OF or key in _OWN_KEYS or key.startswith(MP2_PREFIX)
 
 
-def encode(text: str) -> str:
-    """A parameter name or value percent-encoded as gtag.js does (encodeURIComponent)."""
-    return text if _PLAIN.fullmatch(text) else quote(text, safe=_URI_SAFE)
+encode = encode_component  # a parameter name or value percent-encoded as gtag.js does (encodeURIComponent)
 
 
 def page_params(extra: dict[str, Any], skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
@@ -159,24 +158,52 @@ def page_params(extra: dict[str, Any], skip: frozenset[str] = frozenset()) -> li
     ``skip`` names parameters the caller writes itself (the tag writes its own
     ``gcs``/``gcd``, and leaves out what consent forbids).
     """
+    return split_extra(extra, skip)[0]
+
+
+def split_extra(extra: dict[str, Any], skip: frozenset[str] = frozenset()
+                ) -> tuple[list[tuple[str, str]], list[tuple[str, Any]]]:
+    """``page_params`` and, from the same single pass over ``extra``, the keys that are not protocol keys.
+
+    The second list is what a tag may send as custom parameters (``ep.*``),
+    in ``extra``'s order, values as they are: the ``ga4`` tag reads every key
+    of ``extra`` once per hit instead of once for each kind.
+    """
     out: list[tuple[str, str]] = []
+    custom: list[tuple[str, Any]] = []
     for key, value in extra.items():
         param = PARAM_OF.get(key)
         if param is None:
             if key.startswith(MP2_PREFIX):
-                param = key[len(MP2_PREFIX):]
+                param = key[_MP2_LENGTH:]
             else:
+                if key not in _OWN_KEYS:
+                    custom.append((key, value))
                 continue
-        if param in skip or param == "_s" or not _scalar(value):
+        if param in skip or param == "_s":
             continue
-        out.append((param, _text(value)))
+        text = scalar_text(value)
+        if text is not None:
+            out.append((param, text))
     sst = extra.get(SST_PROPERTIES)
     if isinstance(sst, dict):
         out.extend((f"sst.{name}", _text(v)) for name, v in sst.items() if _scalar(v))
     hints = extra.get(CLIENT_HINTS)
     if isinstance(hints, dict):
         out.extend(_hint_params(hints))
-    return out
+    return out, custom
+
+
+def scalar_text(value: object) -> str | None:
+    """A text, number (not a bool) as the text gtag.js would send; None for anything else."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[return-value]
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return str(int(value)) if value.is_integer() else str(value)  # type: ignore[attr-defined]
+    return _text(value) if _scalar(value) else None  # subclasses: read as the general rule says
 
 
 def event_params(extra: dict[str, Any], skip: frozenset[str] = frozenset()) -> list[tuple[str, str]]:

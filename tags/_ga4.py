@@ -74,8 +74,26 @@ def gcd(consent: Consent, sent: str | None) -> str:
     gateway, and GA4 must see that default, not "not set" (which it would
     read as granted). Positions whose state already agrees keep the page's
     letter, so the default-versus-update detail survives.
+
+    Pages send a handful of distinct gcd strings, and every hit needs this:
+    the answer is kept per (states, page's gcd), up to ``_GCD_MEMO_SIZE``.
     """
-    states = [getattr(consent, signal) or "denied" for signal in CONSENT_SIGNALS]
+    states = (consent.ad_storage or "denied", consent.analytics_storage or "denied",
+              consent.ad_user_data or "denied", consent.ad_personalization or "denied")
+    key = (states, sent)
+    written = _GCD_MEMO.get(key)
+    if written is None:
+        written = _gcd(states, sent)
+        if len(_GCD_MEMO) < _GCD_MEMO_SIZE:
+            _GCD_MEMO[key] = written
+    return written
+
+
+_GCD_MEMO: dict[tuple[tuple[str, ...], str | None], str] = {}
+_GCD_MEMO_SIZE = 4096  # past this, new pairs are computed each time: a flood of made-up gcds cannot grow memory
+
+
+def _gcd(states: tuple[str, ...], sent: str | None) -> str:
     page = decode_gcd(sent) if sent else {}
     if page and all(page.get(signal) == state for signal, state in zip(CONSENT_SIGNALS, states)):
         return sent or ""

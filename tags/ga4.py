@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import socket
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
@@ -48,6 +49,7 @@ from gateway import ga4_params
 from gateway.delivery import Delivery
 from gateway.event import Event, UserData
 from gateway.identity import google as identity
+from gateway.percent import encode_query
 from gateway.tag import Skip, TagConfig
 from tags._ga4 import DESTINATION, MEASUREMENT_ID_PATTERN, digest_number, from_order_system, gcd, gcs
 
@@ -89,8 +91,10 @@ def build(event: Event, config: Config) -> list[Delivery]:
     ids = config.measurement_ids or _own_measurement_id(event)
     if not ids:
         raise Skip("no_measurement_id")
-    query = _encode(_page(event))
-    line = _encode(_event(event, config))
+    analytics = event.consent.analytics_storage == "granted"
+    page, custom = ga4_params.split_extra(event.extra, _PAGE_SKIP if analytics else _COOKIELESS_PAGE_SKIP)
+    query = _encode_page(_page(event, analytics, page))
+    line = _encode(_event(event, config, analytics, custom))
     agent = event.user_agent or ""
     basis = "\n".join((query, line, agent, event.timestamp.isoformat()))
     digest = hashlib.sha256(basis.encode("utf-8")).hexdigest()[:32]
@@ -111,11 +115,10 @@ def _own_measurement_id(event: Event) -> list[str]:
     return [tid] if isinstance(tid, str) and tid else []
 
 
-def _page(event: Event) -> list[tuple[str, str]]:
-    """The page-level parameters, in the order gtag.js writes them."""
+def _page(event: Event, analytics: bool, page: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The page-level parameters, in the order gtag.js writes them; ``page``: those kept in ``extra``."""
     extra = event.extra
     consent = event.consent
-    analytics = consent.analytics_storage == "granted"
     params: list[tuple[str, str]] = [
         ("gcs", gcs(consent)),
         ("gcd", gcd(consent, _text(extra.get("x-ga-gcd")))),
@@ -129,7 +132,7 @@ def _page(event: Event) -> list[tuple[str, str]]:
     for param, value in (("ul", event.language), ("sr", event.screen_resolution)):
         if value:
             params.append((param, value))
-    params.extend(ga4_params.page_params(extra, _PAGE_SKIP if analytics else _COOKIELESS_PAGE_SKIP))
+    params.extend(page)
     if analytics:
         for param, key in (("sid", "ga_session_id"), ("sct", "ga_session_number")):
             value = _text(extra.get(key))
@@ -147,10 +150,9 @@ def _page(event: Event) -> list[tuple[str, str]]:
     return params
 
 
-def _event(event: Event, config: Config) -> list[tuple[str, str]]:
-    """The event-level parameters: a body line of a batched hit."""
+def _event(event: Event, config: Config, analytics: bool, custom: list[tuple[str, Any]]) -> list[tuple[str, str]]:
+    """The event-level parameters: a body line of a batched hit; ``custom``: ``extra``'s non-protocol keys."""
     extra = event.extra
-    analytics = event.consent.analytics_storage == "granted"
     params: list[tuple[str, str]] = [("en", event.event_name)]
     params.extend(ga4_params.event_params(extra, frozenset() if analytics else _COOKIELESS_EVENT_SKIP))
     if config.debug_mode and not any(name == "_dbg" for name, _ in params):
@@ -165,8 +167,8 @@ def _event(event: Event, config: Config) -> list[tuple[str, str]]:
         value = getattr(event, name)
         if value is not None:
             params.append((f"epn.{name}", _number(value)))
-    for key, value in extra.items():
-        if key in _CLIENT_KEYS or ga4_params.is_protocol_key(key):
+    for key, value in custom:
+        if key in _CLIENT_KEYS:
             continue
         typed = _custom(key, value)
         if typed is not None:
@@ -243,9 +245,21 @@ def _cookieless_id(event: Event) -> str:
     return f"{digest_number('cookieless', basis)}.{seconds}"
 
 
-def _encode(params: list[tuple[str, str]]) -> str:
-    encode = ga4_params.encode
-    return "&".join(f"{encode(name)}={encode(value)}" for name, value in params)
+_encode = encode_query  # name=value&..., each percent-encoded as gtag.js does (encodeURIComponent)
+# The last page-level parameters encoded, and their encoding. The events of one batched hit share their page's
+# parameters (the query string), so each event after the first finds them here; one slot, so nothing grows.
+_last_page: tuple[tuple[tuple[str, str], ...], str] = ((), "")
+
+
+def _encode_page(params: list[tuple[str, str]]) -> str:
+    """``_encode`` of the page-level parameters, remembered for the next event of the same page."""
+    global _last_page
+    key = tuple(params)
+    seen, encoded = _last_page
+    if key != seen or not key:
+        encoded = _encode(params)
+        _last_page = (key, encoded)
+    return encoded
 
 
 def _text(value: object) -> str | None:
@@ -263,6 +277,12 @@ def _number(value: float | int) -> str:
 
 
 def _is_ip(text: str) -> bool:
+    """An IPv4 or IPv6 address; the C parser first (what it accepts, ``ipaddress`` accepts too), then ``ipaddress``."""
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+        return True
+    except (OSError, ValueError):
+        pass
     try:
         ipaddress.ip_address(text)
     except ValueError:

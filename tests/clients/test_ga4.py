@@ -281,3 +281,20 @@ def test_a_request_that_is_not_ga4_protocol_v2_is_not_claimed(query):
 @pytest.mark.parametrize("query", ["v=2&en=page_view", "tid=G-ABC123XYZ&en=page_view"])
 def test_v2_or_a_measurement_id_is_enough_to_claim_a_hit(query):
     assert [e.event_name for e in ga4.parse(request(query, protocol=""), CONFIG).events] == ["page_view"]
+
+
+def test_consent_is_each_lines_own_although_decoded_once_per_request() -> None:
+    body = b"en=a\nen=b&gcs=G100\nen=c\nen=d&gcd=13p3p3p2p5l1"
+    result = ga4.parse(request("v=2&tid=G-ABC123XYZ&gcs=G111", method="POST", body=body), ga4.Config(type="ga4"))
+    consents = [(e.consent.ad_storage, e.consent.analytics_storage, e.consent.ad_user_data) for e in result.events]
+    assert consents == [("granted", "granted", None), ("denied", "denied", None), ("granted", "granted", None),
+                        ("denied", "denied", "denied")]
+    assert result.consent_sources == [
+        {"ad_storage": "gcs", "analytics_storage": "gcs"}, {"ad_storage": "gcs", "analytics_storage": "gcs"},
+        {"ad_storage": "gcs", "analytics_storage": "gcs"},
+        {"ad_storage": "gcd", "analytics_storage": "gcd", "ad_user_data": "gcd", "ad_personalization": "gcd"},
+    ]
+    # Each event has its own consent and its own note: the gateway changes one without touching the others.
+    result.events[0].consent.ad_user_data = "granted"
+    result.consent_sources[0]["ad_user_data"] = "default"
+    assert result.events[2].consent.ad_user_data is None and "ad_user_data" not in result.consent_sources[2]
