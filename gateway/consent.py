@@ -132,6 +132,12 @@ def decode_gcd(value: str) -> dict[str, ConsentState]:
     return out
 
 
+def gcd_is_readable(value: str) -> bool:
+    """Whether ``decode_gcd`` reads this string's letters (rather than falling back to every signal denied)."""
+    return (9 <= len(value) <= _GCD_MAX_LENGTH
+            and all(value[i] in _GCD_LETTERS or value[i] == _GCD_NOT_SET for i, _ in _GCD_POSITIONS))
+
+
 def consent_from_mapping(obj: object, field: str) -> Consent:
     """A JSON ``consent`` object: the four signals, "granted"/"denied" or true/false.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from gateway.consent import decode_gcd
+from gateway.consent import decode_gcd, gcd_is_readable
 from gateway.event import CONSENT_SIGNALS, Consent, Event
 
 DESTINATION = "ga4"
@@ -94,7 +94,8 @@ _GCD_MEMO_SIZE = 4096  # past this, new pairs are computed each time: a flood of
 
 
 def _gcd(states: tuple[str, ...], sent: str | None) -> str:
-    page = decode_gcd(sent) if sent else {}
+    # A gcd the gateway could not read counted as every signal denied; it is not forwarded as it came.
+    page = decode_gcd(sent) if sent and gcd_is_readable(sent) else {}
     if page and all(page.get(signal) == state for signal, state in zip(CONSENT_SIGNALS, states)):
         return sent or ""
     if not page or sent is None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
+from gateway.consent import decode_gcd
 from gateway.event import Consent
 from tags import _ga4
 from tags.ga4 import _is_ip
@@ -56,3 +58,11 @@ def test_the_remembered_page_encoding_is_each_pages_own(pages):
 
     for params in pages:  # a run of pages, repeats and changes mixed, as consecutive events bring them
         assert _encode_page(list(params)) == encode_query(params)
+
+
+@pytest.mark.parametrize("sent", ["bad", "13x3x3x2x5l1", "1"])
+def test_a_gcd_the_gateway_could_not_read_is_not_forwarded_as_it_came(sent: str) -> None:
+    # decode_gcd reads such a string as every signal denied; the forwarded gcd says so in letters GA4 reads.
+    forwarded = _ga4._gcd(("denied", "denied", "denied", "denied"), sent)
+    assert forwarded != sent
+    assert decode_gcd(forwarded) == {s: "denied" for s in _ga4.CONSENT_SIGNALS}
