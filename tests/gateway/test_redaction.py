@@ -573,3 +573,14 @@ def test_a_base64_digest_percent_encoded_in_a_path_or_with_a_bare_plus_in_a_quer
         redacted = redact_url(url, frozenset())
         assert digest.rstrip("=") not in redacted and quote(digest, safe="")[:20] not in redacted, url
     assert redact_url("https://shop.example/s?q=red+shoes+size+42", frozenset()).endswith("q=red+shoes+size+42")
+
+
+def test_a_digest_glued_to_an_ids_prefix_makes_the_id_personal() -> None:
+    # Found by the canary test's third run at 2,000 examples: a refund id "RF-<event id>" whose event id was a
+    # base64url digest was stored, logged and shown as it came.
+    from gateway.redact import identifier_is_personal
+
+    assert identifier_is_personal(f"RF-{B64URL}", numeric_id=True)
+    assert identifier_is_personal("RF-" + base64.urlsafe_b64encode(
+        hashlib.sha256(b"cnryovyxnw1217z@example.org").digest()).decode().rstrip("="), numeric_id=True)
+    assert not identifier_is_personal("RF-ORD-1001", numeric_id=True)
