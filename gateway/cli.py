@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 import tempfile
-import threading
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -66,11 +65,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level)
-    # pycountry's tables (about a second, most of it the translations) load beside the start-up,
-    # so that the first request with a country name does not wait for them.
-    from gateway.identity.countries import load_tables
-
-    threading.Thread(target=load_tables, name="country-tables", daemon=True).start()
     soft, hard = raise_open_file_limit()
     logging.getLogger("gateway.server").info("open file limit", extra={"soft": soft, "hard": hard})
     uvicorn.run(
