@@ -218,6 +218,12 @@ _DIGEST_IN_TEXT = re.compile(
 )
 
 
+# A digest glued to an id's prefix ("RF-<base64url digest>"): base64url's own "-" hides it from the pattern
+# above. Only for ids and for display, never for free text in the redaction pass, where such a tail may be part
+# of a click id that must stay whole. Group 1 is the prefix, group 2 the candidate digest.
+GLUED_DIGEST = re.compile(r"(?<![A-Za-z0-9+/_-])([A-Za-z]{1,8}-)([A-Za-z0-9+/_-]{43})(?![A-Za-z0-9+/_=-])")
+
+
 def _digest_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in _DIGEST_IN_TEXT.finditer(text) if is_digest(_ENCODED_SEPARATOR.sub(":", m.group(0)))]
 

@@ -44,6 +44,7 @@ from typing import Any
 
 from gateway.event import Event
 from gateway.personal import (
+    GLUED_DIGEST,
     REDACTED,
     cannot_be_personal,
     contains_digest,
@@ -62,7 +63,6 @@ QUERY_REDACTED = "(redacted)"
 PSEUDONYM_PREFIX = "pid-"
 _PSEUDONYM = re.compile(r"pid-[0-9a-f]{32}")
 _DIGIT_RUN = re.compile(r"(?<!\d)\d{7,15}(?!\d)")
-_GLUED_DIGEST = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z]{1,8}-([A-Za-z0-9+/_-]{43})(?![A-Za-z0-9+/_=-])")
 IDENTIFIERS = ("client_id", "user_id", "event_id", "transaction_id")
 # Order numbers: digits alone there are the order system's number, not a phone number, and the operator
 # must be able to find the order by it. (An event id of digits alone that reads as a phone number is
@@ -125,10 +125,8 @@ def identifier_is_personal(value: str, numeric_id: bool = False) -> bool:
         return digits_read_as_phone(value)
     if is_digest(value) or contains_personal(value, bare_numbers=not numeric_id) or contains_digest(value):
         return True
-    # A digest glued to an id's prefix ("RF-<base64url digest>"): base64url's own "-" hides it from the text
-    # pattern, which must not look there in free text (a click id's tail could read as one), but an id may.
-    if "-" in value and any(is_digest(tail) for tail in _GLUED_DIGEST.findall(value)):
-        return True
+    if "-" in value and any(is_digest(m.group(2)) for m in GLUED_DIGEST.finditer(value)):
+        return True  # a digest glued to an id's prefix ("RF-<base64url digest>")
     # An order number inside a composite id ("woocommerce:14155550107:refunded", "RF-14155550107") is held to
     # the same rule as one standing alone: a phone number when phonenumbers reads it as one.
     return numeric_id and any(digits_read_as_phone(run) for run in _DIGIT_RUN.findall(value))

@@ -81,8 +81,6 @@ _NOT_A_PHONE = re.compile(
 )
 _HEX_RUN = re.compile(r"[0-9A-Fa-f]{64,}")
 _GLUED_DIGITS = re.compile(r"(?<=[A-Za-z]-)\d{7,15}(?!\d)")
-# Only for display: in the redaction pass such a tail may be part of a click id, which must stay whole.
-_GLUED_DIGEST = re.compile(r"(?<![A-Za-z0-9+/_-])([A-Za-z]{1,8}-)([A-Za-z0-9+/_-]{43})(?![A-Za-z0-9+/_=-])")
 _B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{43}(?:=|(?<=[A-Za-z0-9+/_-]{43})[A-Za-z0-9+/_-]?=?)?(?![A-Za-z0-9+/_-])")
 _DIGITS = re.compile(r"\d{3}")  # free text that may hold a phone number written as digits
 _SHOWN = "*~:/@.,-_…()"  # left unescaped in a masked query string, for reading
@@ -191,7 +189,7 @@ def mask_text(text: str) -> str:
     if "." in text:
         text = _IPV4.sub(lambda m: mask_ip(m.group(0)) if _is_ip(m.group(0)) else m.group(0), text)
     if "-" in text:  # a phone number or a digest glued to an id's prefix ("RF-14155550107"), which the text pass leaves
-        text = _GLUED_DIGEST.sub(
+        text = gateway_personal.GLUED_DIGEST.sub(
             lambda m: m.group(1) + mask_hash(m.group(2)) if gateway_personal.is_digest(m.group(2)) else m.group(0), text)
         text = _GLUED_DIGITS.sub(
             lambda m: mask_phone(m.group(0)) if gateway_personal.digits_read_as_phone(m.group(0)) else m.group(0), text)
