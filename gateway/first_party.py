@@ -149,7 +149,7 @@ class FirstPartyCookies:
                     if event.client_id and event.client_id != client_id:
                         event.extra[JS_CLIENT_ID] = event.client_id
                     event.client_id = client_id
-                out.append(f"{self.fpid_name}={quote(value, safe='.')}{self._keep_http_only}")
+                out.append(f"{self.fpid_name}={_cookie_text(value)}{self._keep_http_only}")
             elif self.fpid_name in cookies:
                 out.append(f"{self.fpid_name}={self._expire_http_only}")
         if self.meta:
@@ -166,7 +166,7 @@ class FirstPartyCookies:
         existing = unquote(cookies.get(self.fpid_name, ""))
         if _fpid_client_id(existing):
             return existing
-        prefix = f"FPID2.{_labels(host)}."
+        prefix = f"FPID2.{_host_numbers(host)[0]}."
         if self.migrate:
             ga = _GA.match(cookies.get(GA_COOKIE, ""))
             js_id = ga.group(1) if ga else events[0].client_id
@@ -176,7 +176,7 @@ class FirstPartyCookies:
         return f"{prefix}{random_id}.{int(raw.received_at.timestamp())}"
 
     def _meta(self, cookies: dict[str, str], events: list[Event], host: str, raw: RawRequest) -> list[str]:
-        index = subdomain_index(host)
+        index = _host_numbers(host)[1]
         millis = int(raw.received_at.timestamp() * 1000)
         fbp = cookies.get(FBP_COOKIE)
         if fbp is None or not valid_fb_cookie(fbp):
@@ -213,6 +213,34 @@ def subdomain_index(host: str) -> int:
     except ValueError:
         return _labels(host) - 1
     return 0
+
+
+def _host_numbers(host: str) -> tuple[int, int]:
+    """(labels, Meta's subdomain index) of a host, remembered: a gateway answers for a handful of hosts.
+
+    Every answer with a cookie needs both, and ``subdomain_index`` asks
+    ``ipaddress`` first, which raises for every name that is not an address.
+    The memo stops growing at ``_HOST_MEMO_SIZE`` (a flood of made-up Host
+    headers then costs the computation each time, not memory).
+    """
+    numbers = _HOST_MEMO.get(host)
+    if numbers is None:
+        numbers = (_labels(host), subdomain_index(host))
+        if len(_HOST_MEMO) < _HOST_MEMO_SIZE:
+            _HOST_MEMO[host] = numbers
+    return numbers
+
+
+_HOST_MEMO: dict[str, tuple[int, int]] = {}
+_HOST_MEMO_SIZE = 1024
+
+
+def _cookie_text(value: str) -> str:
+    """The FPID value percent-encoded as sGTM writes it (``quote`` with ``.`` safe); most need nothing."""
+    return value if _QUOTE_SAFE.match(value) else quote(value, safe=".")
+
+
+_QUOTE_SAFE = re.compile(r"[A-Za-z0-9_.~-]*\Z")  # what quote(value, safe=".") leaves as it is
 
 
 def _labels(host: str) -> int:

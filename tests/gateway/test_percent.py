@@ -72,7 +72,7 @@ def test_encode_component_examples():
     assert encode_component("\U0001f600") == "%F0%9F%98%80"
 
 
-QUERY_PIECES = ENCODE_PIECES + ["\ue000", "\ue001", "&", "="]
+QUERY_PIECES = ENCODE_PIECES + ["\ue000", "\ue001", "\x00", "\x01", "&", "=", "%"]
 pair_texts = st.lists(st.sampled_from(QUERY_PIECES), max_size=12).map("".join) | st.text(max_size=12)
 
 
@@ -91,3 +91,8 @@ def test_encode_query_examples():
         "dl=https%3A%2F%2Fx.example%2F%3Fa%3D1%26b%3D2&en=page_view")
     # The separators' stand-ins inside a value are escaped, not read as separators.
     assert encode_query([("a", "\ue000\ue001")]) == "a=%EE%80%80%EE%80%81"
+    # The stand-ins the one-pass path uses for "=" and "&", inside a name or value, are escaped like any character.
+    assert encode_query([("a\x00", "\x01b"), ("c", "d")]) == "a%00=%01b&c=d"
+    assert encode_query([("a", "\x00")]) == "a=%00"
+    assert encode_query([("dl", "https://x.example/caf\u00e9?q=100%"), ("en", "x")]) == (
+        "dl=https%3A%2F%2Fx.example%2Fcaf%C3%A9%3Fq%3D100%25&en=x")
