@@ -33,8 +33,8 @@ and expired by the first answer whose consent denies it.
 Every cookie is ``Secure``, ``SameSite=Lax``, ``Path=/``, with ``Max-Age`` the
 configured lifetime (400 days, the most Chromium keeps) and ``Domain`` the
 configured one, or none (the host the hit went to). The consent is the
-request's last event's, with the container's default for what it does not
-say, as the pipeline will apply it.
+request's last event's, with the client's own ``consent.default`` (else the
+container's) for what it does not say, as the pipeline will apply it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import ipaddress
 import re
 import secrets
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Mapping
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gateway.client import RawRequest
 from gateway.cookies import read_cookies
 from gateway.durations import Duration
-from gateway.event import ConsentState, Event
+from gateway.event import Event
 
 if TYPE_CHECKING:
     from gateway.config import ConsentDefaults
@@ -114,7 +114,9 @@ class CookiesSection(_Section):
 class FirstPartyCookies:
     """Built once from the container; ``apply`` runs on every answer of the configured clients."""
 
-    def __init__(self, section: CookiesSection, defaults: ConsentDefaults) -> None:
+    def __init__(
+        self, section: CookiesSection, defaults: ConsentDefaults, by_client: Mapping[str, ConsentDefaults] | None = None,
+    ) -> None:
         self.fpid = section.fpid.enabled
         self.meta = section.meta.enabled
         self.clients = frozenset(section.clients) if (self.fpid or self.meta) else frozenset()
@@ -122,6 +124,9 @@ class FirstPartyCookies:
         self.migrate = section.fpid.migrate_from_ga
         self.domain = section.domain
         self.defaults = defaults
+        # A client's own consent.default, where its config sets one (ConsentPolicy.by_client): the pipeline
+        # applies that one to the client's events, so the cookies must read the same default.
+        self.by_client = dict(by_client or {})
         self._wanted = frozenset({self.fpid_name, GA_COOKIE, FBP_COOKIE, FBC_COOKIE})
         tail = f"; Max-Age={int(section.max_age.total_seconds())}; Path=/"
         gone = "; Max-Age=0; Path=/"
@@ -133,16 +138,20 @@ class FirstPartyCookies:
         self._keep, self._keep_http_only = tail, tail + "; HttpOnly"
         self._expire, self._expire_http_only = gone, gone + "; HttpOnly"
 
-    def apply(self, raw: RawRequest, events: list[Event]) -> tuple[str, ...]:
-        """Give the events the identifiers the consent allows; the ``Set-Cookie`` values of the answer."""
+    def apply(self, raw: RawRequest, events: list[Event], client: str | None = None) -> tuple[str, ...]:
+        """Give the events the identifiers the consent allows; the ``Set-Cookie`` values of the answer.
+
+        ``client``: the client the request came through, whose own consent default applies.
+        """
         if not events:
             return ()
+        defaults = self.by_client.get(client, self.defaults) if client is not None else self.defaults
         cookies = read_cookies(raw.headers.get("cookie"), self._wanted)
         last = events[-1].consent
         out: list[str] = []
         host = self.domain or _host(raw.headers.get("host"))
         if self.fpid:
-            if self._state(last.analytics_storage, "analytics_storage") == "granted":
+            if (last.analytics_storage or defaults.analytics_storage) == "granted":
                 value = self._fpid_value(cookies, events, host, raw)
                 client_id = _fpid_client_id(value) or ""
                 for event in events:
@@ -153,14 +162,11 @@ class FirstPartyCookies:
             elif self.fpid_name in cookies:
                 out.append(f"{self.fpid_name}={self._expire_http_only}")
         if self.meta:
-            if self._state(last.ad_storage, "ad_storage") == "granted":
+            if (last.ad_storage or defaults.ad_storage) == "granted":
                 out.extend(self._meta(cookies, events, host, raw))
             else:
                 out.extend(f"{name}={self._expire}" for name in (FBP_COOKIE, FBC_COOKIE) if name in cookies)
         return tuple(out)
-
-    def _state(self, state: ConsentState | None, signal: str) -> ConsentState:
-        return state or getattr(self.defaults, signal)
 
     def _fpid_value(self, cookies: dict[str, str], events: list[Event], host: str, raw: RawRequest) -> str:
         existing = unquote(cookies.get(self.fpid_name, ""))

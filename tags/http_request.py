@@ -25,7 +25,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from gateway.delivery import Delivery
 from gateway.event import Event
@@ -75,7 +75,13 @@ class Config(TagConfig):
 
     @field_validator("headers")
     @classmethod
-    def _valid_headers(cls, value: dict[str, str]) -> dict[str, str]:
+    def _valid_headers(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        url = info.data.get("url")
+        if url and any(name.lower() == "authorization" for name in value) and urlsplit(url).username is not None:
+            # The HTTP client refuses a request with both (aiohttp: "Cannot combine AUTHORIZATION header with
+            # AUTH argument or credentials encoded in URL"): every send would fail, so the file is refused instead.
+            raise ValueError("an Authorization header cannot go with credentials in the url (user:password@); "
+                             "keep one of them")
         for name, header in value.items():
             if not _TOKEN.match(name):
                 raise ValueError("header names may hold letters, digits and !#$%&'*+-.^_`|~ only")

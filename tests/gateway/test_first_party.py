@@ -219,3 +219,44 @@ async def _answer(client: Any, query: bytes) -> tuple[int, list[str]]:
     await client.app(scope, receive, send)
     start = next(m for m in sent if m["type"] == "http.response.start")
     return start["status"], [v.decode("latin-1") for k, v in start["headers"] if k == b"set-cookie"]
+
+
+NO_SIGNALS_HIT = b"v=2&tid=G-ABC123XYZ&cid=1234567890.1732360000&en=page_view&dl=https%3A%2F%2Fshop.example%2F%3Ffbclid%3DIwAR-x"
+
+
+def test_the_ga4_clients_own_consent_default_decides_the_cookies_not_the_containers(make_client) -> None:
+    # The container grants by default, the ga4 client's own default denies: a hit without signals is the
+    # client's, so the pipeline treats it as denied, and no identifier cookie may be set for it either.
+    client = make_client("""
+        consent:
+          default: {ad_storage: granted, analytics_storage: granted, ad_user_data: granted, ad_personalization: granted}
+        cookies:
+          fpid: {enabled: true}
+          meta: {enabled: true}
+        clients:
+          - type: ga4
+            consent:
+              default: {ad_storage: denied, analytics_storage: denied}
+        """)
+
+    status, set_cookies = client.portal.call(_answer, client, NO_SIGNALS_HIT)
+
+    assert status == 204
+    assert set_cookies == []
+
+
+def test_a_clients_own_grant_sets_the_cookies_the_container_default_would_not(make_client) -> None:
+    client = make_client("""
+        cookies:
+          fpid: {enabled: true}
+          meta: {enabled: true}
+        clients:
+          - type: ga4
+            consent:
+              default: {ad_storage: granted, analytics_storage: granted}
+        """)
+
+    status, set_cookies = client.portal.call(_answer, client, NO_SIGNALS_HIT)
+
+    assert status == 204
+    assert sorted(h.split("=", 1)[0] for h in set_cookies) == ["FPID", "_fbc", "_fbp"]

@@ -91,6 +91,9 @@ def test_the_example_config_validates_with_its_defaults() -> None:
                      ["headers: Value error, header Content-Length is set by the gateway and cannot be configured"],
                      id="reserved-header"),
         pytest.param({"body": "{}"}, ["body: Extra inputs are not permitted"], id="unknown-key"),
+        pytest.param({"url": "https://user:s3cret@hooks.example/in", "headers": {"authorization": "Bearer t"}},
+                     ["headers: Value error, an Authorization header cannot go with credentials in the url "
+                      "(user:password@); keep one of them"], id="userinfo-and-authorization"),
     ],
 )
 def test_a_bad_config_is_reported_by_key_without_its_value(overrides: dict[str, Any], errors: list[str]) -> None:
