@@ -94,7 +94,7 @@ def encode_query(pairs: list[tuple[str, str]]) -> str:
         return "&".join([f"{encode_component(name)}={encode_component(value)}" for name, value in pairs])
     # Non-ASCII text: its UTF-8 bytes, one character each, so that each byte is escaped on its own below.
     text = joined if joined.isascii() else joined.encode("utf-8").decode("latin-1")
-    found = _TO_ESCAPE.findall(text)  # the regular expression's scan, not a Python loop over the characters
+    found = text.translate(_DROP_KEPT)  # what is left once every character kept as it is went (one C pass)
     if found:
         chars = set(found)
         if "%" in chars:
@@ -107,5 +107,5 @@ def encode_query(pairs: list[tuple[str, str]]) -> str:
 
 # Stand-ins for the separators while the joined pairs are escaped (control characters: rare in a name or value).
 _EQUALS, _PAIR = "\x00", "\x01"
-# Every character encodeURIComponent escapes, but for the stand-ins.
-_TO_ESCAPE = re.compile(r"[^A-Za-z0-9\-_.!~*'()\x00\x01]")
+# Deletes what encodeURIComponent keeps, and the stand-ins: what remains is what to escape.
+_DROP_KEPT = str.maketrans("", "", _UNRESERVED + _EQUALS + _PAIR)
