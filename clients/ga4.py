@@ -51,10 +51,6 @@ Wire rules that surprised us:
 
 from __future__ import annotations
 
-import base64
-import binascii
-import math
-import re
 from functools import cached_property
 from itertools import repeat
 from typing import Any, Literal
@@ -62,87 +58,19 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from clients._click_ids import click_ids
+from clients._ga4_openapi import OPENAPI  # noqa: F401 - the client's OpenAPI operations (gateway.openapi reads them here)
+from clients._ga4_values import INT, read_currency, read_item, read_json_number, read_number, read_user_data
 from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway import ga4_params
 from gateway.consent import decode_gcd, decode_gcs
 from gateway.cookies import read_cookies
 from gateway.errors import BadRequest
-from gateway.percent import unquote, unquote_plus
+from gateway.percent import unquote_plus
 from gateway.event import Event
 
 # Anyone on the internet can send these: events from here never change an order's value (gateway.ledger).
 AUTHENTICATED = False
 ROUTES = [("GET", "/g/collect"), ("POST", "/g/collect")]
-
-
-def _param(name: str, description: str, schema: dict[str, Any] | None = None, required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "description": description,
-            "schema": schema or {"type": "string"}}
-
-
-# What gtag.js sends, as far as the gateway reads it; any other parameter is kept under its sGTM name,
-# and any ``ep.<name>`` / ``epn.<name>`` / ``up.<name>`` is taken (only a few are listed here).
-_QUERY = [
-    _param("v", "Protocol version; gtag.js sends 2. A hit with neither v=2 nor a tid is not claimed: 400.",
-           {"type": "string", "enum": ["2"]}),
-    _param("tid", "GA4 measurement id; checked against the client's measurement_ids when set.",
-           {"type": "string", "pattern": "^G-[A-Z0-9]{4,12}$"}),
-    _param("cid", "Client id (the _ga cookie's two numbers), becomes client_id.", {"type": "string", "maxLength": 100}),
-    _param("en", "Event name (required in the query or in each body line).",
-           {"type": "string", "minLength": 1, "maxLength": 200}, required=True),
-    _param("dl", "Page URL; gclid, gbraid, wbraid and fbclid are read from its query.", {"type": "string", "format": "uri"}),
-    _param("dr", "Referrer URL.", {"type": "string"}),
-    _param("dt", "Page title.", {"type": "string"}),
-    _param("ul", "Browser language.", {"type": "string", "maxLength": 35}),
-    _param("sr", "Screen resolution.", {"type": "string", "pattern": "^[0-9]{1,5}x[0-9]{1,5}$"}),
-    _param("uid", "User id set by the site.", {"type": "string"}),
-    _param("sid", "Session id.", {"type": "string", "pattern": "^[0-9]{1,20}$"}),
-    _param("sct", "Session number.", {"type": "integer", "minimum": 0}),
-    _param("npa", "Non-personalised ads flag.", {"type": "string", "enum": ["0", "1"]}),
-    _param("gcs", "Consent Mode: G1 then ad_storage and analytics_storage as 1 (granted), 0 (denied) or -.",
-           {"type": "string", "pattern": "^G1[01-]{2}$"}),
-    _param("gcd", "Consent Mode v2 letter code, e.g. 13r3r3r2r5l1; wins over gcs for every signal it sets.",
-           {"type": "string", "pattern": "^[0-9a-z]{2,64}$"}),
-    _param("cu", "Currency, three letters.", {"type": "string", "pattern": "^[A-Za-z]{3}$"}),
-    _param("em", "Hashed user data: tv.1~em.<sha256>~pn.<sha256>~fn0.<sha256>..., digests in base64url or hex.",
-           {"type": "string"}),
-    _param("ep.transaction_id", "Order id; with a purchase it opens the order in the ledger.", {"type": "string"}),
-    _param("ep.event_id", "Event id shared with the browser's own tags, for deduplication.", {"type": "string"}),
-    _param("epn.value", "Value, a number.", {"type": "number"}),
-    _param("epn.tax", "Tax, a number.", {"type": "number"}),
-    _param("epn.shipping", "Shipping, a number.", {"type": "number"}),
-    _param("ep.currency", "Currency, when cu is absent.", {"type": "string", "pattern": "^[A-Za-z]{3}$"}),
-    _param("pr1", "First item: ~-separated two-letter codes and values (idSKU-1~nmMug~pr12.5~qt2); pr2 ... likewise.",
-           {"type": "string"}),
-    _param("pr2", "Second item, as pr1.", {"type": "string"}),
-    _param("up.user_type", "A user property (any up.<name>; upn.<name> for numbers).", {"type": "string"}),
-]
-_HIT_RESPONSES = {
-    "204": {"description": "Accepted: the hit's deliveries are stored before this answer."},
-    "400": {"description": "Not a GA4 hit (neither v=2 nor a tid), or a parameter is wrong: the body names it."},
-}
-
-# The OpenAPI operations of this client (served at /openapi.json by gateway.openapi).
-OPENAPI: dict[str, dict[str, Any]] = {
-    "GET /g/collect": {
-        "operationId": "ga4_collect_get",
-        "summary": "One GA4 event, as gtag.js sends it to a server container",
-        "parameters": _QUERY,
-        "responses": _HIT_RESPONSES,
-    },
-    "POST /g/collect": {
-        "operationId": "ga4_collect_post",
-        "summary": "A batch of GA4 events: shared parameters in the query, one event per body line",
-        "parameters": [{**p, "required": False} for p in _QUERY],
-        "requestBody": {
-            "required": False,
-            "description": "Each line holds one event's URL-encoded parameters, which override the query's. "
-                           "An empty body is one event made of the query alone.",
-            "content": {"text/plain": {"schema": {"type": "string", "example": "en=page_view&dt=Home\nen=scroll"}}},
-        },
-        "responses": _HIT_RESPONSES,
-    },
-}
 
 
 class Config(ClientConfig):
@@ -176,48 +104,8 @@ _KEPT_BY_NAME = ("gcs", "gcd")  # read for consent, and kept as they came (x-ga-
 _ID_PARAMS = frozenset({"transaction_id", "event_id"})
 _NUMBER_PARAMS = frozenset({"value", "tax", "shipping"})
 
-_ITEM_TEXT = {
-    "id": "item_id",
-    "nm": "item_name",
-    "br": "item_brand",
-    "ca": "item_category",
-    "c2": "item_category2",
-    "c3": "item_category3",
-    "c4": "item_category4",
-    "c5": "item_category5",
-    "va": "item_variant",
-    "cp": "coupon",
-    "af": "affiliation",
-    "li": "item_list_id",
-    "ln": "item_list_name",
-    "lo": "location_id",
-    "cn": "creative_name",
-    "cs": "creative_slot",
-    "pi": "promotion_id",
-    "pn": "promotion_name",
-}
-_ITEM_FLOAT = {"pr": "price", "ds": "discount"}
-_ITEM_INT = {"qt": "quantity", "lp": "index"}
-_TEXT, _FLOAT, _INTEGER = "text", "float", "integer"
-# Item code -> (field, kind): one lookup per piece.
-_ITEM_CODES: dict[str, tuple[str, str]] = {
-    **{code: (field, _TEXT) for code, field in _ITEM_TEXT.items()},
-    **{code: (field, _FLOAT) for code, field in _ITEM_FLOAT.items()},
-    **{code: (field, _INTEGER) for code, field in _ITEM_INT.items()},
-}
-_DIGITS = "0123456789"
-_MAX_ITEMS_INDEX_DIGITS = 3  # pr1 ... pr999; GA4 itself keeps 200
-
-_EM_USER = {"em": "sha256_email_address", "pn": "sha256_phone_number"}
-_EM_ADDRESS = {"fn0": "sha256_first_name", "ln0": "sha256_last_name", "sa0": "sha256_street"}
-
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-_INT = re.compile(r"[+-]?\d{1,15}", re.ASCII)
-_MAX_NUMBER_TEXT = 64
-_MAX_SAFE_INT = 2**53  # beyond this a JSON number loses precision in every vendor's parser
-_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
-_B64URL_DIGEST = re.compile(r"[A-Za-z0-9_-]{43}=?")
 _MAX_EVENT_NAME = 200
+_MAX_ITEMS_INDEX_DIGITS = 3  # pr1 ... pr999; GA4 itself keeps 200
 _FB_COOKIES = frozenset({"_fbp", "_fbc"})
 
 
@@ -385,18 +273,18 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
                         data[pname] = value
                 elif pname in _NUMBER_PARAMS:
                     if value and (prefix == "epn" or not params.get(f"epn.{pname}")):
-                        data[pname] = _number(value, key)
+                        data[pname] = read_number(value, key)
                 elif pname == "currency":
                     if currency_param is None and value:
                         currency_param = key
                 elif prefix == "ep":
                     extra[pname] = value
                 elif value:
-                    extra[pname] = _json_number(value, key)
+                    extra[pname] = read_json_number(value, key)
             elif prefix == "up" or (prefix == "upn" and value):
                 if user_properties is None:
                     user_properties = {}
-                user_properties[pname] = value if prefix == "up" else _json_number(value, key)
+                user_properties[pname] = value if prefix == "up" else read_json_number(value, key)
             elif prefix != "upn":
                 protocol.append((key, value))  # sst.* and whatever else gtag.js adds with a dot
             continue
@@ -410,17 +298,17 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
         protocol.append((key, value))
 
     if currency_param is not None:
-        data["currency"] = _currency(params[currency_param], currency_param)
+        data["currency"] = read_currency(params[currency_param], currency_param)
     if items is not None:
         items.sort(key=lambda entry: entry[0])
-        built = [item for _, key, value in items if (item := _item(value, key))]
+        built = [item for _, key, value in items if (item := read_item(value, key))]
         if built:
             data["items"] = built
     if user_properties is not None:
         data["user_properties"] = user_properties
     em = params.get("em")
     if em:
-        data["user_data"] = _user_data(em)
+        data["user_data"] = read_user_data(em)
     location = data.get("page_location")
     if location is not None:
         data.update(click_ids(location))
@@ -432,7 +320,7 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     if sid:
         extra["ga_session_id"] = sid
     sct = params.get("sct")
-    if sct and _INT.fullmatch(sct):
+    if sct and INT.fullmatch(sct):
         extra["ga_session_number"] = int(sct)
     npa = params.get("npa")
     if npa:
@@ -462,144 +350,3 @@ def _consent(gcs: str | None, gcd: str | None, shared: _Shared) -> dict[str, str
         decoded = shared.decoded = ((gcs, gcd), states, note)
     shared.consent_sources.append(dict(decoded[2]))
     return dict(decoded[1])
-
-
-def _number(text: str, field: str) -> float:
-    if len(text) > _MAX_NUMBER_TEXT or not _NUMBER.fullmatch(text):
-        raise BadRequest(400, "not a number", field=field)
-    number = float(text)
-    if not math.isfinite(number):
-        raise BadRequest(400, "not a finite number", field=field)
-    return number
-
-
-def _json_number(text: str, field: str) -> int | float:
-    """A number for ``extra``: integers stay integers, so ``epn.count=3`` reads as 3."""
-    if _INT.fullmatch(text):
-        return int(text)
-    return _number(text, field)
-
-
-def _integer(text: str, field: str) -> int:
-    if len(text) <= 15 and text.isdigit() and text.isascii():
-        return int(text)  # what float() and the checks below give for plain digits, without them
-    number = _number(text, field)
-    if not number.is_integer() or abs(number) > _MAX_SAFE_INT:
-        raise BadRequest(400, "not an integer", field=field)
-    return int(number)
-
-
-def _currency(text: str, field: str) -> str:
-    code = text.upper()
-    if len(code) != 3 or not code.isascii() or not code.isalpha():
-        raise BadRequest(400, "not a 3-letter currency code", field=field)
-    return code
-
-
-def _item(text: str, param: str) -> dict[str, Any] | None:
-    """One ``pr<n>`` parameter: ``~``-separated pieces, each a two-letter code (or ``k<n>``/``v<n>``) and a value.
-
-    Read with str.split and one dict lookup per piece; a piece is decoded
-    only when it holds a ``%``.
-    """
-    item: dict[str, Any] = {}
-    custom_keys: dict[str, str] | None = None
-    custom_values: list[str] | None = None
-    escaped = "%" in text
-    for piece in text.split("~"):
-        if len(piece) < 3:  # a code without a value says nothing
-            continue
-        code = piece[:2]
-        known = _ITEM_CODES.get(code)
-        if known is not None:
-            field, kind = known
-            value = piece[2:]
-            if escaped and "%" in value:
-                value = _decode_piece(value, param)
-            if kind is _TEXT:
-                item[field] = value
-            elif kind is _FLOAT:
-                item[field] = _number(value, f"{param}.{code}")
-            else:
-                item[field] = _integer(value, f"{param}.{code}")
-            continue
-        head = piece[0]
-        if (head == "k" or head == "v") and piece[1] in _DIGITS:
-            if head == "k":
-                name = piece[1:].lstrip(_DIGITS)
-                if custom_keys is None:
-                    custom_keys = {}
-                custom_keys[piece[1:len(piece) - len(name)]] = name
-            else:
-                if custom_values is None:
-                    custom_values = []
-                custom_values.append(piece[1:])
-    if custom_keys and custom_values:
-        for key, value in _pair_custom(custom_keys, custom_values):
-            key = _decode_piece(key, param)
-            if key:
-                item.setdefault(key, _decode_piece(value, param))  # a standard field wins over a custom one
-    return item or None
-
-
-def _pair_custom(keys: dict[str, str], tails: list[str]) -> list[tuple[str, str]]:
-    """Match ``v<n>`` pieces to ``k<n>`` pieces; the longest index with a key wins."""
-    pairs = []
-    taken: set[str] = set()
-    for tail in tails:
-        digits = len(tail) - len(tail.lstrip(_DIGITS))
-        for n in range(digits, 0, -1):
-            index = tail[:n]
-            if index in keys and index not in taken:
-                taken.add(index)
-                pairs.append((keys[index], tail[n:]))
-                break
-    return pairs
-
-
-def _decode_piece(text: str, param: str) -> str:
-    if "%" not in text:
-        return text
-    try:
-        decoded = unquote(text)
-    except UnicodeDecodeError:
-        raise BadRequest(400, "not valid UTF-8", field=param) from None
-    if "\x00" in decoded:
-        raise BadRequest(400, "parameter contains a NUL character", field=param)
-    return decoded
-
-
-def _user_data(text: str) -> dict[str, Any] | None:
-    user: dict[str, str] = {}
-    address: dict[str, str] = {}
-    for piece in text.split("~"):
-        key, dot, value = piece.partition(".")
-        if not dot:
-            continue
-        field = _EM_USER.get(key)
-        target = user
-        if field is None:
-            field = _EM_ADDRESS.get(key)
-            target = address
-            if field is None:
-                continue
-        digest = _digest(value)
-        if digest is not None:
-            target[field] = digest
-    if not user and not address:
-        return None
-    return {**user, "address": address} if address else user  # validated with the Event, into UserData
-
-
-def _digest(text: str) -> str | None:
-    """A SHA-256 digest in hex or base64url -> lowercase hex; anything else -> None."""
-    if len(text) == 64 and _HEX_DIGEST.fullmatch(text):
-        return text.lower()
-    if _B64URL_DIGEST.fullmatch(text):
-        try:
-            raw = base64.urlsafe_b64decode(text[:43] + "=")
-        except (binascii.Error, ValueError):
-            return None
-        if len(raw) == 32:
-            return raw.hex()
-    return None

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
-from clients import ga4
+from clients import _ga4_values as values
 from gateway.errors import BadRequest
 
 CODES = ["id", "nm", "br", "ca", "c2", "va", "pr", "ds", "qt", "lp", "k0", "v0", "k1", "v1", "k10", "v10", "v105",
@@ -40,17 +40,17 @@ def reference_item(text: str, param: str) -> dict[str, Any] | None:
                     custom_values = []
                 custom_values.append(piece[1:])
             continue
-        field = ga4._ITEM_TEXT.get(code)
+        field = values.ITEM_TEXT.get(code)
         if field is not None:
-            item[field] = ga4._decode_piece(piece[2:], param)
+            item[field] = values.decode_piece(piece[2:], param)
             continue
-        field = ga4._ITEM_FLOAT.get(code)
+        field = values.ITEM_FLOAT.get(code)
         if field is not None:
-            item[field] = ga4._number(ga4._decode_piece(piece[2:], param), f"{param}.{code}")
+            item[field] = values.read_number(values.decode_piece(piece[2:], param), f"{param}.{code}")
             continue
-        field = ga4._ITEM_INT.get(code)
+        field = values.ITEM_INT.get(code)
         if field is not None:
-            number = ga4._number(ga4._decode_piece(piece[2:], param), f"{param}.{code}")
+            number = values.read_number(values.decode_piece(piece[2:], param), f"{param}.{code}")
             if not number.is_integer() or abs(number) > 2**53:
                 raise BadRequest(400, "not an integer", field=f"{param}.{code}")
             item[field] = int(number)
@@ -67,9 +67,9 @@ def reference_item(text: str, param: str) -> dict[str, Any] | None:
                     pairs.append((custom_keys[index], tail[n:]))
                     break
         for key, value in pairs:
-            key = ga4._decode_piece(key, param)
+            key = values.decode_piece(key, param)
             if key:
-                item.setdefault(key, ga4._decode_piece(value, param))
+                item.setdefault(key, values.decode_piece(value, param))
     return item or None
 
 
@@ -83,7 +83,7 @@ def outcome(fn, text):
 @settings(max_examples=1500)
 @given(items)
 def test_item_parser_reads_as_the_reference(text):
-    new, old = outcome(ga4._item, text), outcome(reference_item, text)
+    new, old = outcome(values.read_item, text), outcome(reference_item, text)
     assert new == old
     if isinstance(new, dict):
         assert list(new) == list(old)  # the same field order too
