@@ -124,7 +124,8 @@ def run_pipeline(container: Container, events: list[Event], consent: ConsentPoli
     """``Pipeline.process`` without its metrics and log lines (see the module docstring).
 
     Consent is the request path's: per-client defaults and the same redaction. The pseudonyms' key is
-    the explanation's own (explain reads no storage), so an id's pseudonym here differs from the stored one.
+    the given policy's (the running gateway's, from the debugger), else the explanation's own (``gateway explain``
+    reads no storage), and then an id's pseudonym here differs from the stored one.
     """
     outcome = Outcome()
     consent = consent or ConsentPolicy.for_container(container)
@@ -220,8 +221,13 @@ async def explain(
     now: Callable[[], datetime] = utcnow,
     also_record: DryRunRecorder | None = None,
     note: str = "explain: nothing was stored or sent",
+    consent: ConsentPolicy | None = None,
 ) -> Trace:
-    """The trace the request would leave, built without storage and without network."""
+    """The trace the request would leave, built without storage and without network.
+
+    ``consent``: the running gateway's policy, whose key makes the install's pseudonyms, so an id shown
+    here is the one stored; without it (``gateway explain`` reads no storage) the key is the explanation's own.
+    """
     method, path, query, headers, body, peer = request_from_spec(spec)
     trace = Trace(new_trace_id(), method, path, note=note)
     triggers = TriggerInfo(container)
@@ -239,7 +245,7 @@ async def explain(
     try:
         result = entry.module.parse(raw, entry.config)
         stamp(result.events, entry.source)
-        consent = ConsentPolicy.for_container(container)
+        consent = consent or ConsentPolicy.for_container(container)
         consent.pseudonymise_ids(result.events)  # as Gateway.handle does, before an order id is noted
     except BadRequest as exc:  # the client's answer; its body names fields, never values
         trace.status, trace.error = exc.status, exc.body()

@@ -215,7 +215,8 @@ class DebugApp:
         else:
             return _error(400, 'expected {"request": {...}} or {"trace_id": "..."}', {"field": "body"})
         try:
-            result = await explain.explain(self.gateway.container, spec, now=self.gateway.now)
+            result = await explain.explain(self.gateway.container, spec, now=self.gateway.now,
+                                           consent=self.gateway.pipeline.consent)
         except explain.SpecError as exc:
             return _error(400, "invalid request description", {"problem": str(exc)})
         return _json(200, result.to_json())

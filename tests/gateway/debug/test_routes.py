@@ -251,3 +251,19 @@ def test_page_assets_are_served_and_shipped_with_the_package(make_client, db_pat
     assert style.status_code == 200 and style.headers["content-type"].startswith("text/css")
     assert client.get("/debug/static/../routes.py").status_code == 404
     assert '"debug/static/*"' in pyproject
+
+
+def test_explain_shows_an_ids_pseudonym_as_it_is_stored_under_the_installs_key(make_client, db_path):
+    # An operator matches what the debugger shows with what the outbox holds: with ad_user_data denied, a
+    # client id that is an address is the install's keyed pseudonym in both, not one made with a key of its own.
+    from tests.gateway.test_redaction import pseudonym
+
+    client = make_client(debug_container(db_path), run_dispatcher=False)
+    request = {"method": "POST", "path": "/collect", "headers": {"Content-Type": "application/json"},
+               "body": {"event_name": "page_view", "client_id": EMAIL, "consent": {"ad_user_data": "denied"}}}
+
+    response = client.post("/debug/api/explain", json={"request": request}, headers=AUTH)
+
+    assert response.status_code == 200
+    outgoing = {d["tag"]: d["attempts"][0]["requests"][0] for d in response.json()["delivery_items"]}
+    assert outgoing["forward"]["body"]["client_id"] == pseudonym(db_path, EMAIL)

@@ -56,7 +56,13 @@ tags:
     trigger: everything
     mode: dry_run
     url: "https://hook:{USERINFO_PASSWORD}@hooks.example/in?api_key={API_KEY}&stream=web"
-    headers: {{Authorization: "Bearer {BEARER}", X-Api-Key: "{X_API_KEY}", X-Shop-Token: "{SHOP_TOKEN}"}}
+    headers: {{X-Api-Key: "{X_API_KEY}", X-Shop-Token: "{SHOP_TOKEN}"}}
+  - name: forward_bearer              # an Authorization header cannot go with credentials in the url
+    type: http_request
+    trigger: everything
+    mode: dry_run
+    url: "https://hooks.example/bearer"
+    headers: {{Authorization: "Bearer {BEARER}"}}
 """
 
 
