@@ -66,7 +66,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--drain-timeout", type=float, default=120.0,
                         help="seconds to wait for the outbox to empty after the load (default 120)")
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full",
+                        help="SQLite's storage.synchronous (default full: a 2xx survives power loss)")
+    parser.add_argument("--pool-size", type=int, default=10,
+                        help="PostgreSQL's storage.pool_size, per worker (default 10, the gateway's default)")
     parser.add_argument("--smoke", action="store_true", help="1 s of load, no warm-up: checks the harness")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to SECONDS for the machine to be idle (<10%% busy) before each run")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default bench/results/<time>-workers.json)")
     args = parser.parse_args(argv)
@@ -130,15 +136,18 @@ def _children_seconds() -> float:
 class WorkersGateway(GatewayUnderTest):
     """The benchmark's gateway, on SQLite or a PostgreSQL URL, started as ``gateway serve --workers N``."""
 
-    def __init__(self, settings: Settings, storage_url: str | None, workers: int) -> None:
+    def __init__(self, settings: Settings, storage_url: str | None, workers: int, storage: dict[str, Any]) -> None:
+        """``storage``: settings of the container's storage section (``synchronous``, ``pool_size``)."""
         super().__init__(settings, f"workers-{workers}-{'postgresql' if storage_url else 'sqlite'}",
                          [http_sink_tag()], standard_clients(False))
         self.storage_url = storage_url
         self.workers = workers
+        container = yaml.safe_load(self.config.read_text())
         if storage_url is not None:
-            container = yaml.safe_load(self.config.read_text())
-            container["storage"] = {"url": storage_url, "pool_size": 10}
-            self.config.write_text(yaml.safe_dump(container, sort_keys=False))
+            container["storage"] = {"url": storage_url, "pool_size": storage["pool_size"]}
+        else:
+            container["storage"]["synchronous"] = storage["synchronous"]
+        self.config.write_text(yaml.safe_dump(container, sort_keys=False))
 
     def start_workers(self) -> None:
         core = self.settings.cores.server if self.workers == 1 else None
@@ -185,19 +194,21 @@ class WorkersGateway(GatewayUnderTest):
         return code in (0, -15) and stops == self.workers, detail
 
 
-def measure(settings: Settings, storage: str, workers: int, drain_timeout: float) -> dict[str, Any]:
+def measure(settings: Settings, storage: str, workers: int, drain_timeout: float,
+            options: dict[str, Any]) -> dict[str, Any]:
     """One storage, one worker count: warm-up, the measured closed loop, drain, stop, then the checks."""
     database = pgstats.fresh_database() if storage == "postgresql" else None
     url = database.__enter__() if database is not None else None
     try:
-        return _measure(settings, storage, url, workers, drain_timeout)
+        return _measure(settings, storage, url, workers, drain_timeout, options)
     finally:
         if database is not None:
             database.__exit__(None, None, None)
 
 
-def _measure(settings: Settings, storage: str, url: str | None, workers: int, drain_timeout: float) -> dict[str, Any]:
-    gw = WorkersGateway(settings, url, workers)
+def _measure(settings: Settings, storage: str, url: str | None, workers: int, drain_timeout: float,
+             options: dict[str, Any]) -> dict[str, Any]:
+    gw = WorkersGateway(settings, url, workers, options)
     hit = hits.GA4_PAGE_VIEW
     load_core = settings.cores.load if workers == 1 else None
     pinning = "nothing pinned: all processes share all cores"
@@ -258,6 +269,7 @@ def _measure(settings: Settings, storage: str, url: str | None, workers: int, dr
     ]
     result: dict[str, Any] = {
         "storage": storage, "workers": workers, "pinning": pinning, "dir": str(gw.dir),
+        "storage_settings": {"pool_size": options["pool_size"]} if url else {"synchronous": options["synchronous"]},
         "closed": closed.as_dict(), "cpu_cores": cpu, "gateway_processes": int(cpu1["gateway_processes"]),
         "hits_per_gateway_cpu_second": round(closed.ok / max(1e-9, cpu1["gateway"] - cpu0["gateway"]), 1),
         "committed": {"pending": committed.pending, "delivered": committed.delivered, "dead": committed.dead,
@@ -275,11 +287,11 @@ def _measure(settings: Settings, storage: str, url: str | None, workers: int, dr
 
 def render(results: list[dict[str, Any]]) -> str:
     lines = ["| storage | workers | req/s | p50 ms | p99 ms | non-2xx / errors | CPU (cores): gateway, wrk, sink,"
-             " PostgreSQL, machine | hits per gateway CPU-s | checks |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             " PostgreSQL, machine | hits per gateway CPU-s | machine busy before | checks |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['storage']} | {r['workers']} | error: {r['error']} | | | | | | |")
+            lines.append(f"| {r['storage']} | {r['workers']} | error: {r['error']} | | | | | | | |")
             continue
         c, cpu = r["closed"], r["cpu_cores"]
         failed = [ch["name"] for ch in r["checks"] if not ch["ok"]]
@@ -287,13 +299,24 @@ def render(results: list[dict[str, Any]]) -> str:
             f"| {r['storage']} | {r['workers']} | {c['requests_per_s']:,.0f} | {c['latency_ms']['p50']:.1f}"
             f" | {c['latency_ms']['p99']:.1f} | {c['responses'] - c['ok']} / {c['errors']}"
             f" | {cpu['gateway']}, {cpu['wrk']}, {cpu['sink']}, {cpu['postgresql']}, {cpu['machine']}"
-            f" | {r['hits_per_gateway_cpu_second']:,.0f} | {'ok' if not failed else 'FAILED: ' + ', '.join(failed)} |")
+            f" | {r['hits_per_gateway_cpu_second']:,.0f} | {r.get('busy_pct_before', '-')}%"
+            f" | {'ok' if not failed else 'FAILED: ' + ', '.join(failed)} |")
     return "\n".join(lines)
 
 
 def failures(results: list[dict[str, Any]]) -> list[str]:
     return [f"{r['storage']} x{r['workers']}: {ch['name']}: {ch['detail']}"
             for r in results for ch in r.get("checks", []) if not ch["ok"]]
+
+
+def wait_quiet(max_wait: float, threshold: float = 10.0) -> float:
+    """The machine's busy % (all cores) just before a run, after waiting up to ``max_wait`` s for it to drop."""
+    deadline = time.monotonic() + max_wait
+    busy = procs.machine_busy_pct()
+    while busy >= threshold and time.monotonic() < deadline:
+        time.sleep(4)
+        busy = procs.machine_busy_pct()
+    return busy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,9 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for storage in args.storage:
             for workers in args.workers:
-                print(f"bench.workers: {storage}, --workers {workers} ...", file=sys.stderr)
+                busy = wait_quiet(args.wait_quiet)
+                print(f"bench.workers: {storage}, --workers {workers} (machine {busy:.0f}% busy before) ...",
+                      file=sys.stderr)
                 try:
-                    results.append(measure(settings, storage, workers, args.drain_timeout))
+                    options = {"synchronous": args.synchronous, "pool_size": args.pool_size}
+                    results.append({**measure(settings, storage, workers, args.drain_timeout, options),
+                                    "busy_pct_before": round(busy, 1), "loadavg_after": list(os.getloadavg())})
                 except Exception as exc:  # noqa: BLE001 - report it, go on with the next
                     harness_error = True
                     traceback.print_exc()
@@ -330,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                 "command": "python -m bench.workers " + shlex.join(argv if argv is not None else sys.argv[1:]),
                 "machine": {**report.machine(), "loadavg_at_end": list(os.getloadavg())},
                 "settings": {"duration": args.duration, "warmup": args.warmup, "connections": args.connections,
+                             "synchronous": args.synchronous, "pool_size": args.pool_size,
                              "generator": f"wrk -t1 -c{args.connections}", "smoke": args.smoke},
                 "results": results}
     output = args.output or RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}-workers.json"
