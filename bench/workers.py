@@ -36,6 +36,7 @@ import os
 import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -117,6 +118,39 @@ def cpu_by_group(gateway_pid: int, sink_pid: int | None) -> dict[str, float]:
            "sink": table[str(sink_pid)][2] if sink_pid is not None and str(sink_pid) in table else 0.0}
     out["gateway_processes"] = float(len(tree))
     return out
+
+
+# What the SQLite writers do besides computing: a commit's fsync (fdatasync in WAL mode), and the sleeps of
+# SQLite's busy handler while another process holds the write lock (it polls: 1, 2, 5, 10 ... ms, not woken).
+SYSCALLS = ("fdatasync", "fsync", "clock_nanosleep", "nanosleep")
+
+
+def count_syscalls(pids: list[int], seconds: float, output: Path) -> subprocess.Popen[bytes] | None:
+    """``perf stat`` counting ``SYSCALLS`` in ``pids`` (all their threads) for ``seconds``; None without perf."""
+    if not shutil.which("perf") or not pids:
+        return None
+    events = ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALLS)
+    return subprocess.Popen(["perf", "stat", "-x", ",", "-o", str(output), "-e", events,
+                             "-p", ",".join(map(str, pids)), "--", "sleep", str(seconds)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def read_syscalls(proc: subprocess.Popen[bytes] | None, output: Path) -> dict[str, int] | None:
+    if proc is None or proc.wait(30) != 0 or not output.exists():
+        return None
+    counts: dict[str, int] = {}
+    for line in output.read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_") and fields[0].isdigit():
+            counts[fields[2].removeprefix("syscalls:sys_enter_")] = int(fields[0])
+    return counts or None
+
+
+def gateway_workers(supervisor: int) -> list[int]:
+    """The processes serving requests: the supervisor's children when there are several, else the supervisor."""
+    children = [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+                and (s := _stat(pid)) is not None and s[1] == supervisor and s[0].startswith("python")]
+    return children or [supervisor]
 
 
 def machine_busy_seconds() -> float:
@@ -218,6 +252,7 @@ def _measure(settings: Settings, storage: str, url: str | None, workers: int, dr
     phases: list[LoadResult] = []
     checks: list[Check] = []
     pg_cost: dict[str, Any] | None = None
+    syscalls: dict[str, int] | None = None
     before_pg: pgstats.Snapshot | None = None
     try:
         gw.start_sink()
@@ -235,9 +270,11 @@ def _measure(settings: Settings, storage: str, url: str | None, workers: int, dr
         lsn0 = pgstats.wal_lsn(url) if url else ""
         cpu0, busy0, wrk0 = cpu_by_group(gw.gateway.pid, gw.sink.pid), machine_busy_seconds(), _children_seconds()
         t0 = time.monotonic()
+        perf = None if url else count_syscalls(gateway_workers(gw.gateway.pid), settings.duration, gw.dir / "perf.csv")
         closed = wrk.closed_loop(gw.url, hit, settings.duration, settings.connections, 2 * PHASE, load_core)
         t1 = time.monotonic()
         cpu1, busy1, wrk1 = cpu_by_group(gw.gateway.pid, gw.sink.pid), machine_busy_seconds(), _children_seconds()
+        syscalls = read_syscalls(perf, gw.dir / "perf.csv")
         lsn1 = pgstats.wal_lsn(url) if url else ""
         phases.append(closed)
         left = gw.drain(drain_timeout)
@@ -280,6 +317,13 @@ def _measure(settings: Settings, storage: str, url: str | None, workers: int, dr
         result["postgresql"] = {"cost": pg_cost, "sizes": pgstats.sizes(url)}
     else:
         result["sqlite_file_bytes"] = sum(p.stat().st_size for p in gw.dir.glob("gateway.db*"))
+        # Over the measured load (perf ran for its duration, from just before wrk started).
+        result["syscalls"] = syscalls
+        if syscalls and closed.ok:
+            syncs = syscalls.get("fdatasync", 0) + syscalls.get("fsync", 0)
+            result["hits_per_fsync"] = round(closed.ok / syncs, 1) if syncs else None
+            result["busy_sleeps_per_s"] = round(
+                (syscalls.get("clock_nanosleep", 0) + syscalls.get("nanosleep", 0)) / closed.seconds, 1)
     return result
 
 
