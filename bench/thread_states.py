@@ -27,7 +27,8 @@ from pathlib import Path
 
 from bench import hits, procs, wrk
 from bench.gateway import Settings
-from bench.workers import WorkersGateway, gateway_workers
+from bench.proc_counters import gateway_workers
+from bench.workers import WorkersGateway
 
 Key = tuple[int, str, str, str]
 

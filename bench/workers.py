@@ -36,7 +36,6 @@ import os
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,14 @@ import yaml
 from bench import hits, outbox, pgstats, procs, report, scenarios, wrk
 from bench.gateway import GatewayUnderTest, Settings, http_sink_tag, metric_sum, standard_clients
 from bench.loadgen import LoadResult
+from bench.proc_counters import (
+    children_seconds,
+    count_syscalls,
+    cpu_by_group,
+    gateway_workers,
+    machine_busy_seconds,
+    read_syscalls,
+)
 from bench.scenarios import PHASE, Check
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -85,84 +92,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad or not args.workers or min(args.workers) < 1:
         parser.error(f"--storage takes {','.join(STORAGES)}; --workers positive integers")
     return args
-
-
-# -- CPU, read from /proc -------------------------------------------------------------
-
-def _stat(pid: str) -> tuple[str, int, float] | None:
-    """(command name, parent pid, CPU seconds) of one process."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
-    except OSError:
-        return None
-    comm = text[text.index("(") + 1: text.rindex(")")]
-    fields = text.rsplit(")", 1)[1].split()
-    return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_by_group(gateway_pid: int, sink_pid: int | None) -> dict[str, float]:
-    """CPU seconds so far of the gateway's process tree (supervisor and workers), the sink, and PostgreSQL.
-
-    PostgreSQL is every process called ``postgres``: the whole server, whoever its clients are.
-    """
-    table = {pid: s for pid in os.listdir("/proc") if pid.isdigit() and (s := _stat(pid)) is not None}
-    tree = {gateway_pid}
-    grew = True
-    while grew:  # the supervisor's children, theirs (uvicorn spawns workers), ...
-        before = len(tree)
-        tree |= {int(pid) for pid, (_, ppid, _) in table.items() if ppid in tree}
-        grew = len(tree) > before
-    out = {"gateway": sum(table[str(p)][2] for p in tree if str(p) in table),
-           "postgresql": sum(s[2] for s in table.values() if s[0] == "postgres"),
-           "sink": table[str(sink_pid)][2] if sink_pid is not None and str(sink_pid) in table else 0.0}
-    out["gateway_processes"] = float(len(tree))
-    return out
-
-
-# What the SQLite writers do besides computing: a commit's fsync (fdatasync in WAL mode), and the sleeps of
-# SQLite's busy handler while another process holds the write lock (it polls: 1, 2, 5, 10 ... ms, not woken).
-SYSCALLS = ("fdatasync", "fsync", "clock_nanosleep", "nanosleep")
-
-
-def count_syscalls(pids: list[int], seconds: float, output: Path) -> subprocess.Popen[bytes] | None:
-    """``perf stat`` counting ``SYSCALLS`` in ``pids`` (all their threads) for ``seconds``; None without perf."""
-    if not shutil.which("perf") or not pids:
-        return None
-    events = ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALLS)
-    return subprocess.Popen(["perf", "stat", "-x", ",", "-o", str(output), "-e", events,
-                             "-p", ",".join(map(str, pids)), "--", "sleep", str(seconds)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def read_syscalls(proc: subprocess.Popen[bytes] | None, output: Path) -> dict[str, int] | None:
-    if proc is None or proc.wait(30) != 0 or not output.exists():
-        return None
-    counts: dict[str, int] = {}
-    for line in output.read_text().splitlines():
-        fields = line.split(",")
-        if len(fields) > 2 and fields[2].startswith("syscalls:sys_enter_") and fields[0].isdigit():
-            counts[fields[2].removeprefix("syscalls:sys_enter_")] = int(fields[0])
-    return counts or None
-
-
-def gateway_workers(supervisor: int) -> list[int]:
-    """The processes serving requests: the supervisor's children when there are several, else the supervisor."""
-    children = [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
-                and (s := _stat(pid)) is not None and s[1] == supervisor and s[0].startswith("python")]
-    return children or [supervisor]
-
-
-def machine_busy_seconds() -> float:
-    """Non-idle CPU seconds of all cores since boot, interrupts and softirqs (loopback traffic) included."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _children_seconds() -> float:
-    mine = os.times()
-    return mine.children_user + mine.children_system
 
 
 # -- one run ----------------------------------------------------------------------------
@@ -268,12 +197,12 @@ def _measure(settings: Settings, storage: str, url: str | None, workers: int, dr
             phases.append(wrk.closed_loop(gw.url, hit, settings.warmup, settings.connections, 1 * PHASE, load_core))
             gw.drain(drain_timeout)
         lsn0 = pgstats.wal_lsn(url) if url else ""
-        cpu0, busy0, wrk0 = cpu_by_group(gw.gateway.pid, gw.sink.pid), machine_busy_seconds(), _children_seconds()
+        cpu0, busy0, wrk0 = cpu_by_group(gw.gateway.pid, gw.sink.pid), machine_busy_seconds(), children_seconds()
         t0 = time.monotonic()
         perf = None if url else count_syscalls(gateway_workers(gw.gateway.pid), settings.duration, gw.dir / "perf.csv")
         closed = wrk.closed_loop(gw.url, hit, settings.duration, settings.connections, 2 * PHASE, load_core)
         t1 = time.monotonic()
-        cpu1, busy1, wrk1 = cpu_by_group(gw.gateway.pid, gw.sink.pid), machine_busy_seconds(), _children_seconds()
+        cpu1, busy1, wrk1 = cpu_by_group(gw.gateway.pid, gw.sink.pid), machine_busy_seconds(), children_seconds()
         syscalls = read_syscalls(perf, gw.dir / "perf.csv")
         lsn1 = pgstats.wal_lsn(url) if url else ""
         phases.append(closed)

@@ -28,7 +28,8 @@ CREATE TABLE template AS SELECT 'http_request'::text AS destination, 'forward_to
 SQL
 # PostgreSQL's CPU over the run: every postgres process's CPU time, sampled every 0.1 s so that the
 # backends pgbench starts and ends are counted too (each up to its last sample).
-"$python" - "$$" > "$here/.pg_cpu.$$" <<'PY' &
+cpu_file=$(mktemp)
+"$python" - > "$cpu_file" <<'PY' &
 import os, signal, sys, time
 hz, seen, first = os.sysconf("SC_CLK_TCK"), {}, {}
 def report(*_):
@@ -56,7 +57,7 @@ lsn0=$(psql -Atq -d "$db" -c "SELECT pg_current_wal_lsn()")
 sync0=$(psql -Atq -d "$db" -c "SELECT wal_sync FROM pg_stat_wal")
 pgbench -n -r -c "$clients" -j 2 -T "$seconds" -f "$here/$enqueue@$weight" -f "$here/deliver.sql@1" "$db"
 kill "$sampler"; wait "$sampler" || true
-pg_cpu=$(cat "$here/.pg_cpu.$$"); rm -f "$here/.pg_cpu.$$"
+pg_cpu=$(cat "$cpu_file"); rm -f "$cpu_file"
 sleep 1
 psql -Atq -d "$db" <<SQL
 SELECT 'outbox rows: ' || count(*) || ', delivered ' || count(*) FILTER (WHERE status = 'delivered') FROM outbox;
