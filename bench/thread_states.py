@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if gw.gateway is not None:
             gw.stop_workers()
         procs.stop_all()
+        shutil.rmtree(settings.workdir, ignore_errors=True)
     print(f"--workers {args.workers}, synchronous {args.synchronous}: {result.rps:,.0f} req/s"
           f" ({result.non_2xx} non-2xx, {result.errors} errors)")
     per_thread: collections.Counter[tuple[int, str]] = collections.Counter()
