@@ -26,8 +26,20 @@ SECRETS = (PASSWORD, API_KEY, TOKEN, SIGNATURE, BEARER, X_API_KEY, SHOP_TOKEN, C
 
 
 def _container(db_path: Path, base: str, mode: str) -> str:
-    # aiohttp refuses a URL's userinfo next to an Authorization header, so only the dry-run tag has both.
-    host = base.removeprefix("http://") if mode == "live" else f"{USER}:{PASSWORD}@{base.removeprefix('http://')}"
+    # An Authorization header cannot go with a URL's userinfo (aiohttp refuses the request, so the tag's config
+    # does too): in dry-run the userinfo is on the first tag and the Authorization header on a second one.
+    host = base.removeprefix("http://")
+    forward_host, authorization = (host, f'      Authorization: "Bearer {BEARER}"\n') if mode == "live" else (
+        f"{USER}:{PASSWORD}@{host}", "")
+    bearer_tag = "" if mode == "live" else f"""
+  - name: forward_bearer
+    type: http_request
+    trigger: everything
+    mode: {mode}
+    url: "http://{host}/bearer"
+    headers:
+      Authorization: "Bearer {BEARER}"
+"""
     return f"""
 storage:
   url: sqlite:///{db_path}
@@ -45,15 +57,14 @@ tags:
     type: http_request
     trigger: everything
     mode: {mode}
-    url: "http://{host}/hook?api_key={API_KEY}&token={TOKEN}&signature={SIGNATURE}&keep=visible"
+    url: "http://{forward_host}/hook?api_key={API_KEY}&token={TOKEN}&signature={SIGNATURE}&keep=visible"
     headers:
-      Authorization: "Bearer {BEARER}"
-      X-Api-Key: "{X_API_KEY}"
+{authorization}      X-Api-Key: "{X_API_KEY}"
       X-Shop-Token: "{SHOP_TOKEN}"
       X-Partner: "{CONFIGURED}"
       X-Request-Source: gateway
     secret_headers: [X-Partner]
-"""
+{bearer_tag}"""
 
 
 def _db_bytes(db_path: Path) -> bytes:
@@ -66,17 +77,19 @@ async def test_the_dry_run_table_stores_the_request_with_every_credential_masked
     async with serve_in_loop(container) as base, aiohttp.ClientSession() as session:
         async with session.post(f"{base}/collect", json={"event_name": "page_view"}) as response:
             assert response.status == 204
-        await wait_until(lambda: b"hooks.example" in _db_bytes(db_path))
+        await wait_until(lambda: _db_bytes(db_path).count(b"hooks.example") >= 2)
 
     stored = _db_bytes(db_path)
     for secret in SECRETS:
         assert secret.encode() not in stored, secret
     with sqlite3.connect(db_path) as db:
-        (request,) = [orjson.loads(row[0]) for row in db.execute("SELECT request FROM dry_runs")]
-    assert request["url"] == "http://***@hooks.example/hook?api_key=***&token=***&signature=***&keep=visible"
-    assert request["headers"] == {"Content-Type": "application/json", "Authorization": "***", "X-Api-Key": "***",
+        requests = {orjson.loads(row[0])["url"]: orjson.loads(row[0]) for row in db.execute("SELECT request FROM dry_runs")}
+    request = requests["http://***@hooks.example/hook?api_key=***&token=***&signature=***&keep=visible"]
+    assert request["headers"] == {"Content-Type": "application/json", "X-Api-Key": "***",
                                   "X-Shop-Token": "***", "X-Partner": "***", "X-Request-Source": "gateway"}
     assert request["body"]["event_name"] == "page_view"
+    bearer = requests["http://hooks.example/bearer"]
+    assert bearer["headers"] == {"Content-Type": "application/json", "Authorization": "***"}
 
 
 async def test_a_vendor_answer_that_echoes_the_credentials_is_stored_and_listed_masked(tmp_path: Path) -> None:
