@@ -39,6 +39,7 @@ class Settings:
     cores: procs.Cores
     workdir: Path
     smoke: bool
+    dispatcher: str = "process"  # gateway serve --dispatcher: process (its default) or inline
 
 
 # -- what the repository has today -----------------------------------------------
@@ -159,6 +160,9 @@ class GatewayUnderTest:
         else:
             argv = [sys.executable, "-m", "gateway.cli", "serve"]
         argv += ["--config", str(self.config), "--port", str(self.port)]
+        if dispatcher:
+            # Under a wrapper (callgrind) one process must do all the work it counts: the dispatcher runs inline.
+            argv += ["--dispatcher", "inline" if wrapper else self.settings.dispatcher]
         self.gateway = procs.Proc("gateway", [*wrapper, *argv], self.settings.cores.server, self.dir / "gateway.log",
                                   env={**self.env, **(env or {})}, nice=procs.NICE_SERVER)
         self.gateway.wait_http(self.url + "/readyz", timeout)
