@@ -40,6 +40,7 @@ class Settings:
     workdir: Path
     smoke: bool
     dispatcher: str = "process"  # gateway serve --dispatcher: process (its default) or inline
+    dispatcher_nice: int | None = None  # gateway serve --dispatcher-nice; None: serve's default
 
 
 # -- what the repository has today -----------------------------------------------
@@ -163,6 +164,8 @@ class GatewayUnderTest:
         if dispatcher:
             # Under a wrapper (callgrind) one process must do all the work it counts: the dispatcher runs inline.
             argv += ["--dispatcher", "inline" if wrapper else self.settings.dispatcher]
+            if self.settings.dispatcher_nice is not None and not wrapper:
+                argv += ["--dispatcher-nice", str(self.settings.dispatcher_nice)]
         self.gateway = procs.Proc("gateway", [*wrapper, *argv], self.settings.cores.server, self.dir / "gateway.log",
                                   env={**self.env, **(env or {})}, nice=procs.NICE_SERVER)
         self.gateway.wait_http(self.url + "/readyz", timeout)
