@@ -105,7 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         runtime_dir = tempfile.mkdtemp(prefix="gateway-dispatch-")
         os.environ[DISPATCH_DIR_ENV] = runtime_dir
         argv = [sys.executable, "-m", "gateway.cli", "dispatch", "--config", os.environ[CONFIG_ENV],
-                "--runtime-dir", runtime_dir, "--parent-pid", str(os.getpid()), "--nice", str(args.dispatcher_nice)]
+                "--runtime-dir", runtime_dir, "--parent-pid", str(os.getpid()), "--nice", str(args.dispatcher_nice), "--batch"]
         if args.log_level:
             argv += ["--log-level", args.log_level]
         supervisor = DispatcherSupervisor(argv, metrics_dir=os.environ.get(MULTIPROC_ENV))
@@ -168,7 +168,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level)
-    return dispatch_main(container, args.runtime_dir, args.parent_pid, args.nice)
+    return dispatch_main(container, args.runtime_dir, args.parent_pid, args.nice, args.batch)
 
 
 async def _nothing(storage: Storage) -> None:
@@ -280,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="directory of the wake-up socket and heartbeat shared with serve's HTTP workers")
     dispatch.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     dispatch.add_argument("--nice", type=int, default=0, help="lower the process's CPU priority by this much")
+    dispatch.add_argument("--batch", action="store_true",
+                          help="schedule it as SCHED_BATCH: its wake-ups never preempt the HTTP workers (Linux)")
     dispatch.add_argument("--log-level", default=None)
     dispatch.set_defaults(func=cmd_dispatch)
 

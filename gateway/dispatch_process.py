@@ -7,7 +7,7 @@ claims, sends and settles a batch ran between two requests, and its claim
 and settle SQL went through the same SQLite writer as the requests'
 commits, in their commit groups. Here it has its own loop, its own storage
 connection (its own writer thread, for SQLite) and, when supervised, a
-lower CPU priority (``--nice``), so that on a busy core the requests win.
+lower CPU priority (``--nice``, ``--batch``), so that on a shared core the requests win.
 
 What it shares with the HTTP workers (``gateway.dispatch_link``): a Unix
 datagram socket the workers wake it through after a commit, and a heartbeat
@@ -155,14 +155,29 @@ async def run(container: Container, runtime_dir: str | None, parent_pid: int | N
     return 0
 
 
-def main(container: Container, runtime_dir: str | None, parent_pid: int | None, nice: int) -> int:
+def yield_the_cpu(nice: int, batch: bool) -> None:
+    """Lower this process's CPU priority before any thread starts (threads inherit it).
+
+    ``nice``: a smaller share of a busy core. ``batch`` (``SCHED_BATCH``): its
+    wake-ups (a datagram, a timer, a storage answer) never preempt the HTTP
+    worker in the middle of a request; it runs when the worker waits, or at
+    the next scheduler tick, and still gets its share of a saturated core.
+    """
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+    if batch and hasattr(os, "SCHED_BATCH"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
+def main(container: Container, runtime_dir: str | None, parent_pid: int | None, nice: int,
+         batch: bool = False) -> int:
     """The ``gateway dispatch`` command once its container loaded: priority, parent, event loop."""
     if parent_pid is not None:
         die_with_parent(parent_pid)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
-    if nice:
-        with contextlib.suppress(OSError):
-            os.nice(nice)
+    yield_the_cpu(nice, batch)
     try:
         import uvloop
     except ImportError:

@@ -99,6 +99,9 @@ async def test_a_hit_is_delivered_by_the_dispatcher_child_and_its_metrics_reach_
         await wait_until(lambda: sink_arrivals(sink) == ["first"], timeout=3)
         log = (tmp_path / "gateway.log").read_text()
         assert f'"message":"dispatcher process started","pid":{child}' in log
+        # It yields the core to the HTTP worker: nicer, and its wake-ups never preempt (SCHED_BATCH).
+        assert os.getpriority(os.PRIO_PROCESS, child) == os.getpriority(os.PRIO_PROCESS, gateway.pid) + 5
+        assert os.sched_getscheduler(child) == os.SCHED_BATCH
         # Counted by the child (once the sink answered), read through the worker's /metrics.
         await wait_until(lambda: _metric_is(gateway, "gateway_deliveries_total", DELIVERED, 1), timeout=5)
         assert await metric(gateway, "gateway_delivery_request_seconds_count", 'destination="http_request"') == 1
