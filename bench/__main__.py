@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="open-loop rate as a fraction of the closed-loop max (default 0.5)")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
                         help="closed-loop generator: wrk when installed (auto), or the bundled Python one")
+    parser.add_argument("--dispatcher", choices=["process", "inline"], default="inline",
+                        help="gateway serve --dispatcher: deliveries on the HTTP worker's event loop (default: what"
+                             " serve's auto picks on the one core the server is pinned to) or in a process of their own")
+    parser.add_argument("--dispatcher-nice", type=int, default=None,
+                        help="gateway serve --dispatcher-nice (default: serve's own default)")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--smoke", action="store_true", help="tiny durations: checks the harness, not speed")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         duration=args.duration, warmup=args.warmup, memory_duration=args.memory_duration,
         memory_rate=args.memory_rate, connections=args.connections, drain_timeout=0.0 if args.smoke else 180.0,
         open_fraction=args.open_fraction,
-        use_wrk=use_wrk, cores=cores, workdir=workdir, smoke=args.smoke,
+        use_wrk=use_wrk, cores=cores, workdir=workdir, smoke=args.smoke, dispatcher=args.dispatcher,
+        dispatcher_nice=args.dispatcher_nice,
     )
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(wanted) - set(ALL)
@@ -153,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"duration": settings.duration, "warmup": settings.warmup,
                      "memory_duration": settings.memory_duration, "connections": settings.connections,
                      "open_fraction": settings.open_fraction, "closed_loop_generator": "wrk" if use_wrk else "python",
-                     "pinning": cores.describe(), "smoke": args.smoke},
+                     "pinning": cores.describe(), "smoke": args.smoke, "dispatcher": args.dispatcher,
+                     "dispatcher_nice": args.dispatcher_nice},
         "results": results,
         "profile": profile_result,
     }

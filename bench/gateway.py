@@ -39,6 +39,8 @@ class Settings:
     cores: procs.Cores
     workdir: Path
     smoke: bool
+    dispatcher: str = "inline"  # gateway serve --dispatcher: inline (what auto picks on one pinned core) or process
+    dispatcher_nice: int | None = None  # gateway serve --dispatcher-nice; None: serve's default
 
 
 # -- what the repository has today -----------------------------------------------
@@ -159,6 +161,11 @@ class GatewayUnderTest:
         else:
             argv = [sys.executable, "-m", "gateway.cli", "serve"]
         argv += ["--config", str(self.config), "--port", str(self.port)]
+        if dispatcher:
+            # Under a wrapper (callgrind) one process must do all the work it counts: the dispatcher runs inline.
+            argv += ["--dispatcher", "inline" if wrapper else self.settings.dispatcher]
+            if self.settings.dispatcher_nice is not None and not wrapper:
+                argv += ["--dispatcher-nice", str(self.settings.dispatcher_nice)]
         self.gateway = procs.Proc("gateway", [*wrapper, *argv], self.settings.cores.server, self.dir / "gateway.log",
                                   env={**self.env, **(env or {})}, nice=procs.NICE_SERVER)
         self.gateway.wait_http(self.url + "/readyz", timeout)

@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import time
 from array import array
+from bisect import bisect_left
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Coroutine, TypeVar
@@ -36,6 +37,8 @@ TICK = 0.001  # the generator sleeps at least this long between sends: no busy l
 IDLE_MAX = 4.0  # a connection idle this long is retired: uvicorn closes them after 5 s, and a request sent
 #                 just as the server closes would fail for a reason that is not the server's fault
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
+# Upper bounds (ms) of the latency histogram's buckets; the last bucket takes everything above.
+HISTOGRAM_MS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 100.0, 250.0, 1000.0)
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class LoadResult:
     generator: str
     target_rate: float | None = None  # requests/s scheduled (open loop)
     send_lag_ms: dict[str, float] = field(default_factory=dict)  # open loop: write time minus due time
+    histogram_ms: list[tuple[float | None, int]] = field(default_factory=list)  # (upper bound or None, count)
 
     @property
     def ok(self) -> int:
@@ -69,6 +73,7 @@ class LoadResult:
             "requests_per_s": round(self.rps, 1), "target_rate": self.target_rate,
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
             "send_lag_ms": {k: round(v, 3) for k, v in self.send_lag_ms.items()},
+            "histogram_ms": [[upper, count] for upper, count in self.histogram_ms],
         }
 
 
@@ -81,6 +86,14 @@ def percentiles(values: array | list[float]) -> dict[str, float]:
     out = {k: ordered[min(last, max(0, int(len(ordered) * q / 100.0 + 0.5) - 1))] for k, q in PERCENTILES.items()}
     out["max"] = ordered[-1]
     return out
+
+
+def histogram(values: array | list[float], bounds: tuple[float, ...] = HISTOGRAM_MS) -> list[tuple[float | None, int]]:
+    """How many of ``values`` (ms) fall at or under each bound and above the one before; None: above the last."""
+    counts = [0] * (len(bounds) + 1)
+    for value in values:
+        counts[bisect_left(bounds, value)] += 1
+    return [(upper, count) for upper, count in zip((*bounds, None), counts)]
 
 
 class _Conn(asyncio.Protocol):
@@ -228,7 +241,7 @@ async def open_loop(
     return LoadResult(
         sent=sum(statuses.values()), statuses=dict(statuses), errors=errors, seconds=seconds,
         latency_ms=percentiles(latencies), generator="bench.loadgen open loop", target_rate=rate,
-        send_lag_ms=percentiles(lags),
+        send_lag_ms=percentiles(lags), histogram_ms=histogram(latencies),
     )
 
 
@@ -279,7 +292,7 @@ async def closed_loop(
     await asyncio.gather(*(worker() for _ in range(connections)))
     return LoadResult(
         sent=sum(statuses.values()), statuses=dict(statuses), errors=errors, seconds=time.perf_counter() - started,
-        latency_ms=percentiles(latencies), generator="bench.loadgen closed loop",
+        latency_ms=percentiles(latencies), generator="bench.loadgen closed loop", histogram_ms=histogram(latencies),
     )
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from bench import histogram
+
 
 def machine() -> dict[str, Any]:
     model = "unknown"
@@ -68,6 +70,10 @@ def render(results: list[dict[str, Any]]) -> str:
          "open p99 ms", "open p99 vs ceiling", "generator lag p99 ms", "checks"], rows), "",
         "generator lag: how late the open-loop generator sent (included in the open-loop latency); when it is"
         " large the load core was busy and the open-loop figures of that row say little about the server."]
+
+    distributions = histogram.render(load)
+    if distributions:
+        out += ["", "### Open-loop latency distribution (bench/histogram.py)", "", distributions]
 
     deliveries = [r for r in load if "delivery" in r]
     if deliveries:

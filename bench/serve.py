@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return app
 
     gateway.app.create_app = functools.update_wrapper(without_dispatcher, create_app)
-    return gateway_main(["serve", *rest])
+    # inline: this process builds the app (with the switch above), and no dispatcher process is started.
+    return gateway_main(["serve", "--dispatcher", "inline", *rest])
 
 
 if __name__ == "__main__":

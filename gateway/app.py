@@ -63,7 +63,8 @@ from gateway.collect import Answer, CollectionFront, Methods, json_answer, scope
 from gateway.config import CONFIG_ENV, ClientEntry, Container, load_container_file
 from gateway.consent import PSEUDONYM_SECRET
 from gateway.debug import attach as attach_debug, bind_ledger_step, install as install_debug, note_parsed
-from gateway.dispatcher import Dispatcher, dry_run_recorder
+from gateway.delivery_setup import build_delivery, follow_up_forever
+from gateway.dispatch_link import DISPATCH_DIR_ENV, DispatcherLink
 from gateway.errors import BadRequest
 from gateway.event import Event
 from gateway.first_party import FirstPartyCookies
@@ -73,12 +74,9 @@ from gateway.openapi import build_openapi
 from gateway.orders import ClickTag, Ledger
 from gateway.pipeline import Pipeline
 from gateway.rejections import NO_CLIENT, REJECTIONS
-from gateway.sender import RequestRecorder, Sender, SenderContext
-from gateway.vendor_requests import RequestFollowUp
 from gateway.storage import open_storage
 from gateway.storage.base import Storage, StorageUnavailable
 from gateway.storage_url import storage_description
-from tags import DESTINATIONS
 
 log = logging.getLogger("gateway.app")
 
@@ -112,20 +110,8 @@ class Overloaded(Exception):
         self.reason = reason  # inflight | outbox_full, in the answer's detail and the log line
 
 
-def build_senders(container: Container, storage: Storage, now: Callable[[], datetime],
-                  record_request: RequestRecorder | None = None) -> dict[str, Sender]:
-    ctx = SenderContext(
-        record_dry_run=dry_run_recorder(storage, now),
-        now=now,
-        request_timeout=container.file.delivery.request_timeout.total_seconds(),
-        record_request=record_request,
-    )
-    senders: dict[str, Sender] = {}
-    for destination, module in DESTINATIONS.items():
-        tags = [t.config for t in container.tags if t.destination == destination]
-        if tags:
-            senders[destination] = module.Sender(container.destinations.get(destination), tags, ctx)
-    return senders
+def _no_wake() -> None:
+    """Nobody to wake: deliveries run elsewhere (another instance, ``gateway dispatch``) and poll."""
 
 
 CLICK_CONVERSION_TAG = "google_ads_click_conversion"
@@ -169,8 +155,11 @@ class Gateway:
         *,
         storage: Storage | None = None,
         run_dispatcher: bool = True,
+        dispatcher_link: DispatcherLink | None = None,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``run_dispatcher`` runs deliveries on this event loop; else ``dispatcher_link`` reaches the
+        dispatcher process of ``gateway serve`` (its wake-up and heartbeat), or nothing does."""
         self.container = container
         self.now = now
         self.pipeline = Pipeline(container)
@@ -179,10 +168,12 @@ class Gateway:
                              self.orders.hold_pending_refunds)
         self.storage = storage or open_storage(container.file.storage)
         self.run_dispatcher = run_dispatcher
-        senders: dict[str, Sender] = {}
-        self.follow_up = RequestFollowUp(self.storage, senders, now)
-        senders.update(build_senders(container, self.storage, now, self.follow_up.record))
-        self.dispatcher = Dispatcher(self.storage, senders, container.file.delivery, now=now)
+        self.dispatcher_link = None if run_dispatcher else dispatcher_link
+        self.dispatcher, self.follow_up = build_delivery(container, self.storage, now)
+        # Called after every commit that made outbox items: the loop's own dispatcher, or a datagram to its process.
+        self.wake_dispatcher: Callable[[], None] = (
+            self.dispatcher.wake if run_dispatcher
+            else self.dispatcher_link.wake if self.dispatcher_link is not None else _no_wake)
         self.limits = container.file.limits
         self.read_deadlines = ReadDeadlines(self.limits.read_timeout.total_seconds())
         self.max_depth = container.file.storage.max_outbox_depth
@@ -224,6 +215,8 @@ class Gateway:
                     await task
         if self.run_dispatcher:
             await self.dispatcher.stop()
+        if self.dispatcher_link is not None:
+            self.dispatcher_link.close()
         await self.read_deadlines.stop()
         await self.storage.close()
         metrics.flush()
@@ -235,17 +228,14 @@ class Gateway:
             metrics.flush()
             for client, count in self.inflight.items():
                 metrics.IN_FLIGHT.labels(client).set(count)
+            if self.dispatcher_link is not None:
+                self.dispatcher_link.report()
             with contextlib.suppress(Exception):
                 self.pending_estimate = await self.storage.pending_count()
 
     async def _follow_up_loop(self) -> None:
         """Ask vendors about the requests they process later (gateway.vendor_requests), off the request path."""
-        while True:
-            await asyncio.sleep(FOLLOW_UP_SECONDS)
-            try:
-                await self.follow_up.check_once()
-            except Exception as exc:  # noqa: BLE001 - the follow-up must outlive any one failure
-                log.error("vendor request follow-up failed", extra={"error": type(exc).__name__})
+        await follow_up_forever(self.follow_up, FOLLOW_UP_SECONDS)
 
     async def _sweep_orders_loop(self) -> None:
         interval = self.orders.sweep_interval.total_seconds()
@@ -264,8 +254,7 @@ class Gateway:
         sweep = await self.storage.sweep_held(now, lambda state: self.ledger.release(state, now), self.orders.retention)
         if sweep.released.deliveries:
             self.pending_estimate += len(sweep.released.deliveries)
-            if self.run_dispatcher:
-                self.dispatcher.wake()
+            self.wake_dispatcher()
         log_ledger(sweep.released, "sweep", self.pipeline.consent.log_ref)
         for code, count in sweep.expired.items():
             metrics.DEAD_LETTERS.labels(LEDGER_DESTINATION, code).inc(count)
@@ -384,8 +373,14 @@ class Gateway:
 
     def _enqueued(self, count: int) -> None:
         self.pending_estimate += count
-        if count and self.run_dispatcher:
-            self.dispatcher.wake()
+        if count:
+            self.wake_dispatcher()
+
+    def dispatcher_alive(self) -> bool:
+        """Deliveries are running: this loop's dispatcher, or the dispatcher process's heartbeat is fresh."""
+        if self.run_dispatcher:
+            return self.dispatcher.alive
+        return self.dispatcher_link is None or self.dispatcher_link.alive()
 
 
 def create_app(
@@ -393,9 +388,11 @@ def create_app(
     *,
     storage: Storage | None = None,
     run_dispatcher: bool = True,
+    dispatcher_link: DispatcherLink | None = None,
     now: Callable[[], datetime] = utcnow,
 ) -> Starlette:
-    gateway = Gateway(container, storage=storage, run_dispatcher=run_dispatcher, now=now)
+    gateway = Gateway(container, storage=storage, run_dispatcher=run_dispatcher, dispatcher_link=dispatcher_link,
+                      now=now)
 
     by_path: dict[str, Methods] = {}
     for entry in container.clients:
@@ -416,7 +413,7 @@ def create_app(
     async def readyz(request: Request) -> Response:
         # Ready means a hit would be stored now: the outbox takes a write, not only a read.
         problem = await gateway.storage.write_problem()
-        dispatcher_ok = gateway.dispatcher.alive or not gateway.run_dispatcher
+        dispatcher_ok = gateway.dispatcher_alive()
         body: dict[str, Any] = {"storage": problem is None, "dispatcher": dispatcher_ok}
         if problem is not None:
             body["storage_problem"] = problem
@@ -467,11 +464,17 @@ def create_app(
 
 
 def app_from_env() -> Starlette:
-    """uvicorn factory: the container path comes from GATEWAY_CONFIG (set by ``gateway serve``)."""
+    """uvicorn factory: the container path comes from GATEWAY_CONFIG (set by ``gateway serve``).
+
+    With ``GATEWAY_DISPATCH_DIR`` set (``gateway serve --dispatcher process``, the default) deliveries run
+    in the dispatcher process that ``gateway serve`` supervises, not on this worker's event loop.
+    """
     from gateway.logs import configure_logging
 
     configure_logging()
-    app = create_app(load_container_file(os.environ[CONFIG_ENV]))
+    link_dir = os.environ.get(DISPATCH_DIR_ENV)
+    link = DispatcherLink(link_dir) if link_dir else None
+    app = create_app(load_container_file(os.environ[CONFIG_ENV]), run_dispatcher=link is None, dispatcher_link=link)
     # Everything built so far (modules, schemas, the compiled container) lives as long as the
     # process: out of the collector's sight, the full collections it runs under load stay short.
     gc.collect()

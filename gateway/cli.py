@@ -12,6 +12,8 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
+import signal
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -22,8 +24,10 @@ import orjson
 from gateway import secrets_mask
 from gateway.cli_context import load_container as _load
 from gateway.cli_context import with_storage as _with_storage
-from gateway.config import CONFIG_ENV
+from gateway.config import CONFIG_ENV, Container
+from gateway.dispatch_link import DISPATCH_DIR_ENV
 from gateway.errors import ConfigError
+from gateway.metrics import MULTIPROC_ENV
 from gateway.order_report import order_report
 from gateway.storage import PostgresStorage, open_storage
 from gateway.storage import sqlite as sqlite_storage
@@ -31,6 +35,9 @@ from gateway.storage.base import Storage, StorageUnavailable
 from gateway.vendor_requests import request_report
 
 DEFAULT_PORT = 8080
+# The dispatcher process yields the CPU to the HTTP workers when both want it: a request waits for no batch.
+DISPATCHER_NICE = 5
+OWN_METRICS_DIR_ENV = "GATEWAY_OWN_METRICS_DIR"  # the metrics directory serve made, and removes when it stops
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -49,24 +56,100 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
 
 
+class _Signalled(Exception):
+    """SIGTERM or SIGINT reached ``gateway serve`` outside uvicorn's own handlers (or as uvicorn re-raised it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def dispatcher_mode(choice: str, container: Container, cpus: int | None = None) -> str:
+    """``process`` or ``inline``; ``auto`` is ``process`` where it can have a core of its own.
+
+    ``auto`` is ``inline`` when the debugger is on (it records delivery attempts in the traces it keeps in
+    the HTTP worker's memory) and when this process may run on one CPU only (``cpus``: the CPUs it may
+    use, read from its affinity when not given): on one core the dispatcher process cost more than it
+    saved, p99 at half the maximum 12-25 ms against 9-15 ms inline (BENCHMARKS.md, "p99 latency:
+    deliveries in a process of their own").
+    """
+    if choice != "auto":
+        return choice
+    if container.file.debug.enabled:
+        return "inline"
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return "process" if cpus >= 2 else "inline"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     container = _load(args.config, serving=True)  # refuse to start on a bad file, with every error listed
     # Open (and migrate) the storage once before uvicorn starts: a storage that cannot be opened is
     # then one line and exit status 1 here, not a traceback from inside the server's start-up.
     asyncio.run(_with_storage(container, _nothing))
+    mode = dispatcher_mode(args.dispatcher, container)
+    if (args.workers > 1 or mode == "process") and not os.environ.get(MULTIPROC_ENV):
+        # Each process (workers, dispatcher) writes its metrics here; /metrics adds them up.
+        os.environ[MULTIPROC_ENV] = os.environ[OWN_METRICS_DIR_ENV] = tempfile.mkdtemp(prefix="gateway-metrics-")
+        if args.workers == 1:
+            # This process serves too, and prometheus-client chose where its values live when it was
+            # imported, before the variable was set: start again, from the top, with it set (same PID).
+            os.execv(sys.executable, [sys.executable, "-m", "gateway.cli", *args.argv])
     import uvicorn
 
-    from gateway.server import raise_open_file_limit, uvicorn_options
+    from gateway.server import raise_open_file_limit
 
     os.environ[CONFIG_ENV] = os.path.abspath(args.config)
-    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Each worker writes its metrics here; /metrics adds them up.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level)
     soft, hard = raise_open_file_limit()
     logging.getLogger("gateway.server").info("open file limit", extra={"soft": soft, "hard": hard})
+    supervisor, runtime_dir = None, None
+    if mode == "process":
+        from gateway.dispatch_supervisor import DispatcherSupervisor
+
+        runtime_dir = tempfile.mkdtemp(prefix="gateway-dispatch-")
+        os.environ[DISPATCH_DIR_ENV] = runtime_dir
+        argv = [sys.executable, "-m", "gateway.cli", "dispatch", "--config", os.environ[CONFIG_ENV],
+                "--runtime-dir", runtime_dir, "--parent-pid", str(os.getpid()), "--nice", str(args.dispatcher_nice), "--batch"]
+        if args.log_level:
+            argv += ["--log-level", args.log_level]
+        supervisor = DispatcherSupervisor(argv, metrics_dir=os.environ.get(MULTIPROC_ENV))
+    else:
+        os.environ.pop(DISPATCH_DIR_ENV, None)
+    logging.getLogger("gateway.server").info("dispatcher", extra={"mode": mode})
+    caught: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        raise _Signalled(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)} if supervisor else {}
+    try:
+        if supervisor is not None:
+            supervisor.start()
+        _run_uvicorn(uvicorn, args, container)
+    except _Signalled:
+        pass
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+        if runtime_dir is not None:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+        own = os.environ.get(OWN_METRICS_DIR_ENV)
+        if own and own == os.environ.get(MULTIPROC_ENV):  # made by this serve, which all its processes ended
+            shutil.rmtree(own, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for sig in caught[:1]:  # exit as the signal says, as uvicorn alone does (-15 for SIGTERM, 130 for SIGINT)
+        signal.raise_signal(sig)
+    return 0
+
+
+def _run_uvicorn(uvicorn: Any, args: argparse.Namespace, container: Any) -> None:
+    from gateway.server import uvicorn_options
+
     uvicorn.run(
         "gateway.app:app_from_env",
         factory=True,
@@ -83,7 +166,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         **uvicorn_options(container),
     )
-    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    """The dispatcher alone: what ``gateway serve`` starts as its child, or a delivery process of its own."""
+    container = _load(args.config)
+    from gateway.dispatch_process import main as dispatch_main
+    from gateway.logs import configure_logging
+
+    configure_logging(args.log_level)
+    return dispatch_main(container, args.runtime_dir, args.parent_pid, args.nice, args.batch)
 
 
 async def _nothing(storage: Storage) -> None:
@@ -181,7 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default=None)
     serve.add_argument("--graceful-timeout", type=int, default=20, help="seconds to finish in-flight requests on SIGTERM")
+    serve.add_argument(
+        "--dispatcher", choices=["auto", "process", "inline"], default="auto",
+        help="where deliveries run: process (a dispatcher process of its own, started and restarted by serve),"
+             " inline (on each HTTP worker's event loop); auto (default): process, or inline when debug.enabled")
+    serve.add_argument("--dispatcher-nice", type=int, default=DISPATCHER_NICE,
+                       help=f"how much lower the dispatcher process's CPU priority is (default {DISPATCHER_NICE})")
     serve.set_defaults(func=cmd_serve)
+
+    dispatch = sub.add_parser("dispatch", help="run the dispatcher alone (gateway serve starts one as its child)")
+    _config_arg(dispatch)
+    dispatch.add_argument("--runtime-dir", default=None,
+                          help="directory of the wake-up socket and heartbeat shared with serve's HTTP workers")
+    dispatch.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    dispatch.add_argument("--nice", type=int, default=0, help="lower the process's CPU priority by this much")
+    dispatch.add_argument("--batch", action="store_true",
+                          help="schedule it as SCHED_BATCH: its wake-ups never preempt the HTTP workers (Linux)")
+    dispatch.add_argument("--log-level", default=None)
+    dispatch.set_defaults(func=cmd_dispatch)
 
     validate = sub.add_parser("validate", help="check a container file and print every error")
     validate.add_argument("file", nargs="?", help="container file (or --config)")
@@ -243,6 +352,7 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `serve` starts again with (cmd_serve)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:  # found after the file loaded: the storage's directory, say

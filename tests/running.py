@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 
 import aiohttp
 import anyio
@@ -212,8 +212,10 @@ class GatewayProcess:
         *,
         env: Mapping[str, str | None] | None = None,
         file_size_limit: int | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.config_path = config_path
+        self.args = list(args)  # more options for `gateway serve` (--dispatcher inline, say)
         self.port = port
         self.log_path = log_path
         self.env = dict(env or {})
@@ -242,7 +244,8 @@ class GatewayProcess:
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_path), "--port", str(self.port)],
+                [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_path), "--port", str(self.port),
+                 *self.args],
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -288,6 +291,31 @@ class GatewayProcess:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGTERM)
         return self.proc.wait(timeout)
+
+
+def child_pids(pid: int) -> list[int]:
+    """The PIDs of the live (not zombie) processes whose parent is ``pid``, read from /proc."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(entry))
+    return children
+
+
+def process_exists(pid: int) -> bool:
+    """``pid`` is a live process (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class SQLiteWriteLock:

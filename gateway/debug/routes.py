@@ -249,8 +249,8 @@ class DebugApp:
             count = await self.gateway.storage.replay_dead_letters(ids, self.gateway.now())
         except StorageUnavailable:
             return _error(503, "storage unavailable", None, {"Retry-After": "5"})
-        if count and self.gateway.run_dispatcher:
-            self.gateway.dispatcher.wake()
+        if count:
+            self.gateway.wake_dispatcher()
         return _json(200, {"replayed": count})
 
     async def vendor_requests(self, request: Request) -> Response:

@@ -48,6 +48,7 @@ import itertools
 import queue
 import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -80,6 +81,12 @@ Op = Callable[[sqlite3.Connection], T]
 Queued = tuple[Op[Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop, bool]
 
 MAX_GROUP = 512  # operations committed together at most
+# Waiting for another process's write lock (the dispatcher process's claim or settle): the first retry
+# after this many seconds, doubling up to BUSY_STEP_MAX. SQLite's own busy handler sleeps 1, 2, 5, 10 ms...
+# between tries, so a request would wait milliseconds for a lock held for a fraction of one.
+BUSY_STEP = 0.0001
+BUSY_STEP_MAX = 0.002
+SQLITE_BUSY = 5
 DRY_RUN_CAP = 10_000  # dry-run records kept
 PRUNE_CHUNK = 5_000  # rows deleted per transaction by prune(), so writers are not held up
 
@@ -295,6 +302,7 @@ class SQLiteStorage(Storage):
             conn.execute(f"PRAGMA synchronous = {'FULL' if self.synchronous == 'FULL' else 'NORMAL'}")
             conn.execute("PRAGMA journal_size_limit = 67108864")  # truncate the WAL back to 64 MiB after a burst
             self._migrate(conn)
+            conn.execute("PRAGMA busy_timeout = 0")  # from here on _begin waits for the write lock, in finer steps
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -336,9 +344,35 @@ class SQLiteStorage(Storage):
                 if left is not None:
                     self._resolve([left], [(False, StorageUnavailable("sqlite: storage is not open"))])
 
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``, retried in short steps while another process holds the write lock.
+
+        The writer's connection has no busy timeout of its own once migrated
+        (``_run_writer``): in WAL mode taking the write lock is where one
+        writer waits for another. This gives up after ``busy_timeout``, as
+        SQLite's handler would (the caller then answers 503); only the wait
+        in between is finer.
+        """
+        deadline = 0.0
+        step = BUSY_STEP
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", SQLITE_BUSY) != SQLITE_BUSY:
+                    raise
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self.busy_timeout
+                elif now >= deadline:
+                    raise
+            time.sleep(step)
+            step = min(BUSY_STEP_MAX, step * 2)
+
     def _commit_group(self, conn: sqlite3.Connection, batch: list[Queued]) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn)
         except sqlite3.Error as exc:
             self._resolve(batch, [(False, _unavailable(exc)) for _ in batch])
             return
@@ -358,7 +392,7 @@ class SQLiteStorage(Storage):
                 try:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
-                    conn.execute("BEGIN IMMEDIATE")
+                    self._begin(conn)
                 except sqlite3.Error as exc:
                     self._resolve(batch, [(False, _unavailable(exc)) for _ in batch])
                     return

@@ -250,3 +250,29 @@ async def test_only_operations_that_merely_read_and_write_the_database_are_repla
     marked(False)
     await store.sweep_held(T0, lambda state: LedgerWrite())
     marked(False)
+
+
+async def test_a_commit_waits_for_another_processs_write_lock_and_gives_up_after_busy_timeout(db_file):
+    """The writer takes the write lock in its own short steps (``_begin``): it waits while another
+    connection holds the lock, commits once it is released, and fails after ``busy_timeout``."""
+    from tests.running import SQLiteWriteLock
+
+    storage = SQLiteStorage(str(db_file), busy_timeout=1.0)
+    await storage.open()
+    try:
+        lock = SQLiteWriteLock(db_file).__enter__()
+        waiting = asyncio.ensure_future(storage.enqueue([delivery("waited")], T0))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # still waiting for the lock, not failed at once
+        lock.release()
+        assert await asyncio.wait_for(waiting, 5) is True
+        assert [key for key, _ in outbox(db_file)] == ["waited"]
+
+        with SQLiteWriteLock(db_file):
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(StorageUnavailable, match="locked"):
+                await storage.enqueue([delivery("refused")], T0)
+            assert asyncio.get_running_loop().time() - started >= 0.9
+        assert [key for key, _ in outbox(db_file)] == ["waited"]
+    finally:
+        await storage.close()
