@@ -466,8 +466,9 @@ def create_app(
 def app_from_env() -> Starlette:
     """uvicorn factory: the container path comes from GATEWAY_CONFIG (set by ``gateway serve``).
 
-    With ``GATEWAY_DISPATCH_DIR`` set (``gateway serve --dispatcher process``, the default) deliveries run
-    in the dispatcher process that ``gateway serve`` supervises, not on this worker's event loop.
+    With ``GATEWAY_DISPATCH_DIR`` set (``gateway serve --dispatcher process``, what ``auto`` picks on two
+    CPUs or more) deliveries run in the dispatcher process that ``gateway serve`` supervises, not on this
+    worker's event loop.
     """
     from gateway.logs import configure_logging
 
