@@ -276,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--dispatcher", choices=["auto", "process", "inline"], default="auto",
         help="where deliveries run: process (a dispatcher process of its own, started and restarted by serve),"
-             " inline (on each HTTP worker's event loop); auto (default): process, or inline when debug.enabled")
+             " inline (on each HTTP worker's event loop); auto (default): process where serve may use two CPUs or"
+             " more, inline on one CPU or when debug.enabled")
     serve.add_argument("--dispatcher-nice", type=int, default=DISPATCHER_NICE,
                        help=f"how much lower the dispatcher process's CPU priority is (default {DISPATCHER_NICE})")
     serve.set_defaults(func=cmd_serve)
