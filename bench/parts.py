@@ -50,7 +50,7 @@ def _setup(scenario: str, calls: int) -> tuple[Parts, list[Any], Callable[[Any],
     from clients import ga4
     from gateway.client import RawRequest, stamp
     from gateway.config import load_container_file
-    from gateway.consent import apply_consent
+    from gateway.consent import ConsentPolicy, apply_consent
     from gateway.first_party import FirstPartyCookies
     from gateway.pipeline import Pipeline
 
@@ -59,7 +59,7 @@ def _setup(scenario: str, calls: int) -> tuple[Parts, list[Any], Callable[[Any],
     entry = next(c for c in container.clients if c.config.type == "ga4")
     tags = {t.config.name: t for t in container.tags}
     pipeline = Pipeline(container)
-    cookies = FirstPartyCookies(container.file.cookies, container.consent_defaults)
+    cookies = FirstPartyCookies(container.file.cookies, ConsentPolicy.for_container(container))
 
     def raw(n: int) -> RawRequest:
         path, headers, body = hit.render(n)

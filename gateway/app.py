@@ -182,8 +182,7 @@ class Gateway:
         # Requests past their body and not yet answered, per client: each client has its own budget.
         self.inflight: dict[str, int] = {entry.config.type: 0 for entry in container.clients}
         self._proxies = TrustedProxies(container.trusted_proxies)
-        consent = self.pipeline.consent
-        self.first_party = FirstPartyCookies(container.file.cookies, consent.defaults, consent.by_client)
+        self.first_party = FirstPartyCookies(container.file.cookies, self.pipeline.consent)
         self._requests = metrics.LabelCache(metrics.REQUESTS)
         self._events = metrics.LabelCache(metrics.EVENTS)
         self._ignored = metrics.LabelCache(metrics.WEBHOOKS_IGNORED, buffered=False)  # rare: counted at once
@@ -328,8 +327,7 @@ class Gateway:
             self.pipeline.consent.pseudonymise_ids(result.events)
             if result.request_key is not None:  # stored for dedupe only: an address in it is stored as its pseudonym
                 result.request_key = self.pipeline.consent.stored_key(result.request_key)
-            cookies = (self.first_party.apply(raw, result.events, entry.source.client)
-                       if client_name in self.first_party.clients else ())
+            cookies = self.first_party.apply(raw, result.events) if client_name in self.first_party.clients else ()
             note_parsed(result, client_name)  # the debugger's trace, when one is being recorded
             if result.ignored is not None:
                 self._ignored.get(client_name, result.ignored).inc()

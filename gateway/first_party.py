@@ -44,7 +44,7 @@ import ipaddress
 import re
 import secrets
 from datetime import timedelta
-from typing import TYPE_CHECKING, Literal, Mapping
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -55,7 +55,7 @@ from gateway.durations import Duration
 from gateway.event import Event
 
 if TYPE_CHECKING:
-    from gateway.config import ConsentDefaults
+    from gateway.consent import ConsentPolicy
 
 GA_COOKIE = "_ga"
 FBP_COOKIE = "_fbp"
@@ -115,7 +115,7 @@ class FirstPartyCookies:
     """Built once from the container; ``apply`` runs on every answer of the configured clients."""
 
     def __init__(
-        self, section: CookiesSection, defaults: ConsentDefaults, by_client: Mapping[str, ConsentDefaults] | None = None,
+        self, section: CookiesSection, consent: ConsentPolicy,
     ) -> None:
         self.fpid = section.fpid.enabled
         self.meta = section.meta.enabled
@@ -123,10 +123,9 @@ class FirstPartyCookies:
         self.fpid_name = section.fpid.name
         self.migrate = section.fpid.migrate_from_ga
         self.domain = section.domain
-        self.defaults = defaults
-        # A client's own consent.default, where its config sets one (ConsentPolicy.by_client): the pipeline
-        # applies that one to the client's events, so the cookies must read the same default.
-        self.by_client = dict(by_client or {})
+        # The pipeline's own policy: an event's default is its client's consent.default, else the container's
+        # (ConsentPolicy.defaults_for), and the cookies must read the same one.
+        self.consent = consent
         self._wanted = frozenset({self.fpid_name, GA_COOKIE, FBP_COOKIE, FBC_COOKIE})
         tail = f"; Max-Age={int(section.max_age.total_seconds())}; Path=/"
         gone = "; Max-Age=0; Path=/"
@@ -138,14 +137,14 @@ class FirstPartyCookies:
         self._keep, self._keep_http_only = tail, tail + "; HttpOnly"
         self._expire, self._expire_http_only = gone, gone + "; HttpOnly"
 
-    def apply(self, raw: RawRequest, events: list[Event], client: str | None = None) -> tuple[str, ...]:
+    def apply(self, raw: RawRequest, events: list[Event]) -> tuple[str, ...]:
         """Give the events the identifiers the consent allows; the ``Set-Cookie`` values of the answer.
 
-        ``client``: the client the request came through, whose own consent default applies.
+        The events are stamped with their client already (``gateway.client.stamp``), whose default applies.
         """
         if not events:
             return ()
-        defaults = self.by_client.get(client, self.defaults) if client is not None else self.defaults
+        defaults = self.consent.defaults_for(events[-1])
         cookies = read_cookies(raw.headers.get("cookie"), self._wanted)
         last = events[-1].consent
         out: list[str] = []

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from clients import ga4 as ga4_client
 from gateway.client import RawRequest
 from gateway.config import ConsentDefaults
+from gateway.consent import ConsentPolicy
 from gateway.event import Event
 from gateway.first_party import CookiesSection, FirstPartyCookies, subdomain_index, valid_fb_cookie
 
@@ -26,7 +27,7 @@ FOUR_HUNDRED_DAYS = 400 * 86400
 
 
 def jar(section: dict[str, Any] | None = None, defaults: ConsentDefaults = DENIED) -> FirstPartyCookies:
-    return FirstPartyCookies(CookiesSection.model_validate(section or BOTH), defaults)
+    return FirstPartyCookies(CookiesSection.model_validate(section or BOTH), ConsentPolicy(defaults))
 
 
 def hit(query: str, cookie: str = "", host: str = "gtm.shop.example") -> tuple[RawRequest, list[Event]]:
@@ -181,7 +182,7 @@ def test_our_fbp_and_fbc_agree_with_metas_parameter_builder(url: str, existing: 
 # -- the config and the answer ----------------------------------------------------------------------
 
 def test_the_section_is_off_unless_enabled_and_refuses_what_it_does_not_know() -> None:
-    assert FirstPartyCookies(CookiesSection(), GRANTED).clients == frozenset()
+    assert FirstPartyCookies(CookiesSection(), ConsentPolicy(GRANTED)).clients == frozenset()
     with pytest.raises(ValidationError):
         CookiesSection.model_validate({"domain": "shop.example;evil", "fpid": {"lifetime": 1}})
 
@@ -224,39 +225,30 @@ async def _answer(client: Any, query: bytes) -> tuple[int, list[str]]:
 NO_SIGNALS_HIT = b"v=2&tid=G-ABC123XYZ&cid=1234567890.1732360000&en=page_view&dl=https%3A%2F%2Fshop.example%2F%3Ffbclid%3DIwAR-x"
 
 
-def test_the_ga4_clients_own_consent_default_decides_the_cookies_not_the_containers(make_client) -> None:
-    # The container grants by default, the ga4 client's own default denies: a hit without signals is the
-    # client's, so the pipeline treats it as denied, and no identifier cookie may be set for it either.
-    client = make_client("""
+@pytest.mark.parametrize(("container_default", "client_default", "expected"), [
+    # The container grants, the ga4 client's own default denies: a hit without signals is the client's, so the
+    # pipeline treats it as denied, and no identifier cookie may be set for it either.
+    ("{ad_storage: granted, analytics_storage: granted, ad_user_data: granted, ad_personalization: granted}",
+     "{ad_storage: denied, analytics_storage: denied}", []),
+    # The container denies (the sample's default), the client's own default grants: the cookies follow the client.
+    ("{}", "{ad_storage: granted, analytics_storage: granted}", ["FPID", "_fbc", "_fbp"]),
+], ids=["client-denies", "client-grants"])
+def test_the_ga4_clients_own_consent_default_decides_the_cookies_not_the_containers(
+    make_client, container_default: str, client_default: str, expected: list[str],
+) -> None:
+    client = make_client(f"""
         consent:
-          default: {ad_storage: granted, analytics_storage: granted, ad_user_data: granted, ad_personalization: granted}
+          default: {container_default}
         cookies:
-          fpid: {enabled: true}
-          meta: {enabled: true}
+          fpid: {{enabled: true}}
+          meta: {{enabled: true}}
         clients:
           - type: ga4
             consent:
-              default: {ad_storage: denied, analytics_storage: denied}
+              default: {client_default}
         """)
 
     status, set_cookies = client.portal.call(_answer, client, NO_SIGNALS_HIT)
 
     assert status == 204
-    assert set_cookies == []
-
-
-def test_a_clients_own_grant_sets_the_cookies_the_container_default_would_not(make_client) -> None:
-    client = make_client("""
-        cookies:
-          fpid: {enabled: true}
-          meta: {enabled: true}
-        clients:
-          - type: ga4
-            consent:
-              default: {ad_storage: granted, analytics_storage: granted}
-        """)
-
-    status, set_cookies = client.portal.call(_answer, client, NO_SIGNALS_HIT)
-
-    assert status == 204
-    assert sorted(h.split("=", 1)[0] for h in set_cookies) == ["FPID", "_fbc", "_fbp"]
+    assert sorted(h.split("=", 1)[0] for h in set_cookies) == expected
