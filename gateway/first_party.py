@@ -225,19 +225,21 @@ def _host_numbers(host: str) -> tuple[int, int]:
 
     Every answer with a cookie needs both, and ``subdomain_index`` asks
     ``ipaddress`` first, which raises for every name that is not an address.
-    The memo stops growing at ``_HOST_MEMO_SIZE`` (a flood of made-up Host
-    headers then costs the computation each time, not memory).
+    The memo stops growing at ``_HOST_MEMO_SIZE`` and keeps no host longer
+    than a DNS name (a flood of made-up Host headers then costs the
+    computation each time, not memory).
     """
     numbers = _HOST_MEMO.get(host)
     if numbers is None:
         numbers = (_labels(host), subdomain_index(host))
-        if len(_HOST_MEMO) < _HOST_MEMO_SIZE:
+        if len(_HOST_MEMO) < _HOST_MEMO_SIZE and len(host) <= _MAX_HOST_NAME:
             _HOST_MEMO[host] = numbers
     return numbers
 
 
 _HOST_MEMO: dict[str, tuple[int, int]] = {}
 _HOST_MEMO_SIZE = 1024
+_MAX_HOST_NAME = 253  # a DNS name's longest text: a longer Host header is computed each time, never kept
 
 
 def _cookie_text(value: str) -> str:

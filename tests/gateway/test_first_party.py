@@ -252,3 +252,14 @@ def test_the_ga4_clients_own_consent_default_decides_the_cookies_not_the_contain
 
     assert status == 204
     assert sorted(h.split("=", 1)[0] for h in set_cookies) == expected
+
+
+def test_a_host_header_longer_than_a_dns_name_is_answered_but_never_remembered() -> None:
+    # The Host header is the client's to choose: the per-host memo must not become a store for its junk.
+    from gateway import first_party
+
+    long_host = "a" * 300 + ".shop.example"
+    assert first_party._host_numbers(long_host) == (3, 2)
+    assert long_host not in first_party._HOST_MEMO
+    assert first_party._host_numbers("gtm.shop.example") == (3, 2)
+    assert "gtm.shop.example" in first_party._HOST_MEMO
