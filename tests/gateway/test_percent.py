@@ -8,7 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 from gateway.percent import encode_component, encode_query, unquote, unquote_plus
 
-PIECES = list("%+aZ09fF\u00e9\u20ac =&") + ["%C3", "%A9", "%c3%a9", "%e2%82%ac", "%ff", "%00", "%2", "%%", "%g1", "%2B"]
+# Backslashes and escape-like text too: the fast path hands ASCII text to Python's unicode_escape codec.
+PIECES = list("%+aZ09fF\u00e9\u20ac =&\\x") + ["%C3", "%A9", "%c3%a9", "%e2%82%ac", "%ff", "%00", "%2", "%%", "%g1",
+                                                "%2B", "%5C", "%5c", "\\x41", "\\N{DASH}", "\\u0041", "%0A", "%80"]
 texts = st.lists(st.sampled_from(PIECES), max_size=30).map("".join) | st.text(max_size=30)
 
 
@@ -19,7 +21,7 @@ def outcome(fn, text):
         return UnicodeDecodeError
 
 
-@settings(max_examples=500)
+@settings(max_examples=1500)
 @given(texts)
 def test_unquote_matches_the_standard_library(text):
     assert outcome(unquote, text) == outcome(lambda t: stdlib_unquote(t, errors="strict"), text)
@@ -30,6 +32,8 @@ def test_examples():
     assert unquote_plus("Blue%20Mug+%E2%82%AC") == "Blue Mug \u20ac"
     assert unquote("100%") == "100%"
     assert outcome(unquote, "%C3") is UnicodeDecodeError
+    assert unquote("a\\x41%5C%41\\N{DASH}") == "a\\x41\\A\\N{DASH}"  # backslashes stay text, escaped or not
+    assert unquote("50%-off%20now") == "50%-off now"  # a % without two hex digits stays, the others are decoded
 
 
 _URI_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
