@@ -129,7 +129,7 @@ def parse(raw: RawRequest, config: Config) -> ClientResult:
 class _Shared:
     """What every event of one request takes from the request itself."""
 
-    __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at", "consent_sources", "decoded")
+    __slots__ = ("allowed", "ip", "user_agent", "fbp", "fbc", "received_at", "consent_sources")
 
     def __init__(self, raw: RawRequest, config: Config) -> None:
         self.allowed = config.allowed_ids
@@ -140,9 +140,6 @@ class _Shared:
         self.fbc = cookies.get("_fbc")
         self.received_at = raw.received_at
         self.consent_sources: list[dict[str, str]] = []  # per event: signal -> "gcs" | "gcd", for the debugger
-        # The last (gcs, gcd) decoded and what it gave: the body lines of a batch share the query's consent,
-        # so it is decoded once per request, not once per event.
-        self.decoded: tuple[tuple[str | None, str | None], dict[str, str], dict[str, str]] | None = None
 
 
 def _body_lines(raw: RawRequest) -> list[tuple[int, str]]:
@@ -255,47 +252,42 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     currency_param = "cu" if params.get("cu") else None
 
     for key, value in params.items():
-        if key in _READ_ELSEWHERE:
-            continue
-        field = _TEXT_FIELDS.get(key)
-        if field is not None:
+        kind, what = _KINDS.get(key) or _kind_of(key)
+        if kind is _PROTOCOL:
+            protocol.append((key, value))
+        elif kind is _FIELD:
             if value:
-                data[field] = value
+                data[what] = value
+        elif kind is _SKIP:
             continue
-        prefix, dot, pname = key.partition(".")
-        if dot:
-            if not pname:
-                continue
-            if prefix == "ep" or prefix == "epn":
-                if pname in _ID_PARAMS:
-                    # text wins when a page sends both forms
-                    if value and (prefix == "ep" or not params.get(f"ep.{pname}")):
-                        data[pname] = value
-                elif pname in _NUMBER_PARAMS:
-                    if value and (prefix == "epn" or not params.get(f"epn.{pname}")):
-                        data[pname] = read_number(value, key)
-                elif pname == "currency":
-                    if currency_param is None and value:
-                        currency_param = key
-                elif prefix == "ep":
-                    extra[pname] = value
-                elif value:
-                    extra[pname] = read_json_number(value, key)
-            elif prefix == "up" or (prefix == "upn" and value):
-                if user_properties is None:
-                    user_properties = {}
-                user_properties[pname] = value if prefix == "up" else read_json_number(value, key)
-            elif prefix != "upn":
-                protocol.append((key, value))  # sst.* and whatever else gtag.js adds with a dot
-            continue
-        if key.startswith("pr") and 2 < len(key) <= 2 + _MAX_ITEMS_INDEX_DIGITS:
-            index = key[2:]
-            if index.isascii() and index.isdigit():
-                if items is None:
-                    items = []
-                items.append((int(index), key, value))
-                continue
-        protocol.append((key, value))
+        elif kind is _EP_TEXT:
+            extra[what] = value
+        elif kind is _ITEM:
+            if items is None:
+                items = []
+            items.append((what, key, value))
+        elif kind is _EPN_NUMBER:
+            if value:
+                data[what] = read_number(value, key)
+        elif kind is _EP_NUMBER:  # the number form wins when a page sends both
+            if value and not params.get(what[1]):
+                data[what[0]] = read_number(value, key)
+        elif kind is _EP_ID:
+            if value:
+                data[what] = value
+        elif kind is _EPN_ID:  # text wins when a page sends both forms
+            if value and not params.get(what[1]):
+                data[what[0]] = value
+        elif kind is _CURRENCY:
+            if currency_param is None and value:
+                currency_param = key
+        elif kind is _EPN_OTHER:
+            if value:
+                extra[what] = read_json_number(value, key)
+        elif kind is _USER_TEXT or (kind is _USER_NUMBER and value):
+            if user_properties is None:
+                user_properties = {}
+            user_properties[what] = value if kind is _USER_TEXT else read_json_number(value, key)
 
     if currency_param is not None:
         data["currency"] = read_currency(params[currency_param], currency_param)
@@ -337,16 +329,77 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
         raise BadRequest(400, "invalid event", detail=exc.errors(include_input=False, include_url=False)) from None
 
 
+# What the loop in ``_event`` does with a parameter, by its name: (kind, what it needs). A page sends the same
+# thirty-odd names in every hit, so each name is read once (``_kind_of``) and then found in ``_KINDS``.
+_PROTOCOL, _FIELD, _SKIP, _EP_TEXT, _ITEM, _EPN_NUMBER, _EP_NUMBER, _EP_ID, _EPN_ID, _CURRENCY, _EPN_OTHER, \
+    _USER_TEXT, _USER_NUMBER = (f"kind:{n}" for n in range(13))  # distinct objects, compared with ``is``
+_KINDS: dict[str, tuple[str, Any]] = {}
+# Bounds, so that names a hostile client makes up cost at most 4,096 names of 64 characters: past them, a name
+# is read each time.
+_MAX_KINDS = 4096
+_MAX_KIND_NAME = 64
+
+
+def _kind_of(key: str) -> tuple[str, Any]:
+    """How ``_event`` treats the parameter ``key``, remembered for the next hit while there is room."""
+    kind = _classify(key)
+    if len(_KINDS) < _MAX_KINDS and len(key) <= _MAX_KIND_NAME:
+        _KINDS[key] = kind
+    return kind
+
+
+def _classify(key: str) -> tuple[str, Any]:
+    if key in _READ_ELSEWHERE:
+        return _SKIP, None
+    field = _TEXT_FIELDS.get(key)
+    if field is not None:
+        return _FIELD, field
+    prefix, dot, pname = key.partition(".")
+    if dot:
+        if not pname:
+            return _SKIP, None
+        if prefix == "ep" or prefix == "epn":
+            text = prefix == "ep"
+            if pname in _ID_PARAMS:
+                return (_EP_ID, pname) if text else (_EPN_ID, (pname, f"ep.{pname}"))
+            if pname in _NUMBER_PARAMS:
+                return (_EP_NUMBER, (pname, f"epn.{pname}")) if text else (_EPN_NUMBER, pname)
+            if pname == "currency":
+                return _CURRENCY, None
+            return (_EP_TEXT, pname) if text else (_EPN_OTHER, pname)
+        if prefix == "up":
+            return _USER_TEXT, pname
+        if prefix == "upn":
+            return _USER_NUMBER, pname
+        return _PROTOCOL, None  # sst.* and whatever else gtag.js adds with a dot
+    if key.startswith("pr") and 2 < len(key) <= 2 + _MAX_ITEMS_INDEX_DIGITS:
+        index = key[2:]
+        if index.isascii() and index.isdigit():
+            return _ITEM, int(index)
+    return _PROTOCOL, None
+
+
 def _consent(gcs: str | None, gcd: str | None, shared: _Shared) -> dict[str, str]:
     """The consent signals the hit carries (a dict the Event validates into ``Consent``); notes their sources."""
-    decoded = shared.decoded
-    if decoded is None or decoded[0] != (gcs, gcd):
+    signals = (gcs, gcd)
+    decoded = _DECODED.get(signals)
+    if decoded is None:
         states = decode_gcs(gcs) if gcs else {}
         note = dict.fromkeys(states, "gcs")
         if gcd:
             from_gcd = decode_gcd(gcd)
             states.update(from_gcd)
             note.update(dict.fromkeys(from_gcd, "gcd"))
-        decoded = shared.decoded = ((gcs, gcd), states, note)
-    shared.consent_sources.append(dict(decoded[2]))
-    return dict(decoded[1])
+        decoded = (states, note)
+        if len(_DECODED) < _MAX_DECODED and len(gcd or "") <= _GCD_REMEMBERED:
+            _DECODED[signals] = decoded
+    shared.consent_sources.append(dict(decoded[1]))
+    return dict(decoded[0])
+
+
+# (gcs, gcd) -> the signals they set and where each came from. Visitors send a handful of distinct pairs,
+# so each is decoded once; the bounds keep what a hostile client makes up from growing it (past them, a
+# pair is decoded each time). Each event gets copies, so none shares the dicts kept here.
+_DECODED: dict[tuple[str | None, str | None], tuple[dict[str, str], dict[str, str]]] = {}
+_MAX_DECODED = 256
+_GCD_REMEMBERED = 16  # today's gcd strings have 10 to 12 characters

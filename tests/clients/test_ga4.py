@@ -298,3 +298,43 @@ def test_consent_is_each_lines_own_although_decoded_once_per_request() -> None:
     result.events[0].consent.ad_user_data = "granted"
     result.consent_sources[0]["ad_user_data"] = "default"
     assert result.events[2].consent.ad_user_data is None and "ad_user_data" not in result.consent_sources[2]
+
+
+def test_parameter_names_remembered_are_bounded_whatever_names_a_client_makes_up() -> None:
+    # The client remembers how it reads each parameter name; a client sending endless made-up names
+    # (long ones too) must not grow that memory past its bounds, and every hit is still read in full.
+    ga4._KINDS.clear()
+    for batch in range(5):
+        names = [f"x{batch}_{n}" for n in range(1000)] + [f"ep.{'n' * 300}{batch}", f"{'z' * 70}{batch}"]
+        query = "v=2&tid=G-1&en=page_view&" + "&".join(f"{name}=1" for name in names)
+        event = ga4.parse(request(query), ga4.Config(type="ga4")).events[0]
+        assert event.extra[f"{'n' * 300}{batch}"] == "1"
+        assert event.extra[f"x-ga-mp2-{'z' * 70}{batch}"] == "1"
+        assert event.extra[f"x-ga-mp2-x{batch}_999"] == "1"
+    assert len(ga4._KINDS) <= 4096
+    assert max(len(name) for name in ga4._KINDS) <= 64
+
+
+@pytest.mark.parametrize("query", [
+    "en=purchase&epn.transaction_id=10044&ep.transaction_id=ORD-10044&ep.value=oops&epn.value=12.5",
+    "en=purchase&ep.transaction_id=ORD-10044&epn.transaction_id=10044&epn.value=12.5&ep.value=oops",
+])
+def test_both_forms_of_an_id_or_a_number_read_the_same_in_either_order(query: str) -> None:
+    for _ in range(2):  # the second parse reads the names from what the first remembered
+        [event] = ga4.parse(request(query), CONFIG).events
+        assert (event.transaction_id, event.value) == ("ORD-10044", 12.5)
+
+
+def test_consent_strings_remembered_are_bounded_and_never_shared_between_events() -> None:
+    ga4._DECODED.clear()
+    for n in range(300):
+        ga4.parse(request(f"en=x&gcs=G1{n % 2}{n % 3}&gcd=13r3r3r2r5l1{n:04d}"), CONFIG)
+    ga4.parse(request("en=x&gcd=" + "13r3r3r2r5l1" * 5), CONFIG)
+    assert len(ga4._DECODED) <= 256
+    assert all(len(gcd or "") <= 16 for _, gcd in ga4._DECODED)
+
+    ga4._DECODED.clear()
+    first, second = (ga4.parse(request("en=x&gcs=G100&gcd=13p3p3p2p5l1"), CONFIG).events[0] for _ in range(2))
+    first.consent.ad_storage = "granted"  # what a later step may do to one event's copy
+    assert second.consent.ad_storage == "denied"
+    assert ga4._DECODED[("G100", "13p3p3p2p5l1")][0]["ad_storage"] == "denied"
