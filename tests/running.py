@@ -283,9 +283,19 @@ class GatewayProcess:
         await self.wait_ready(timeout)
 
     def kill(self) -> None:
+        """SIGKILL to serve, then wait until it and its children (the dispatcher process) are gone.
+
+        The dispatcher child dies with its parent, but a moment later: a test
+        that goes on at once (unmounting the disk under the outbox, say) must
+        not find it still holding the files.
+        """
         if self.proc is not None and self.proc.poll() is None:
+            children = child_pids(self.proc.pid)
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+            deadline = time.monotonic() + 10
+            while any(process_exists(pid) for pid in children) and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     def terminate(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
