@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " serve's auto picks on the one core the server is pinned to) or in a process of their own")
     parser.add_argument("--dispatcher-nice", type=int, default=None,
                         help="gateway serve --dispatcher-nice (default: serve's own default)")
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full",
+                        help="SQLite's storage.synchronous for the gateway scenarios (default full: a 2xx survives "
+                             "power loss; normal, in WAL mode: it survives the process, not the machine, and a "
+                             "commit does not wait for an fsync, only a checkpoint does)")
+    parser.add_argument("--db-dir", type=Path, default=None, metavar="DIR",
+                        help="put the gateway's SQLite files under DIR (/dev/shm takes the disk out of the "
+                             "measurement); default: the scenario's temp dir")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--smoke", action="store_true", help="tiny durations: checks the harness, not speed")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_rate=args.memory_rate, connections=args.connections, drain_timeout=0.0 if args.smoke else 180.0,
         open_fraction=args.open_fraction,
         use_wrk=use_wrk, cores=cores, workdir=workdir, smoke=args.smoke, dispatcher=args.dispatcher,
-        dispatcher_nice=args.dispatcher_nice,
+        dispatcher_nice=args.dispatcher_nice, synchronous=args.synchronous, db_dir=args.db_dir,
     )
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(wanted) - set(ALL)
@@ -160,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                      "memory_duration": settings.memory_duration, "connections": settings.connections,
                      "open_fraction": settings.open_fraction, "closed_loop_generator": "wrk" if use_wrk else "python",
                      "pinning": cores.describe(), "smoke": args.smoke, "dispatcher": args.dispatcher,
-                     "dispatcher_nice": args.dispatcher_nice},
+                     "dispatcher_nice": args.dispatcher_nice, "synchronous": args.synchronous,
+                     "db_dir": str(args.db_dir) if args.db_dir else None},
         "results": results,
         "profile": profile_result,
     }

@@ -41,6 +41,8 @@ class Settings:
     smoke: bool
     dispatcher: str = "inline"  # gateway serve --dispatcher: inline (what auto picks on one pinned core) or process
     dispatcher_nice: int | None = None  # gateway serve --dispatcher-nice; None: serve's default
+    synchronous: str = "full"  # SQLite's storage.synchronous: full (a 2xx survives power loss) or normal
+    db_dir: Path | None = None  # where the SQLite files go (a tmpfs takes the disk out); None: the scenario's dir
 
 
 # -- what the repository has today -----------------------------------------------
@@ -103,7 +105,8 @@ class GatewayUnderTest:
         self.settings = settings
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         self.dir = Path(tempfile.mkdtemp(prefix=f"{slug}-", dir=settings.workdir))
-        self.db = self.dir / "gateway.db"
+        db_dir = Path(tempfile.mkdtemp(prefix=f"{slug}-", dir=settings.db_dir)) if settings.db_dir else self.dir
+        self.db = db_dir / "gateway.db"
         self.port = procs.free_port()
         self.sink_port = procs.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -119,7 +122,7 @@ class GatewayUnderTest:
             "consent": {"default": dict.fromkeys(
                 ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization"), "denied")},
             "server": {"trusted_proxies": ["127.0.0.1/32"]},
-            "storage": {"url": f"sqlite:///{self.db}", "synchronous": "full"},
+            "storage": {"url": f"sqlite:///{self.db}", "synchronous": settings.synchronous},
             "clients": clients,
             "triggers": {"all_events": {"all": []},
                          "purchase": {"all": [{"field": "event_name", "op": "equals", "value": "purchase"}]}},
