@@ -172,19 +172,17 @@ def split_extra(extra: dict[str, Any], skip: frozenset[str] = frozenset()
     out: list[tuple[str, str]] = []
     custom: list[tuple[str, Any]] = []
     for key, value in extra.items():
-        param = PARAM_OF.get(key)
-        if param is None:
-            if key.startswith(MP2_PREFIX):
-                param = key[_MP2_LENGTH:]
-            else:
-                if key not in _OWN_KEYS:
-                    custom.append((key, value))
-                continue
-        if param in skip or param == "_s":
+        param = _PARAM_FOR.get(key) or _param_for(key)
+        if param is _CUSTOM:
+            custom.append((key, value))
+        elif param is _OWN or param in skip or param == "_s":
             continue
-        text = scalar_text(value)
-        if text is not None:
-            out.append((param, text))
+        elif type(value) is str:
+            out.append((param, value))
+        else:
+            text = scalar_text(value)
+            if text is not None:
+                out.append((param, text))
     sst = extra.get(SST_PROPERTIES)
     if isinstance(sst, dict):
         out.extend((f"sst.{name}", _text(v)) for name, v in sst.items() if _scalar(v))
@@ -192,6 +190,27 @@ def split_extra(extra: dict[str, Any], skip: frozenset[str] = frozenset()
     if isinstance(hints, dict):
         out.extend(_hint_params(hints))
     return out, custom
+
+
+# What ``split_extra`` does with each key of ``extra``: the protocol parameter it goes back as, or one of these.
+# Keys repeat from hit to hit, so each is read once (``_param_for``) and then found here; bounded, because a
+# beacon's custom keys are anyone's to make up (past the bounds a key is read each time).
+_CUSTOM, _OWN = object(), object()  # a custom parameter (ep.*); one this module writes itself (system, sst, hints)
+_PARAM_FOR: dict[str, Any] = {}
+_MAX_REMEMBERED = 4096
+_MAX_REMEMBERED_KEY = 64
+
+
+def _param_for(key: str) -> Any:
+    param: Any = PARAM_OF.get(key)
+    if param is None:
+        if key.startswith(MP2_PREFIX):
+            param = key[_MP2_LENGTH:]
+        else:
+            param = _OWN if key in _OWN_KEYS else _CUSTOM
+    if len(_PARAM_FOR) < _MAX_REMEMBERED and len(key) <= _MAX_REMEMBERED_KEY:
+        _PARAM_FOR[key] = param
+    return param
 
 
 def scalar_text(value: object) -> str | None:

@@ -49,3 +49,17 @@ def test_split_extra_is_page_params_and_the_custom_keys(extra, skip):
 def test_scalar_text_is_text_of_a_scalar(value):
     expected = ga4_params._text(value) if ga4_params._scalar(value) else None
     assert ga4_params.scalar_text(value) == expected
+
+
+def test_extra_keys_remembered_are_bounded_and_read_the_same_each_time() -> None:
+    # split_extra remembers how it reads each key of extra; a beacon's custom keys are anyone's to make up.
+    ga4_params._PARAM_FOR.clear()
+    for batch in range(5):
+        extra: dict[str, Any] = {f"k{batch}_{n}": "v" for n in range(1000)}
+        extra |= {f"x-ga-mp2-{'m' * 80}{batch}": "1", "x-ga-page_id": 7, "x-ga-mp2-seg": "1", "x-ga-mp2-": "e"}
+        for _ in range(2):
+            page, custom = ga4_params.split_extra(extra)
+            assert len(custom) == 1000
+            assert page == [(f"{'m' * 80}{batch}", "1"), ("_p", "7"), ("seg", "1"), ("", "e")]
+    assert len(ga4_params._PARAM_FOR) <= 4096
+    assert max(len(key) for key in ga4_params._PARAM_FOR) <= 64
