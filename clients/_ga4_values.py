@@ -39,14 +39,20 @@ ITEM_TEXT = {
 }
 ITEM_FLOAT = {"pr": "price", "ds": "discount"}
 ITEM_INT = {"qt": "quantity", "lp": "index"}
-_TEXT, _FLOAT, _INTEGER = "text", "float", "integer"
-# Item code -> (field, kind): one lookup per piece.
-_ITEM_CODES: dict[str, tuple[str, str]] = {
-    **{code: (field, _TEXT) for code, field in ITEM_TEXT.items()},
-    **{code: (field, _FLOAT) for code, field in ITEM_FLOAT.items()},
-    **{code: (field, _INTEGER) for code, field in ITEM_INT.items()},
-}
 _DIGITS = "0123456789"
+# Item piece -> (field, kind), looked up by the piece's first character, then its second: one-character strings
+# are shared objects with their hashes kept, so neither lookup allocates or hashes (slicing the code out did both).
+_TEXT, _FLOAT, _INTEGER, _CUSTOM_KEY, _CUSTOM_VALUE = None, 1, 2, 3, 4
+_ITEM_PIECES: dict[str, dict[str, tuple[str | None, int | None]]] = {}
+for _codes, _kind in ((ITEM_TEXT, _TEXT), (ITEM_FLOAT, _FLOAT), (ITEM_INT, _INTEGER)):
+    for _code, _field in _codes.items():
+        _ITEM_PIECES.setdefault(_code[0], {})[_code[1]] = (_field, _kind)
+for _digit in _DIGITS:
+    _ITEM_PIECES.setdefault("k", {})[_digit] = (None, _CUSTOM_KEY)
+    _ITEM_PIECES.setdefault("v", {})[_digit] = (None, _CUSTOM_VALUE)
+del _codes, _kind, _code, _field, _digit
+# An item's integers are mostly small (quantity, list position): their text -> the number, what int() gives.
+_SMALL_INTS = {str(n): n for n in range(1000)}
 
 _EM_USER = {"em": "sha256_email_address", "pn": "sha256_phone_number"}
 _EM_ADDRESS = {"fn0": "sha256_first_name", "ln0": "sha256_last_name", "sa0": "sha256_street"}
@@ -94,41 +100,49 @@ def read_currency(text: str, field: str) -> str:
 def read_item(text: str, param: str) -> dict[str, Any] | None:
     """One ``pr<n>`` parameter: ``~``-separated pieces, each a two-letter code (or ``k<n>``/``v<n>``) and a value.
 
-    Read with str.split and one dict lookup per piece; a piece is decoded
-    only when it holds a ``%``.
+    A piece shorter than three characters says nothing; a code no table
+    holds is passed over. Read with str.split and a two-step table lookup per
+    piece (``_ITEM_PIECES``); a piece is decoded only when it holds a ``%``,
+    and the common numbers (plain digits, one dot at most) are read without
+    the checks of ``read_number``, whose answers they are.
     """
     item: dict[str, Any] = {}
     custom_keys: dict[str, str] | None = None
     custom_values: list[str] | None = None
     escaped = "%" in text
     for piece in text.split("~"):
-        if len(piece) < 3:  # a code without a value says nothing
+        value = piece[2:]
+        if not value:  # a code without a value says nothing
             continue
-        code = piece[:2]
-        known = _ITEM_CODES.get(code)
-        if known is not None:
-            field, kind = known
-            value = piece[2:]
+        try:
+            field, kind = _ITEM_PIECES[piece[0]][piece[1]]
+        except KeyError:
+            continue
+        if kind is _TEXT:
             if escaped and "%" in value:
                 value = decode_piece(value, param)
-            if kind is _TEXT:
-                item[field] = value
-            elif kind is _FLOAT:
-                item[field] = read_number(value, f"{param}.{code}")
+            item[field] = value
+        elif kind == _FLOAT:
+            if escaped and "%" in value:
+                value = decode_piece(value, param)
+            if value.replace(".", "", 1).isdigit() and value.isascii() and len(value) <= _MAX_NUMBER_TEXT:
+                item[field] = float(value)  # what read_number answers for these: they match _NUMBER, and are finite
             else:
-                item[field] = read_integer(value, f"{param}.{code}")
-            continue
-        head = piece[0]
-        if (head == "k" or head == "v") and piece[1] in _DIGITS:
-            if head == "k":
-                name = piece[1:].lstrip(_DIGITS)
-                if custom_keys is None:
-                    custom_keys = {}
-                custom_keys[piece[1:len(piece) - len(name)]] = name
-            else:
-                if custom_values is None:
-                    custom_values = []
-                custom_values.append(piece[1:])
+                item[field] = read_number(value, f"{param}.{piece[:2]}")
+        elif kind == _INTEGER:
+            if escaped and "%" in value:
+                value = decode_piece(value, param)
+            number = _SMALL_INTS.get(value)
+            item[field] = read_integer(value, f"{param}.{piece[:2]}") if number is None else number
+        elif kind == _CUSTOM_KEY:
+            name = piece[1:].lstrip(_DIGITS)
+            if custom_keys is None:
+                custom_keys = {}
+            custom_keys[piece[1:len(piece) - len(name)]] = name
+        else:
+            if custom_values is None:
+                custom_values = []
+            custom_values.append(piece[1:])
     if custom_keys and custom_values:
         for key, value in pair_custom(custom_keys, custom_values):
             key = decode_piece(key, param)

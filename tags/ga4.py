@@ -52,6 +52,7 @@ from gateway.identity import google as identity
 from gateway.percent import encode_query
 from gateway.tag import Skip, TagConfig
 from tags._ga4 import DESTINATION, MEASUREMENT_ID_PATTERN, digest_number, from_order_system, gcd, gcs
+from tags._ga4_items import write_item as _item
 
 # Extra keys that are protocol state of the GA4 client rather than the page's own parameters.
 _CLIENT_KEYS = frozenset({"measurement_id", "ga_session_id", "ga_session_number", "npa", "x-ga-js_client_id"})
@@ -62,14 +63,6 @@ _PAGE_SKIP = frozenset({"gcs", "gcd"})
 _COOKIELESS_EVENT_SKIP = frozenset({"_fv", "_ss", "_nsi", "_gsid"})
 _ID_PARAMS = ("transaction_id", "event_id")
 _NUMBER_PARAMS = ("value", "tax", "shipping")
-
-_ITEM_CODES = {
-    "item_id": "id", "item_name": "nm", "item_brand": "br", "item_category": "ca", "item_category2": "c2",
-    "item_category3": "c3", "item_category4": "c4", "item_category5": "c5", "item_variant": "va",
-    "coupon": "cp", "affiliation": "af", "item_list_id": "li", "item_list_name": "ln", "location_id": "lo",
-    "creative_name": "cn", "creative_slot": "cs", "promotion_id": "pi", "promotion_name": "pn",
-    "price": "pr", "discount": "ds", "quantity": "qt", "index": "lp",
-}
 
 
 class Config(TagConfig):
@@ -192,28 +185,6 @@ def _custom(key: str, value: object, text: str = "ep", number: str = "epn") -> t
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{number}.{key}", _number(value)
     return None  # objects, lists and booleans have no wire form
-
-
-def _item(item: dict[str, Any]) -> str:
-    """``id<id>~nm<name>~...~k0<key>~v0<value>``; a ``~`` or ``%`` inside a value is escaped once more."""
-    pieces = []
-    custom = 0
-    for key, value in item.items():
-        if value is None or isinstance(value, (dict, list, bool)):
-            continue
-        text = _number(value) if isinstance(value, (int, float)) else str(value)
-        code = _ITEM_CODES.get(key)
-        if code is not None:
-            pieces.append(code + _escape_piece(text))
-        else:
-            pieces.append(f"k{custom}{_escape_piece(key)}")
-            pieces.append(f"v{custom}{_escape_piece(text)}")
-            custom += 1
-    return "~".join(pieces)
-
-
-def _escape_piece(text: str) -> str:
-    return text.replace("%", "%25").replace("~", "%7E") if ("%" in text or "~" in text) else text
 
 
 def _em(user_data: UserData) -> str | None:
