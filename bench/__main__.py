@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import hits, memory, procs, profile, report, scenarios, wrk
+from bench import fsync, hits, memory, procs, profile, report, scenarios, wrk
 from bench.gateway import Settings, order_webhook_missing
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64, help="closed-loop connections (default 64)")
     parser.add_argument("--open-fraction", type=float, default=0.5,
                         help="open-loop rate as a fraction of the closed-loop max (default 0.5)")
+    parser.add_argument("--open-rate", type=float, default=None, metavar="REQ_PER_S",
+                        help="open-loop rate in requests/s, overriding --open-fraction: arrangements compared at "
+                             "one rate")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
                         help="closed-loop generator: wrk when installed (auto), or the bundled Python one")
     parser.add_argument("--dispatcher", choices=["process", "inline"], default="inline",
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         open_fraction=args.open_fraction,
         use_wrk=use_wrk, cores=cores, workdir=workdir, smoke=args.smoke, dispatcher=args.dispatcher,
         dispatcher_nice=args.dispatcher_nice, synchronous=args.synchronous, db_dir=args.db_dir,
+        open_rate=args.open_rate,
     )
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = set(wanted) - set(ALL)
@@ -158,14 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
 
+    # The disk's own fsync latency where the outbox was, after the load (so it does not disturb it): with
+    # synchronous full every commit waits for one, which puts a floor under the latency figures above.
+    disk = None if args.smoke else fsync.probe(args.db_dir or workdir)
     document = {
         "date": started.isoformat(timespec="seconds"),
         "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "machine": {**machine, "busy_pct_before_start": round(busy, 1),
+        "machine": {**machine, "busy_pct_before_start": round(busy, 1), "fsync": disk,
                     "loadavg_at_end": list(os.getloadavg())},
         "settings": {"duration": settings.duration, "warmup": settings.warmup,
                      "memory_duration": settings.memory_duration, "connections": settings.connections,
-                     "open_fraction": settings.open_fraction, "closed_loop_generator": "wrk" if use_wrk else "python",
+                     "open_fraction": settings.open_fraction, "open_rate": settings.open_rate, "closed_loop_generator": "wrk" if use_wrk else "python",
                      "pinning": cores.describe(), "smoke": args.smoke, "dispatcher": args.dispatcher,
                      "dispatcher_nice": args.dispatcher_nice, "synchronous": args.synchronous,
                      "db_dir": str(args.db_dir) if args.db_dir else None},
@@ -176,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(output, document)
     print()
     print(report.render(results))
+    if disk is not None:
+        print()
+        print(fsync.render(disk))
     if profile_result and "error" not in profile_result:
         print()
         print(profile.render(profile_result))

@@ -42,6 +42,7 @@ class Settings:
     dispatcher: str = "inline"  # gateway serve --dispatcher: inline (what auto picks on one pinned core) or process
     dispatcher_nice: int | None = None  # gateway serve --dispatcher-nice; None: serve's default
     synchronous: str = "full"  # SQLite's storage.synchronous: full (a 2xx survives power loss) or normal
+    open_rate: float | None = None  # requests/s of the open loop, overriding open_fraction
     db_dir: Path | None = None  # where the SQLite files go (a tmpfs takes the disk out); None: the scenario's dir
 
 

@@ -118,6 +118,11 @@ def stopped_check(clean: bool) -> Check:
 
 # -- the scenarios -------------------------------------------------------------------
 
+def open_rate(settings: Settings, closed_rps: float) -> float:
+    """The open loop's rate: ``--open-rate`` when given (to compare arrangements at one rate), else a fraction of the max."""
+    return settings.open_rate if settings.open_rate else max(1.0, closed_rps * settings.open_fraction)
+
+
 def run_ceiling(settings: Settings) -> dict[str, Any]:
     """The bare Starlette app, same request, same generators: what every ratio is against."""
     port = procs.free_port()
@@ -130,7 +135,7 @@ def run_ceiling(settings: Settings) -> dict[str, Any]:
         closed(settings, url, hit, settings.warmup, 1 * PHASE)
         cl = closed(settings, url, hit, settings.duration, 2 * PHASE)
         assert cl is not None
-        op = open_loop(url, hit, max(1.0, cl.rps * settings.open_fraction), settings.duration, 3 * PHASE)
+        op = open_loop(url, hit, open_rate(settings, cl.rps), settings.duration, 3 * PHASE)
     finally:
         proc.stop()
     return {"scenario": "ceiling (bare Starlette, GET)", "closed": cl.as_dict(), "open": op.as_dict(),
@@ -161,7 +166,7 @@ def run_endpoint(settings: Settings, hit: Hit, expect_items: int | None, webhook
         during = gw.sink_received() - received
         after_closed = drain(gw.db, settings.drain_timeout)
         since = time.time()
-        op = open_loop(gw.url, hit, max(1.0, cl.rps * settings.open_fraction), settings.duration, 3 * PHASE)
+        op = open_loop(gw.url, hit, open_rate(settings, cl.rps), settings.duration, 3 * PHASE)
         until = time.time()
         phases.append(op)
         after_open = drain(gw.db, settings.drain_timeout)
