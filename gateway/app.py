@@ -187,6 +187,7 @@ class Gateway:
         self._events = metrics.LabelCache(metrics.EVENTS)
         self._ignored = metrics.LabelCache(metrics.WEBHOOKS_IGNORED, buffered=False)  # rare: counted at once
         self._durations = metrics.LabelCache(metrics.REQUEST_DURATION)  # buffered: flushed every second
+        self._commit_waits = metrics.LabelCache(metrics.COMMIT_WAIT)
         metrics.declare(container)  # every known label set at zero, from the start
         self._depth_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
@@ -343,7 +344,9 @@ class Gateway:
                 outcome = self.pipeline.process(result.events, client_name)
                 if outcome.deliveries or result.request_key:
                     self._check_depth()
+                    began = time.perf_counter()
                     await self.storage.enqueue(outcome.deliveries, raw.received_at, result.request_key)
+                    self._commit_waits.get(client_name).observe(time.perf_counter() - began)
                     self._enqueued(len(outcome.deliveries))
             return Answer(result.status, result.body, result.media_type, result.headers, cookies)
         finally:
@@ -357,7 +360,9 @@ class Gateway:
         def step(state: LedgerState) -> LedgerWrite:  # runs inside the storage's write transaction
             return self.ledger.run(events, client, state, now)
 
+        began = time.perf_counter()
         write = await self.storage.record_orders(order_ids, bind_ledger_step(step), now, request_key)
+        self._commit_waits.get(client).observe(time.perf_counter() - began)  # the ledger's step included
         if write is None:
             log.info("redelivered request ignored",
                      extra={"client": client, "orders": [self.pipeline.consent.log_ref(o) for o in order_ids]})

@@ -51,6 +51,13 @@ REQUEST_DURATION = Histogram(
     ["client"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+COMMIT_WAIT = Histogram(
+    "gateway_outbox_commit_seconds",
+    "Time a collection request waited for its durable outbox commit before its answer, per client: the writer's "
+    "queue, the commit group and its fsync (with synchronous full, the disk's sync latency is on every request).",
+    ["client"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 IN_FLIGHT = Gauge(
     "gateway_requests_in_flight",
     "Requests of a client past their body and not yet answered (each client's budget: limits.max_inflight_per_client).",
@@ -255,6 +262,7 @@ def declare(container: Container) -> None:
         for status in statuses:
             REQUESTS.labels(name, status)
         REQUEST_DURATION.labels(name)
+        COMMIT_WAIT.labels(name)
         IN_FLIGHT.labels(name)
     for off in container.switched_off:
         REQUESTS.labels(off.type, "503")

@@ -194,3 +194,20 @@ def test_refusal_lines_are_rate_limited_per_client_and_status_and_count_what_the
 
     assert (written, other, later) == ([True, True, True, False, False], True, True)
     assert [getattr(r, "suppressed", 0) for r in caplog.records] == [0, 0, 0, 0, 2]
+
+
+def test_the_wait_for_the_durable_commit_is_timed_per_client(make_client):
+    client = make_client(CONTAINER, run_dispatcher=False)
+
+    def waits() -> tuple[float, float]:
+        labels = {"client": "json_beacon"}
+        return (REGISTRY.get_sample_value("gateway_outbox_commit_seconds_count", labels) or 0.0,
+                REGISTRY.get_sample_value("gateway_outbox_commit_seconds_sum", labels) or 0.0)
+
+    before, before_sum = waits()
+    assert client.post("/collect", json={"event_name": "committed"}).status_code == 204
+    assert client.post("/collect", json={"value": 3}).status_code == 400  # refused before any commit: not timed
+    client.get("/metrics")  # which hands the buffered observations over
+    after, after_sum = waits()
+    assert after - before == 1
+    assert after_sum > before_sum

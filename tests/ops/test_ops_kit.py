@@ -160,11 +160,13 @@ def test_the_outbox_depth_stat_counts_an_outbox_two_instances_share_once(tmp_pat
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_the_dashboard_shows_each_clients_answer_time():
+def test_the_dashboard_shows_each_clients_answer_time_and_its_wait_for_the_commit():
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for t in panel(dashboard, "Answer time by client (p50, p95)", "timeseries")["targets"]]
 
-    assert all("gateway_request_duration_seconds_bucket" in e and "by (client, le)" in e for e in exprs) and len(exprs) == 2
+    assert all("by (client, le)" in e for e in exprs) and len(exprs) == 3
+    assert ["gateway_request_duration_seconds_bucket" in e for e in exprs] == [True, True, False]
+    assert "gateway_outbox_commit_seconds_bucket" in exprs[2]
 
 
 def test_the_dead_letters_stat_reads_zero_before_the_first_dead_letter():
