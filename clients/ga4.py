@@ -58,6 +58,10 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from clients._click_ids import click_ids
+from clients._ga4_names import (
+    CURRENCY, EP_ID, EP_NUMBER, EP_TEXT, EPN_ID, EPN_NUMBER, EPN_OTHER, FIELD, ITEM, KINDS, PROTOCOL, SKIP, USER_NUMBER,
+    USER_TEXT, kind_of,
+)
 from clients._ga4_openapi import OPENAPI  # noqa: F401 - the client's OpenAPI operations (gateway.openapi reads them here)
 from clients._ga4_values import INT, read_currency, read_item, read_json_number, read_number, read_user_data
 from gateway.client import ClientConfig, ClientResult, RawRequest
@@ -85,27 +89,8 @@ class Config(ClientConfig):
         return None if self.measurement_ids is None else frozenset(self.measurement_ids)
 
 
-# Parameters copied to an event field as they are.
-_TEXT_FIELDS = {
-    "cid": "client_id",
-    "uid": "user_id",
-    "dl": "page_location",
-    "dr": "page_referrer",
-    "dt": "page_title",
-    "ul": "language",
-    "sr": "screen_resolution",
-}
-# Parameters the loop over all parameters in ``_event`` passes by because they are read by name
-# (en, tid, cu, em, sid, sct, npa, gcs, gcd) or say nothing (v is always 2). Every other protocol
-# parameter gtag.js adds is kept under its sGTM name by ``gateway.ga4_params``.
-_READ_ELSEWHERE = frozenset({"en", "tid", "cu", "em", "sid", "sct", "npa", "gcs", "gcd", "v"})
 _KEPT_BY_NAME = ("gcs", "gcd")  # read for consent, and kept as they came (x-ga-gcs, x-ga-gcd) for the ga4 tag
-# Event parameters with their own event field, whichever prefix brings them.
-_ID_PARAMS = frozenset({"transaction_id", "event_id"})
-_NUMBER_PARAMS = frozenset({"value", "tax", "shipping"})
-
 _MAX_EVENT_NAME = 200
-_MAX_ITEMS_INDEX_DIGITS = 3  # pr1 ... pr999; GA4 itself keeps 200
 _FB_COOKIES = frozenset({"_fbp", "_fbc"})
 
 
@@ -252,42 +237,42 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     currency_param = "cu" if params.get("cu") else None
 
     for key, value in params.items():
-        kind, what = _KINDS.get(key) or _kind_of(key)
-        if kind is _PROTOCOL:
+        kind, what = KINDS.get(key) or kind_of(key)
+        if kind is PROTOCOL:
             protocol.append((key, value))
-        elif kind is _FIELD:
+        elif kind is FIELD:
             if value:
                 data[what] = value
-        elif kind is _SKIP:
+        elif kind is SKIP:
             continue
-        elif kind is _EP_TEXT:
+        elif kind is EP_TEXT:
             extra[what] = value
-        elif kind is _ITEM:
+        elif kind is ITEM:
             if items is None:
                 items = []
             items.append((what, key, value))
-        elif kind is _EPN_NUMBER:
+        elif kind is EPN_NUMBER:
             if value:
                 data[what] = read_number(value, key)
-        elif kind is _EP_NUMBER:  # the number form wins when a page sends both
+        elif kind is EP_NUMBER:  # the number form wins when a page sends both
             if value and not params.get(what[1]):
                 data[what[0]] = read_number(value, key)
-        elif kind is _EP_ID:
+        elif kind is EP_ID:
             if value:
                 data[what] = value
-        elif kind is _EPN_ID:  # text wins when a page sends both forms
+        elif kind is EPN_ID:  # text wins when a page sends both forms
             if value and not params.get(what[1]):
                 data[what[0]] = value
-        elif kind is _CURRENCY:
+        elif kind is CURRENCY:
             if currency_param is None and value:
                 currency_param = key
-        elif kind is _EPN_OTHER:
+        elif kind is EPN_OTHER:
             if value:
                 extra[what] = read_json_number(value, key)
-        elif kind is _USER_TEXT or (kind is _USER_NUMBER and value):
+        elif kind is USER_TEXT or (kind is USER_NUMBER and value):
             if user_properties is None:
                 user_properties = {}
-            user_properties[what] = value if kind is _USER_TEXT else read_json_number(value, key)
+            user_properties[what] = value if kind is USER_TEXT else read_json_number(value, key)
 
     if currency_param is not None:
         data["currency"] = read_currency(params[currency_param], currency_param)
@@ -327,56 +312,6 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
         return Event(**data)
     except ValidationError as exc:  # a safety net: every field is checked above
         raise BadRequest(400, "invalid event", detail=exc.errors(include_input=False, include_url=False)) from None
-
-
-# What the loop in ``_event`` does with a parameter, by its name: (kind, what it needs). A page sends the same
-# thirty-odd names in every hit, so each name is read once (``_kind_of``) and then found in ``_KINDS``.
-_PROTOCOL, _FIELD, _SKIP, _EP_TEXT, _ITEM, _EPN_NUMBER, _EP_NUMBER, _EP_ID, _EPN_ID, _CURRENCY, _EPN_OTHER, \
-    _USER_TEXT, _USER_NUMBER = (f"kind:{n}" for n in range(13))  # distinct objects, compared with ``is``
-_KINDS: dict[str, tuple[str, Any]] = {}
-# Bounds, so that names a hostile client makes up cost at most 4,096 names of 64 characters: past them, a name
-# is read each time.
-_MAX_KINDS = 4096
-_MAX_KIND_NAME = 64
-
-
-def _kind_of(key: str) -> tuple[str, Any]:
-    """How ``_event`` treats the parameter ``key``, remembered for the next hit while there is room."""
-    kind = _classify(key)
-    if len(_KINDS) < _MAX_KINDS and len(key) <= _MAX_KIND_NAME:
-        _KINDS[key] = kind
-    return kind
-
-
-def _classify(key: str) -> tuple[str, Any]:
-    if key in _READ_ELSEWHERE:
-        return _SKIP, None
-    field = _TEXT_FIELDS.get(key)
-    if field is not None:
-        return _FIELD, field
-    prefix, dot, pname = key.partition(".")
-    if dot:
-        if not pname:
-            return _SKIP, None
-        if prefix == "ep" or prefix == "epn":
-            text = prefix == "ep"
-            if pname in _ID_PARAMS:
-                return (_EP_ID, pname) if text else (_EPN_ID, (pname, f"ep.{pname}"))
-            if pname in _NUMBER_PARAMS:
-                return (_EP_NUMBER, (pname, f"epn.{pname}")) if text else (_EPN_NUMBER, pname)
-            if pname == "currency":
-                return _CURRENCY, None
-            return (_EP_TEXT, pname) if text else (_EPN_OTHER, pname)
-        if prefix == "up":
-            return _USER_TEXT, pname
-        if prefix == "upn":
-            return _USER_NUMBER, pname
-        return _PROTOCOL, None  # sst.* and whatever else gtag.js adds with a dot
-    if key.startswith("pr") and 2 < len(key) <= 2 + _MAX_ITEMS_INDEX_DIGITS:
-        index = key[2:]
-        if index.isascii() and index.isdigit():
-            return _ITEM, int(index)
-    return _PROTOCOL, None
 
 
 def _consent(gcs: str | None, gcd: str | None, shared: _Shared) -> dict[str, str]:
