@@ -38,6 +38,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -50,6 +51,18 @@ from tests.running import GatewayProcess, free_port, wait_until
 
 def _run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def _unmount(folder: Path, timeout: float = 10.0) -> None:
+    """``umount``, again while the kernel says the target is busy: a killed process lets go of its files a moment
+    after it is reaped (a full suite on a loaded machine saw the remount fail on a mount never taken down)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = _run("umount", str(folder))
+        if done.returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"umount {folder}: {done.stderr.strip()}"
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -178,9 +191,10 @@ async def test_a_disk_that_cannot_take_writes_gets_503_with_retry_after_and_noth
 
                 if fault == "read_only":  # the operator's way out: stop, fsck, remount, start
                     gateway.kill()
-                    _run("umount", str(data))
+                    _unmount(data)
                     _run("e2fsck", "-fy", str(tmp_path / "ext4.img"))
-                    assert _run("mount", "-o", "loop", str(tmp_path / "ext4.img"), str(data)).returncode == 0
+                    mounted = _run("mount", "-o", "loop", str(tmp_path / "ext4.img"), str(data))
+                    assert mounted.returncode == 0, mounted.stderr
                     with contextlib.closing(sqlite3.connect(db)) as conn:
                         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
                     await gateway.start()
