@@ -68,6 +68,7 @@ from gateway.dispatch_link import DISPATCH_DIR_ENV, DispatcherLink
 from gateway.errors import BadRequest
 from gateway.event import Event
 from gateway.first_party import FirstPartyCookies
+from gateway.identity import phones
 from gateway.ledger import LEDGER_DESTINATION, LedgerState, LedgerWrite, order_id_of
 from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
@@ -341,7 +342,10 @@ class Gateway:
             if order_ids:
                 await self._record_orders(result.events, order_ids, result.request_key, client_name)
             else:
-                outcome = self.pipeline.process(result.events, client_name)
+                try:
+                    outcome = self.pipeline.process(result.events, client_name)
+                finally:
+                    phones.forget()  # the phone numbers its tags read: none outlives the request (Ledger.run: the same)
                 if outcome.deliveries or result.request_key:
                     self._check_depth()
                     began = time.perf_counter()

@@ -109,7 +109,7 @@ def kept_identifiers(event: Event, consent: Mapping[str, str | None]) -> tuple[t
     """
     kept: dict[str, str] = {}
     if consent.get("ad_user_data") == "granted" and event.user_data is not None:
-        hashed = meta_identity.customer_information(event.user_data)
+        hashed = meta_identity.contact_information(event.user_data)
         for name, meta_key in _HASHED:
             digests = hashed.get(meta_key)
             if digests:

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gateway.delivery import Delivery
 from gateway.event import CONSENT_SIGNALS, Event
+from gateway.identity import phones
 from gateway.ledger import (
     PURCHASE,
     REFUND_CURRENCY_MISMATCH,
@@ -106,6 +107,12 @@ class Ledger:
 
     def run(self, events: Sequence[Event], source: str, state: LedgerState, now: datetime) -> LedgerWrite:
         """Every event of one request, in order; order events against the ledger, the others straight through."""
+        try:
+            return self._run(events, source, state, now)
+        finally:
+            phones.forget()  # the numbers this step read (tags and kept identifiers): none outlives the request
+
+    def _run(self, events: Sequence[Event], source: str, state: LedgerState, now: datetime) -> LedgerWrite:
         write = LedgerWrite()
         orders = dict(state.orders)
         held = _group_held(state.held)
@@ -124,6 +131,12 @@ class Ledger:
 
     def release(self, state: LedgerState, now: datetime) -> LedgerWrite:
         """The sweep: held changes whose order is known now, or whose wait for the order system's total is over."""
+        try:
+            return self._release(state, now)
+        finally:
+            phones.forget()
+
+    def _release(self, state: LedgerState, now: datetime) -> LedgerWrite:
         write = LedgerWrite()
         orders = dict(state.orders)
         for held in state.held:

@@ -48,6 +48,7 @@ from gateway.debug.trace import Trace, new_trace_id
 from gateway.delivery import Delivery
 from gateway.errors import BadRequest
 from gateway.event import Event
+from gateway.identity import phones
 from gateway.ledger import order_id_of
 from gateway.netaddr import resolve_client_ip
 from gateway.pipeline import Outcome
@@ -129,6 +130,14 @@ def run_pipeline(container: Container, events: list[Event], consent: ConsentPoli
     """
     outcome = Outcome()
     consent = consent or ConsentPolicy.for_container(container)
+    try:
+        _run_tags(container, events, consent, outcome)
+    finally:
+        phones.forget()  # as after a request: no phone number the tags read stays in memory
+    return outcome
+
+
+def _run_tags(container: Container, events: list[Event], consent: ConsentPolicy, outcome: Outcome) -> None:
     for index, event in enumerate(events):
         outcome.decisions.append(consent.apply(event))
         for entry in container.tags:
@@ -142,7 +151,6 @@ def run_pipeline(container: Container, events: list[Event], consent: ConsentPoli
                 outcome.skipped.append((index, name, skip.reason))
             except Exception:  # noqa: BLE001 - as in the pipeline: a tag bug is a skip, not a failure
                 outcome.skipped.append((index, name, "error"))
-    return outcome
 
 
 # -- dry-run senders ---------------------------------------------------------------------------------

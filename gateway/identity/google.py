@@ -74,8 +74,7 @@ def normalize_phone(value: object, default_region: str | None = None) -> str | N
     text = clean(value)
     if text is None:
         return None
-    number = phones.parse(text, default_region, bare_digits_have_country_code=False)
-    return phones.e164(number) if number is not None else None
+    return phones.e164_of(text, default_region, bare_digits_have_country_code=False)
 
 
 def normalize_name(value: object) -> str | None:

@@ -30,7 +30,10 @@ result is checked against what was typed. A number is kept only when:
 
 from __future__ import annotations
 
+import threading
+
 import phonenumbers
+
 
 def parse(value: str, region: str | None, *, bare_digits_have_country_code: bool) -> phonenumbers.PhoneNumber | None:
     """The valid number the text writes, or None.
@@ -80,6 +83,54 @@ def parse(value: str, region: str | None, *, bare_digits_have_country_code: bool
 
 def e164(number: phonenumbers.PhoneNumber) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class _Reads(threading.local):
+    """What ``e164_of`` read on this thread since its last ``forget``: (text, region, bare digits rule) -> E.164.
+
+    One order webhook reads its phone number three times (the Google Ads tag,
+    the Meta tag, the identifiers the ledger keeps), and one read costs about
+    290k instructions, half of the ledger's step. The memory holds raw
+    numbers, so it is per thread and emptied as soon as the step that read
+    them is over (``Ledger.run`` on the storage's writer thread, the
+    collection path after ``Pipeline.process``); no request ever finds
+    another's number here, and it is bounded in between.
+    """
+
+    def __init__(self) -> None:
+        self.written: dict[tuple[str, str | None, bool], str | None] = {}
+
+
+_READS = _Reads()
+_READ_BOUND = 32
+
+
+def e164_of(value: str, region: str | None, *, bare_digits_have_country_code: bool) -> str | None:
+    """``parse`` then ``e164``: the number as E.164 (``+491701234567``), or None; remembered until ``forget``."""
+    text = value.strip()
+    # A number written with "+" carries its country: the region and the bare digits rule play no part.
+    key = (text, None, False) if text[:1] == "+" else (text, region, bare_digits_have_country_code)
+    written = _READS.written
+    try:
+        return written[key]
+    except KeyError:
+        pass
+    number = parse(text, region, bare_digits_have_country_code=bare_digits_have_country_code)
+    e164_text = e164(number) if number is not None else None
+    if len(written) >= _READ_BOUND:
+        written.clear()
+    written[key] = e164_text
+    return e164_text
+
+
+def remembered() -> int:
+    """How many numbers this thread remembers (for the tests)."""
+    return len(_READS.written)
+
+
+def forget() -> None:
+    """Drop every number this thread remembers: called when the work that read them is over."""
+    _READS.written.clear()
 
 
 def _placeholder(national: str) -> bool:

@@ -365,3 +365,24 @@ def test_the_same_value_raw_and_prehashed_is_sent_once_and_garbage_digests_are_d
 
 def test_no_user_data_is_no_customer_information() -> None:
     assert (meta.customer_information(None), meta.customer_information(UserData())) == ({}, {})
+
+
+_TEXT = st.one_of(st.none(), st.sampled_from(["", " ", "Alex", "Doe", "Valéry", "Berlin", "10115", "DE", "na",
+                                               "alex.doe@gmail.com", "+49 170 1234567", "0170 1234567",
+                                               "1990-04-23", "f", "X1", sha256_hex("a@example.com")]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(email=_TEXT, phone=_TEXT, sha_email=_TEXT, sha_phone=_TEXT, first=_TEXT, last=_TEXT, sha_first=_TEXT,
+       city=_TEXT, country=_TEXT, birth=_TEXT, with_address=st.booleans(), region=st.sampled_from([None, "DE", "US"]))
+def test_contact_information_is_customer_informations_email_phone_and_names(
+    email, phone, sha_email, sha_phone, first, last, sha_first, city, country, birth, with_address, region,
+) -> None:
+    """What the ledger keeps of a purchase: the same digests, in the same order, as the Meta tag sends."""
+    address = Address(first_name=first, last_name=last, sha256_first_name=sha_first, city=city,
+                      country=country) if with_address else None
+    user_data = UserData(email_address=email, phone_number=phone, sha256_email_address=sha_email,
+                         sha256_phone_number=sha_phone, date_of_birth=birth, address=address)
+    whole = meta.customer_information(user_data, region)
+    assert meta.contact_information(user_data, region) == {k: v for k, v in whole.items() if k in ("em", "ph", "fn", "ln")}
+    assert meta.contact_information(None) == {}
