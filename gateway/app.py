@@ -68,7 +68,7 @@ from gateway.dispatch_link import DISPATCH_DIR_ENV, DispatcherLink
 from gateway.errors import BadRequest
 from gateway.event import Event
 from gateway.first_party import FirstPartyCookies
-from gateway.identity import phones
+from gateway.identity import countries, phones
 from gateway.ledger import LEDGER_DESTINATION, LedgerState, LedgerWrite, order_id_of
 from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
@@ -483,6 +483,10 @@ def app_from_env() -> Starlette:
     link_dir = os.environ.get(DISPATCH_DIR_ENV)
     link = DispatcherLink(link_dir) if link_dir else None
     app = create_app(load_container_file(os.environ[CONFIG_ENV]), run_dispatcher=link is None, dispatcher_link=link)
+    # The country names' tables (about a second to read, most of it pycountry's translations) now, not on the
+    # first webhook that names a country: that one runs its ledger step inside the SQLite writer's transaction,
+    # so every request's commit would wait the second with it.
+    countries.load_tables()
     # Everything built so far (modules, schemas, the compiled container) lives as long as the
     # process: out of the collector's sight, the full collections it runs under load stay short.
     gc.collect()
