@@ -21,6 +21,10 @@ The parts (the sample container, ``examples/container.yaml``):
 - ``pipeline``: consent, rules and every tag's ``build`` for the parsed events;
 - ``ga4_tag``, ``http_request_tag``: one tag's ``build`` of each event (consent applied);
 - ``to_json_dict``: ``Event.to_json_dict`` of each event.
+
+With ``--scenario webhook`` (the signed order webhook): ``parse``, the order
+webhook client's, and ``ledger``, the order ledger's step for a new order
+(``Ledger.run``: what the SQLite writer thread runs inside its transaction).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from bench import callgrind
 from bench.instructions import SAMPLE_CONTAINER, SCENARIOS, SEQ_START
 
 PARTS = ("parse", "first_party", "pipeline", "ga4_tag", "http_request_tag", "to_json_dict")
+WEBHOOK_PARTS = ("parse", "ledger")  # --scenario webhook
 WARMUP = 20
 
 
@@ -47,6 +52,8 @@ Parts = dict[str, tuple[Callable[[Any], Any], bool]]  # part -> (the function, w
 
 
 def _setup(scenario: str, calls: int) -> tuple[Parts, list[Any], Callable[[Any], list[Any]]]:
+    if scenario == "webhook":
+        return _webhook_setup(calls)
     from clients import ga4
     from gateway.client import RawRequest, stamp
     from gateway.config import load_container_file
@@ -91,6 +98,47 @@ def _setup(scenario: str, calls: int) -> tuple[Parts, list[Any], Callable[[Any],
     return parts, requests, events
 
 
+def _webhook_setup(calls: int) -> tuple[Parts, list[Any], Callable[[Any], list[Any]]]:
+    """The signed order webhook on the sample container: its client's ``parse``, and the ledger's step.
+
+    ``ledger`` is ``Ledger.run`` for a new order (an empty ledger state), which is what the storage's writer
+    thread runs inside its transaction: the ledger's decisions, then the pipeline with every tag that fires
+    on the purchase (Google Ads, Meta, the http_request tag), then the identifiers the ledger keeps.
+    """
+    from datetime import timedelta
+
+    from bench.hits import WEBHOOK_SECRET
+    from clients import order_webhook
+    from gateway.app import click_tags
+    from gateway.client import RawRequest, stamp
+    from gateway.config import load_container_file
+    from gateway.ledger import LedgerState
+    from gateway.orders import Ledger
+    from gateway.pipeline import Pipeline
+
+    hit = SCENARIOS["webhook"]
+    container = load_container_file(SAMPLE_CONTAINER, env={"ORDER_WEBHOOK_SECRET": WEBHOOK_SECRET})
+    entry = next(c for c in container.clients if c.config.type == "order_webhook")
+    ledger = Ledger(Pipeline(container).process, click_tags(container), timedelta(days=7))
+
+    def raw(n: int) -> RawRequest:
+        path, headers, body = hit.render(n)
+        lowered = {k.lower(): v for k, v in headers.items()} | {"host": "shop.example"}
+        return RawRequest(hit.method, path, "", lowered, body, "203.0.113.7", datetime.now(timezone.utc))
+
+    def events(request: RawRequest) -> list[Any]:
+        parsed = order_webhook.parse(request, entry.config)
+        stamp(parsed.events, entry.source)
+        return parsed.events
+
+    requests = [raw(SEQ_START + i) for i in range(WARMUP + calls)]
+    parts: Parts = {
+        "parse": (lambda r: order_webhook.parse(r, entry.config), True),
+        "ledger": (lambda evs: ledger.run(evs, "order_webhook", LedgerState(), datetime.now(timezone.utc)), False),
+    }
+    return parts, requests, events
+
+
 def child(scenario: str, part: str, calls: int) -> None:
     parts, requests, events = _setup(scenario, calls)
     fn, takes_request = parts[part]
@@ -118,12 +166,18 @@ def count(scenario: str, part: str, calls: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.parts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", default="get", choices=[s for s in SCENARIOS if s not in ("beacon", "webhook")])
+    parser.add_argument("--scenario", default="get", choices=[s for s in SCENARIOS if s != "beacon"])
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {','.join(PARTS)}")
     parser.add_argument("--calls", type=int, default=100, help="calls counted (default 100)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     wanted = [p for p in args.parts.split(",") if p]
+    if args.scenario == "webhook" and args.parts == parser.get_default("parts"):
+        wanted = list(WEBHOOK_PARTS)
+    known = WEBHOOK_PARTS if args.scenario == "webhook" else PARTS
+    unknown = [p for p in wanted if p not in known]
+    if unknown:
+        parser.error(f"--parts: {', '.join(unknown)} not among {', '.join(known)} for --scenario {args.scenario}")
     if args.child:
         child(args.scenario, wanted[0], args.calls)
         return 0
