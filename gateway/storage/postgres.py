@@ -387,7 +387,8 @@ class PostgresStorage(Storage):
         rows = await self._run(lambda c: c.fetch(_CLAIM, now, now + lease, destination, batch_key, limit))
         rows = sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"]))
         return [
-            PendingItem(r["id"], r["idempotency_key"], orjson.loads(r["item"]), r["tag"], r["attempts"], r["created_at"])
+            PendingItem(r["id"], r["idempotency_key"], None, r["tag"], r["attempts"], r["created_at"],
+                        raw=r["item"].encode())
             for r in rows
         ]
 

@@ -596,8 +596,8 @@ class SQLiteStorage(Storage):
 
         rows = await self._write(op, replayable=True)
         return [
-            PendingItem(id=id_, idempotency_key=key, item=orjson.loads(item), tag=tag, attempts=attempts,
-                        created_at=_dt(created))
+            PendingItem(id=id_, idempotency_key=key, item=None, tag=tag, attempts=attempts, created_at=_dt(created),
+                        raw=bytes(item))
             for id_, key, item, tag, attempts, created in rows
         ]
 
