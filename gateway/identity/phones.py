@@ -123,11 +123,6 @@ def e164_of(value: str, region: str | None, *, bare_digits_have_country_code: bo
     return e164_text
 
 
-def remembered() -> int:
-    """How many numbers this thread remembers (for the tests)."""
-    return len(_READS.written)
-
-
 def forget() -> None:
     """Drop every number this thread remembers: called when the work that read them is over."""
     _READS.written.clear()
