@@ -21,8 +21,9 @@ import math
 from datetime import datetime
 from typing import Any, Literal
 
+import msgspec
 import orjson
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from clients._click_ids import click_ids
 from clients._time import from_unix_ms, parse_iso
@@ -30,7 +31,7 @@ from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.consent import consent_from_mapping
 from gateway.cookies import read_cookies
 from gateway.errors import BadRequest
-from gateway.event import EVENT_FIELDS, INTERNAL_FIELDS, Event
+from gateway.event import EVENT_FIELDS, INTERNAL_FIELDS, Event, invalid_field
 
 # Anyone on the internet can send these: events from here never change an order's value (gateway.ledger).
 AUTHENTICATED = False
@@ -202,13 +203,10 @@ def _build_event(obj: Any, path: str, raw: RawRequest, cookies: dict[str, str]) 
     if "_fbc" in cookies:
         data.setdefault("fbc", cookies["_fbc"])
     try:
-        return Event.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            {"field": ".".join([path, *(str(p) for p in err["loc"])]), "problem": err["msg"]}
-            for err in exc.errors(include_input=False, include_url=False)
-        ]
-        raise BadRequest(400, "invalid event", detail=problems) from None
+        return Event.from_data(data)
+    except msgspec.ValidationError as exc:  # the first problem found, named by its field, never its value
+        loc, problem = invalid_field(exc)
+        raise BadRequest(400, "invalid event", detail=[{"field": ".".join([path, *loc]), "problem": problem}]) from None
 
 
 def parse(raw: RawRequest, config: Config) -> ClientResult:
