@@ -260,7 +260,7 @@ def purchase(
     order_id: str, moment: datetime, value: Decimal | None, currency_code: str | None, *, placed_on_web: bool = False,
     **fields: Any,
 ) -> Event:
-    order = _order_data(placed_on_web=True) if placed_on_web else None
+    order = _order_data(placed_on_web=placed_on_web or None)
     return order_event("purchase", order_id, moment, value=_float(value), currency=currency_code, order=order, **fields)
 
 

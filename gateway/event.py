@@ -55,10 +55,11 @@ class _Model(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defa
 
     @classmethod
     def from_data(cls: type[_M], data: Mapping[str, Any]) -> _M:
-        """Validate ``data`` (JSON-like values, or models and datetimes) into the model; raises ``msgspec.ValidationError``.
+        """Validate ``data`` into the model; raises ``msgspec.ValidationError`` (``invalid_field`` reads it).
 
-        Lax as pydantic was: numbers in strings read as numbers, ISO 8601
-        strings as datetimes, integers as floats.
+        ``data`` holds JSON-like values, models or datetimes. Lax, as pydantic
+        was: numeric text reads as a number, ISO 8601 text as a datetime, an
+        integer as a float.
         """
         return msgspec.convert(data, cls, strict=False)
 
