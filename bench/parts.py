@@ -20,7 +20,10 @@ The parts (the sample container, ``examples/container.yaml``):
 - ``first_party``: ``parse`` then the server-managed cookies (minus ``parse`` for their own cost);
 - ``pipeline``: consent, rules and every tag's ``build`` for the parsed events;
 - ``ga4_tag``, ``http_request_tag``: one tag's ``build`` of each event (consent applied);
-- ``to_json_dict``: ``Event.to_json_dict`` of each event.
+- ``event_json``: each event's JSON as the http_request tag takes it
+  (``Event.to_json_bytes``, the body and outbox row; before the event model
+  was a ``msgspec.Struct`` this part was ``to_json_dict``, pydantic's
+  ``model_dump``, which the outbox then encoded).
 
 With ``--scenario webhook`` (the signed order webhook): ``parse``, the order
 webhook client's, and ``ledger``, the order ledger's step for a new order
@@ -43,7 +46,7 @@ from typing import Any, Callable
 from bench import callgrind
 from bench.instructions import SAMPLE_CONTAINER, SCENARIOS, SEQ_START
 
-PARTS = ("parse", "first_party", "pipeline", "ga4_tag", "http_request_tag", "to_json_dict")
+PARTS = ("parse", "first_party", "pipeline", "ga4_tag", "http_request_tag", "event_json")
 WEBHOOK_PARTS = ("parse", "ledger")  # --scenario webhook
 WARMUP = 20
 
@@ -93,7 +96,7 @@ def _setup(scenario: str, calls: int) -> tuple[Parts, list[Any], Callable[[Any],
         "pipeline": (lambda evs: pipeline.process(evs, "ga4"), False),
         "ga4_tag": (one_tag("ga4_forward"), False),
         "http_request_tag": (one_tag("forward_everything"), False),
-        "to_json_dict": (lambda evs: [e.to_json_dict() for e in evs], False),
+        "event_json": (lambda evs: [e.to_json_bytes() for e in evs], False),
     }
     return parts, requests, events
 

@@ -108,7 +108,7 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("pipeline + rules", ("gateway/pipeline.py", "rules/")),
     ("tags: build, identity, hashing", ("tags/http_request.py", "tags/google_ads_", "tags/_google_ads.py",
                                         "gateway/identity/", "gateway/tag.py", "gateway/delivery.py")),
-    ("event model: pydantic", ("pydantic/", "pydantic_core/", "gateway/event.py")),
+    ("event model: msgspec (pydantic for configs)", ("msgspec/", "pydantic/", "pydantic_core/", "gateway/event.py")),
     ("metrics: prometheus_client", ("prometheus_client/", "gateway/metrics.py")),
     ("outbox: gateway/storage (caller side)", ("gateway/storage/",)),
     ("dispatcher, senders, aiohttp client", ("gateway/dispatcher.py", "gateway/sender.py", "tags/_http_sender.py",

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from gateway.errors import BadRequest
+from gateway.event import Address, UserData
 from gateway.percent import unquote
 
 ITEM_TEXT = {
@@ -178,7 +179,7 @@ def decode_piece(text: str, param: str) -> str:
     return decoded
 
 
-def read_user_data(text: str) -> dict[str, Any] | None:
+def read_user_data(text: str) -> UserData | None:
     user: dict[str, str] = {}
     address: dict[str, str] = {}
     for piece in text.split("~"):
@@ -197,7 +198,7 @@ def read_user_data(text: str) -> dict[str, Any] | None:
             target[field] = digest
     if not user and not address:
         return None
-    return {**user, "address": address} if address else user  # validated with the Event, into UserData
+    return UserData(**user, address=Address(**address) if address else None)
 
 
 def read_digest(text: str) -> str | None:

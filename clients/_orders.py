@@ -33,13 +33,13 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
 import orjson
-from pydantic import ValidationError
 
 from clients._time import parse_iso
 from gateway.consent import consent_from_mapping
 from gateway.errors import BadRequest
-from gateway.event import CONSENT_SIGNALS, Address, Consent, Event, OrderData, UserData
+from gateway.event import CONSENT_SIGNALS, Address, Consent, Event, UserData, invalid_field
 from gateway.identity import clean
 
 CLICK_IDS = ("gclid", "gbraid", "wbraid")
@@ -233,29 +233,34 @@ def user_data(
         first_name=keep(first_name), last_name=keep(last_name), street=keep(street), city=keep(city),
         region=keep(region), postal_code=keep(postal_code), country=keep(country),
     )
-    has_address = any(v is not None for v in address.model_dump().values())
+    has_address = any(v is not None for v in msgspec.structs.astuple(address))
     data = UserData(email_address=keep(email), phone_number=keep(phone), address=address if has_address else None)
-    return data if any(v is not None for v in data.model_dump().values()) else None
+    return data if any(v is not None for v in msgspec.structs.astuple(data)) else None
 
 
 # -- the events ----------------------------------------------------------------------------------
 
 
 def order_event(event_name: str, order_id: str, moment: datetime, **fields: Any) -> Event:
-    """An order event: ``transaction_id`` = order id, and ``fields``."""
+    """An order event: ``transaction_id`` = order id, and ``fields``, validated (``order`` given as a mapping)."""
     data = {k: v for k, v in fields.items() if v is not None}
     try:
-        return Event(event_name=event_name, transaction_id=order_id, timestamp=moment, **data)
-    except ValidationError as exc:  # a bug in a client, not the sender's fault: never echo values
-        problems = [".".join(str(p) for p in e["loc"]) for e in exc.errors(include_input=False, include_url=False)]
-        raise BadRequest(400, "invalid order event", detail={"fields": problems}) from None
+        return Event.from_data({"event_name": event_name, "transaction_id": order_id, "timestamp": moment, **data})
+    except msgspec.ValidationError as exc:  # a bug in a client, not the sender's fault: never echo values
+        loc, _ = invalid_field(exc)
+        raise BadRequest(400, "invalid order event", detail={"fields": [".".join(loc)]}) from None
+
+
+def _order_data(**values: Any) -> dict[str, Any] | None:
+    """``OrderData``'s fields that apply, as a mapping ``order_event`` validates (``refund_id`` not empty, ...)."""
+    return {k: v for k, v in values.items() if v is not None} or None
 
 
 def purchase(
     order_id: str, moment: datetime, value: Decimal | None, currency_code: str | None, *, placed_on_web: bool = False,
     **fields: Any,
 ) -> Event:
-    order = OrderData(placed_on_web=True) if placed_on_web else None
+    order = _order_data(placed_on_web=placed_on_web or None)
     return order_event("purchase", order_id, moment, value=_float(value), currency=currency_code, order=order, **fields)
 
 
@@ -264,9 +269,9 @@ def refund(
     full: bool = False, retained_value: Decimal | None = None, pending: bool = False, total: Decimal | None = None,
     exchange_rate: Decimal | None = None, backstop: bool = False, **fields: Any,
 ) -> Event:
-    order = OrderData(refund_id=refund_id, full_refund=full or None, retained_value=_float(retained_value),
-                      refund_pending=pending or None, total=_float(total), exchange_rate=_float(exchange_rate),
-                      backstop=backstop or None)
+    order = _order_data(refund_id=refund_id, full_refund=full or None, retained_value=_float(retained_value),
+                        refund_pending=pending or None, total=_float(total), exchange_rate=_float(exchange_rate),
+                        backstop=backstop or None)
     fields.setdefault("event_id", refund_id)
     return order_event("refund", order_id, moment, value=_float(amount), currency=currency_code, order=order, **fields)
 
@@ -276,7 +281,7 @@ def cancellation(
     **fields: Any,
 ) -> Event:
     fields.setdefault("event_id", f"cancel:{order_id}")
-    order = OrderData(total=_float(total), backstop=backstop or None) if total is not None or backstop else None
+    order = _order_data(total=_float(total), backstop=backstop or None)
     return order_event("order_cancelled", order_id, moment, currency=currency_code, order=order, **fields)
 
 

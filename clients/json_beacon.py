@@ -21,8 +21,9 @@ import math
 from datetime import datetime
 from typing import Any, Literal
 
+import msgspec
 import orjson
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from clients._click_ids import click_ids
 from clients._time import from_unix_ms, parse_iso
@@ -30,7 +31,7 @@ from gateway.client import ClientConfig, ClientResult, RawRequest
 from gateway.consent import consent_from_mapping
 from gateway.cookies import read_cookies
 from gateway.errors import BadRequest
-from gateway.event import EVENT_FIELDS, INTERNAL_FIELDS, Event
+from gateway.event import EVENT_FIELDS, INTERNAL_FIELDS, Event, invalid_field
 
 # Anyone on the internet can send these: events from here never change an order's value (gateway.ledger).
 AUTHENTICATED = False
@@ -153,6 +154,22 @@ def _parse_timestamp(value: Any, path: str) -> datetime:
     raise BadRequest(400, "timestamp must be ISO 8601 or unix milliseconds", field=path)
 
 
+# The event's numbers, which beacons have always been able to send as text (" 5", "1_000") or as true/false:
+# read as Python's float() reads them, as the pydantic model did before the event model was a msgspec Struct
+# (msgspec takes plain numeric text only), so that a page that sends them is not refused now.
+_LAX_NUMBERS = ("value", "tax", "shipping")
+
+
+def _lax_number(value: str | bool) -> float | str:
+    """The number ``value`` reads as; text that is no number stays text, for ``Event.from_data`` to refuse."""
+    if isinstance(value, str) and not value.isascii():
+        return value  # float() reads other scripts' digits, pydantic did not
+    try:
+        return float(value)
+    except ValueError:
+        return value  # type: ignore[return-value] - only text fails
+
+
 def _depth(value: Any) -> int:
     """How many objects and lists are nested in ``value`` at its deepest point (iterative: no recursion limit)."""
     deepest = 0
@@ -191,6 +208,10 @@ def _build_event(obj: Any, path: str, raw: RawRequest, cookies: dict[str, str]) 
     data["timestamp"] = _parse_timestamp(obj["timestamp"], f"{path}.timestamp") if "timestamp" in obj else raw.received_at
     if "consent" in obj and obj["consent"] is not None:
         data["consent"] = consent_from_mapping(obj["consent"], f"{path}.consent")
+    for name in _LAX_NUMBERS:
+        number = data.get(name)
+        if isinstance(number, (str, bool)):
+            data[name] = _lax_number(number)
     data.setdefault("user_agent", raw.headers.get("user-agent"))
     data.setdefault("ip_override", raw.client_ip)
     location = data.get("page_location")
@@ -202,13 +223,10 @@ def _build_event(obj: Any, path: str, raw: RawRequest, cookies: dict[str, str]) 
     if "_fbc" in cookies:
         data.setdefault("fbc", cookies["_fbc"])
     try:
-        return Event.model_validate(data)
-    except ValidationError as exc:
-        problems = [
-            {"field": ".".join([path, *(str(p) for p in err["loc"])]), "problem": err["msg"]}
-            for err in exc.errors(include_input=False, include_url=False)
-        ]
-        raise BadRequest(400, "invalid event", detail=problems) from None
+        return Event.from_data(data)
+    except msgspec.ValidationError as exc:  # the first problem found, named by its field, never its value
+        loc, problem = invalid_field(exc)
+        raise BadRequest(400, "invalid event", detail=[{"field": ".".join([path, *loc]), "problem": problem}]) from None
 
 
 def parse(raw: RawRequest, config: Config) -> ClientResult:

@@ -17,21 +17,52 @@ that client verified a signature. ``order`` is filled by the order clients
 (the signed webhooks) from what the order system reported. ``adjustment``
 is filled by the order ledger. Only events whose ``source`` is authenticated
 can change an order in the ledger; see ``gateway.ledger``.
+
+The models are ``msgspec.Struct``s rather than pydantic models because an
+event is built and encoded on every hit: with pydantic, its validation and
+``model_dump`` cost a GA4 page view about 115k instructions; as Structs the
+whole request costs 179k fewer (BENCHMARKS.md, "A fifth pass").
+The price is that constructing a Struct checks field names but not values:
+the GA4 client, which builds its events from values it has checked itself,
+constructs them directly; everything else that turns outside data into an
+event (a beacon's JSON, the order clients' webhooks, a stored event, the
+debugger's recording) goes through ``from_data``, which validates every
+field, its type and its constraints.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
 ConsentState = Literal["granted", "denied"]
 CONSENT_SIGNALS: tuple[str, ...] = ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization")
 
+_M = TypeVar("_M", bound="_Model")
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+class _Model(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Keyword-only, unknown keys refused; encoded without the fields that hold their default.
+
+    Every default is ``None`` except those given by a factory other than
+    ``dict``/``list`` (msgspec never omits those), so the JSON leaves out
+    exactly the empty fields, as pydantic's ``exclude_none`` did: an empty
+    ``extra`` and ``consent`` stay, ``Adjustment.uploaded_with_order_id`` stays.
+    """
+
+    @classmethod
+    def from_data(cls: type[_M], data: Mapping[str, Any]) -> _M:
+        """Validate ``data`` into the model; raises ``msgspec.ValidationError`` (``invalid_field`` reads it).
+
+        ``data`` holds JSON-like values, models or datetimes. Lax, as pydantic
+        was: numeric text reads as a number, ISO 8601 text as a datetime, an
+        integer as a float.
+        """
+        return msgspec.convert(data, cls, strict=False)
 
 
 class Address(_Model):
@@ -69,7 +100,7 @@ class Consent(_Model):
     ad_personalization: ConsentState | None = None
 
 
-class Source(_Model):
+class Source(_Model, frozen=True):
     """Where an event came from: stamped by the gateway, never read from a request.
 
     ``client`` is the client type that parsed the request (``ga4``,
@@ -79,9 +110,20 @@ class Source(_Model):
     beacons). Triggers test it as ``source.client`` and ``source.authenticated``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     client: str
     authenticated: bool
+
+
+def _true() -> bool:
+    return True
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _empty() -> dict[str, Any]:
+    return {}
 
 
 class OrderData(_Model):
@@ -113,12 +155,12 @@ class OrderData(_Model):
     """
 
     # The flags are True or absent, so that an event's JSON names only what applies.
-    refund_id: str | None = Field(None, min_length=1)
+    refund_id: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     full_refund: bool | None = None
     retained_value: float | None = None
     refund_pending: bool | None = None
     total: float | None = None
-    exchange_rate: float | None = Field(None, gt=0)
+    exchange_rate: Annotated[float, msgspec.Meta(gt=0)] | None = None
     backstop: bool | None = None
     placed_on_web: bool | None = None
 
@@ -137,9 +179,10 @@ class Adjustment(_Model):
     """
 
     type: Literal["RETRACTION", "RESTATEMENT", "ENHANCEMENT"]
-    adjustment_id: str = Field(min_length=1)
+    adjustment_id: Annotated[str, msgspec.Meta(min_length=1)]
     order_id: str | None = None
-    uploaded_with_order_id: bool = True
+    # A factory, not a plain default, so that the JSON names it even when True (see ``_Model``).
+    uploaded_with_order_id: bool = msgspec.field(default_factory=_true)
     gclid: str | None = None
     conversion_time: datetime | None = None
     conversion_uploaded_at: datetime | None = None
@@ -152,11 +195,11 @@ class Adjustment(_Model):
 
 
 class Event(_Model):
-    event_name: str = Field(min_length=1, max_length=200)
+    event_name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     client_id: str | None = None
     user_id: str | None = None
     event_id: str | None = None
-    timestamp: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    timestamp: datetime = msgspec.field(default_factory=_now)
     ip_override: str | None = None
     user_agent: str | None = None
     page_location: str | None = None
@@ -178,11 +221,11 @@ class Event(_Model):
     fbclid: str | None = None
     fbc: str | None = None
     fbp: str | None = None
-    consent: Consent = Field(default_factory=Consent)
+    consent: Consent = msgspec.field(default_factory=Consent)
     source: Source | None = None
     order: OrderData | None = None
     adjustment: Adjustment | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
+    extra: dict[str, Any] = msgspec.field(default_factory=_empty)  # not ``dict``: kept in the JSON when empty
 
     @property
     def authenticated(self) -> bool:
@@ -190,10 +233,47 @@ class Event(_Model):
         return self.source is not None and self.source.authenticated
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The event as JSON-ready data, without empty fields."""
-        return self.model_dump(mode="json", exclude_none=True)
+        """The event as JSON-ready data, without empty fields (the debugger's record of it)."""
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+    def to_json_bytes(self) -> bytes:
+        """The event as JSON, without empty fields: the http_request tag's body and outbox row, encoded once.
+
+        Fields come in the model's order and the keys of free-form objects
+        (``extra``, ``items``, ``user_properties``) sorted, so the same event
+        gives the same bytes whatever order its client read the keys in; the
+        http_request tag's idempotency key is a digest of them. Times are
+        ISO 8601, UTC as ``Z``; a non-finite number is ``null``.
+        """
+        return _ENCODER.encode(self)
 
 
-EVENT_FIELDS: frozenset[str] = frozenset(Event.model_fields)
+_ENCODER = msgspec.json.Encoder(order="deterministic")
+
+EVENT_FIELDS: frozenset[str] = frozenset(Event.__struct_fields__)
 # Set by the gateway, the order clients and the ledger; never taken from a request.
 INTERNAL_FIELDS: tuple[str, ...] = ("source", "order", "adjustment")
+
+
+def invalid_field(exc: msgspec.ValidationError) -> tuple[tuple[str, ...], str]:
+    """Where ``from_data`` found a problem, as field names and list positions, and what it is, never the value.
+
+    msgspec names the first problem it finds, ending its message with
+    ``- at `$.user_data.address.city``; a missing or unknown key is named in
+    the message instead and added to the path here, so that the path names
+    the field as pydantic's ``loc`` did. A quoted value (msgspec quotes the
+    value of an enum it refused) is cut off, since a request's values are
+    never echoed.
+    """
+    message = str(exc)
+    message, at, path = message.rpartition(" - at `$") if " - at `$" in message else (message, "", "")
+    loc = [name or index for name, index in _PATH_PART.findall(path.removesuffix("`"))] if at else []
+    for prefix, problem in _KEY_PROBLEMS:
+        if message.startswith(prefix) and message.endswith("`"):
+            return (*loc, message[len(prefix):-1]), problem
+    return tuple(loc), message.split(" '", 1)[0]
+
+
+_PATH_PART = re.compile(r"\.([^.\[\]]+)|\[([^\]]*)\]")  # .name, or [0] in a list ([...] in a mapping)
+_KEY_PROBLEMS = (("Object missing required field `", "Field required"),
+                 ("Object contains unknown field `", "Extra inputs are not permitted"))

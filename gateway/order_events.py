@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import msgspec
+
 from gateway.event import CONSENT_SIGNALS, Address, Consent, Event, UserData
 from gateway.identity import meta as meta_identity
 from gateway.ledger import CANCELLED, Change, money, stable_id
@@ -85,7 +87,7 @@ def held_event_data(event: Event) -> dict[str, Any]:
         "event_name": event.event_name,
         "timestamp": event.timestamp.isoformat(),
         "transaction_id": event.transaction_id,
-        "consent": event.consent.model_dump(exclude_none=True),
+        "consent": msgspec.to_builtins(event.consent),  # the signals set: the models leave out what is None
     }
     for name in ("event_id", "value", "currency", "gclid", "gbraid", "wbraid"):
         value = getattr(event, name)
@@ -94,7 +96,7 @@ def held_event_data(event: Event) -> dict[str, Any]:
     for name in ("source", "order"):
         model = getattr(event, name)
         if model is not None:
-            data[name] = model.model_dump(exclude_defaults=True)
+            data[name] = msgspec.to_builtins(model)
     if event.items:
         data["items"] = [{k: item[k] for k in _HELD_ITEM_KEYS if k in item} for item in event.items]
     return data

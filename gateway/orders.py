@@ -271,7 +271,7 @@ class Ledger:
         expired: bool = False, held: dict[str, list[Held]] | None = None,
     ) -> None:
         self._unhold(entry, [], write)
-        event = Event.model_validate(entry.event)
+        event = Event.from_data(entry.event)
         change = change_of(event, entry.order_id)
         order = self._learn_total(orders[entry.order_id], change, orders, write)
         if _needs_total(order, change) and not expired:

@@ -27,9 +27,10 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Union, get_args, get_origin
+from functools import cache
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
+import msgspec
 
 from gateway.event import Event
 
@@ -81,11 +82,11 @@ def compile_path(path: Any) -> FieldPath:
     for segment in segments:
         if not _is_model(annotation):
             break
-        field = annotation.model_fields.get(segment)
-        if field is None:
+        field_type = _field_types(annotation).get(segment)
+        if field_type is None:
             raise PathError(f"unknown field {'.'.join([*attrs, segment])!r}")
         attrs.append(segment)
-        annotation = _without_none(field.annotation)
+        annotation = _without_none(field_type)
 
     tail = tuple(segments[len(attrs):])
     if tail and get_origin(annotation) not in (dict, list):
@@ -106,14 +107,23 @@ def compile_path(path: Any) -> FieldPath:
 
 
 def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
+
+
+@cache
+def _field_types(model: type[msgspec.Struct]) -> dict[str, Any]:
+    """A model's field names and their types (annotations resolved, once per model)."""
+    return {field.name: field.type for field in msgspec.structs.fields(model)}
 
 
 def _without_none(annotation: Any) -> Any:
+    """The type of the values a field holds: ``Optional`` and constraints (``Annotated``) taken off."""
     if get_origin(annotation) in (Union, types.UnionType):
         args = [a for a in get_args(annotation) if a is not type(None)]
         if len(args) == 1:
-            return args[0]
+            annotation = args[0]
+    if get_origin(annotation) is Annotated:
+        return get_args(annotation)[0]
     return annotation
 
 

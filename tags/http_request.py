@@ -1,6 +1,6 @@
 """Forward the event, as JSON, to an HTTP endpoint of your own (a webhook, a data warehouse's collector).
 
-The body is the whole event after consent was applied (``Event.to_json_dict``:
+The body is the whole event after consent was applied (``Event.to_json_bytes``:
 sGTM's key names, empty fields left out), one request per event, with
 ``Content-Type: application/json`` and the tag's own headers. With
 ``batch_size`` above 1 the body is instead a JSON array of up to that many
@@ -10,9 +10,12 @@ The receiver may see the same event more than once (delivery is at least
 once, like any webhook); ``event_id`` in the body is the key to deduplicate on.
 
 The idempotency key falls back to a hash of the body when the event has no
-``event_id``, so that the same hit sent twice is stored once: the hash is over
-sorted keys, because two clients may build the same event in a different
-key order.
+``event_id``, so that the same hit sent twice is stored once. The body is
+encoded once, and the same bytes are hashed and stored as the outbox row
+(``Delivery.raw``). They are deterministic: the fields come in the event
+model's order, and the keys of free-form objects (``extra``, ``items``,
+``user_properties``) are sorted, because two clients may build the same
+event in a different key order.
 
 Sending, retries and the reading of the answer are in ``tags/_http_sender.py``.
 """
@@ -24,7 +27,6 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
 from gateway.delivery import Delivery
@@ -93,10 +95,9 @@ class Config(TagConfig):
 
 
 def build(event: Event, config: Config) -> list[Delivery]:
-    item = event.to_json_dict()
+    body = event.to_json_bytes()
     if event.event_id:
         key = f"{DESTINATION}:{config.name}:{event.event_id}"
     else:
-        digest = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        key = f"{DESTINATION}:{config.name}:{digest}"
-    return [Delivery(destination=DESTINATION, batch_key=config.name, idempotency_key=key, item=item, tag=config.name)]
+        key = f"{DESTINATION}:{config.name}:{hashlib.sha256(body).hexdigest()}"
+    return [Delivery(DESTINATION, config.name, key, None, config.name, raw=body)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
-from pydantic import ValidationError
+import msgspec
 
 from gateway.config import Container
 from gateway.debug.explain import explain_events, utcnow
@@ -52,8 +52,8 @@ def _drop_masked(value: Any) -> Any:
 def event_from_masked(data: dict[str, Any]) -> Event | None:
     """A recorded event, every masked value dropped; None when what is left is not an event."""
     try:
-        return Event.model_validate(_drop_masked(data))
-    except ValidationError:
+        return Event.from_data(_drop_masked(data))
+    except msgspec.ValidationError:
         return None
 
 

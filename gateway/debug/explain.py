@@ -206,7 +206,8 @@ async def send_dry_run(
             if sender is None:  # a tag without a sender cannot be configured; nothing to build
                 continue
             at = now()
-            items = [PendingItem(i, d.idempotency_key, d.item, d.tag, 0, at) for i, d in enumerate(group)]
+            # The JSON the outbox would store: the http_request sender sends it as it is.
+            items = [PendingItem(i, d.idempotency_key, None, d.tag, 0, at, raw=d.raw) for i, d in enumerate(group)]
             batch.clear()
             results = await asyncio.wait_for(sender.send(batch_key, items), timeout)
             for item, result in zip(items, results):

@@ -212,7 +212,7 @@ def _delivery_columns(deliveries: Sequence[Delivery], now: datetime) -> tuple[An
         [d.batch_key for d in deliveries],
         [d.idempotency_key for d in deliveries],
         [d.tag for d in deliveries],
-        [orjson.dumps(d.item).decode() for d in deliveries],
+        [d.raw.decode() for d in deliveries],
         now,
         [now if d.not_before is None else max(now, _utc(d.not_before)) for d in deliveries],
     )

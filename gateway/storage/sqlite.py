@@ -559,7 +559,7 @@ class SQLiteStorage(Storage):
                 d.batch_key,
                 d.idempotency_key,
                 d.tag,
-                orjson.dumps(d.item),
+                d.raw,
                 ts,
                 ts if d.not_before is None else max(ts, _ts(d.not_before)),
             )

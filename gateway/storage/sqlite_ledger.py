@@ -252,7 +252,7 @@ def write_ledger(conn: sqlite3.Connection, write: LedgerWrite, now: datetime, in
     conn.executemany(
         insert_item,
         [
-            (d.destination, d.batch_key, d.idempotency_key, d.tag, orjson.dumps(d.item), ts,
+            (d.destination, d.batch_key, d.idempotency_key, d.tag, d.raw, ts,
              ts if d.not_before is None else max(ts, _ts(d.not_before)))
             for d in write.deliveries
         ],

@@ -9,6 +9,7 @@ import hmac
 from datetime import datetime, timezone
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
@@ -152,7 +153,7 @@ def test_orders_updated_reports_every_refund_and_the_cancellation_as_backstops()
 
     result = shopify.parse(signed(order, "orders/updated"), CONFIG)
 
-    assert [(e.event_name, e.value, e.order.model_dump(exclude_none=True)) for e in result.events] == [
+    assert [(e.event_name, e.value, msgspec.to_builtins(e.order)) for e in result.events] == [
         ("refund", 31.93, {"refund_id": "shopify:930001", "total": 149.0, "backstop": True}),
         ("refund", 50.0, {"refund_id": "shopify:930002", "refund_pending": True, "total": 149.0, "backstop": True}),
         ("order_cancelled", None, {"total": 149.0, "backstop": True}),
@@ -197,7 +198,7 @@ def test_the_click_id_may_come_from_a_cart_attribute() -> None:
 
     (event,) = shopify.parse(signed(order, "orders/create"), CONFIG).events
 
-    assert (event.gclid, event.consent.model_dump(exclude_none=True)) == ("gclid-from-cart", {})
+    assert (event.gclid, msgspec.to_builtins(event.consent)) == ("gclid-from-cart", {})
 
 
 def test_the_purchase_is_valued_in_the_currency_the_customer_paid() -> None:

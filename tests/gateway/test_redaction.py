@@ -433,8 +433,8 @@ def placed(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 @given(placed())
 def test_no_canary_survives_denied_consent_wherever_it_is_put(case: tuple[str, dict[str, Any]]) -> None:
     canary, fields = case
-    denied = Event(event_name="purchase", **copy.deepcopy(fields))
-    granted = Event(event_name="purchase", **copy.deepcopy(fields))
+    denied = Event.from_data({"event_name": "purchase", **copy.deepcopy(fields)})
+    granted = Event.from_data({"event_name": "purchase", **copy.deepcopy(fields)})
 
     apply_consent(denied, ALL_DENIED)
     apply_consent(granted, ALL_GRANTED)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from gateway.event import Event
 from rules.paths import compile_path
 
-ORDER = Event.model_validate({
+ORDER = Event.from_data({
     "event_name": "purchase",
     "items": [
         {"item_id": "SKU-1", "categories": ["kitchen", "gift"], "price": 12.5},

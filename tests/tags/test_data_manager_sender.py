@@ -52,7 +52,7 @@ def purchase(n: int, **fields: Any) -> Event:
         "event_name": "purchase", "timestamp": T0 - timedelta(hours=1), "transaction_id": f"ORD-{n}",
         "value": 10.0 + n, "currency": "EUR", "gclid": f"test-gclid-{n}", "consent": {"ad_user_data": "granted"},
     }
-    return Event.model_validate(values | fields)
+    return Event.from_data(values | fields)
 
 
 def pending(delivery: Delivery, n: int = 1, attempts: int = 0) -> PendingItem:
@@ -191,7 +191,7 @@ async def test_quota_and_server_errors_are_retried_as_google_says(data_manager: 
 async def test_a_call_conversion_is_a_phone_event_with_the_caller_hashed(data_manager: FakeDataManager,
                                                                           make_sender: Any) -> None:
     sender = await make_sender(config(data_manager))
-    event = Event.model_validate({"event_name": "call", "timestamp": T0, "consent": {"ad_user_data": "granted"},
+    event = Event.from_data({"event_name": "call", "timestamp": T0, "consent": {"ad_user_data": "granted"},
                                   "value": 50, "currency": "EUR",
                                   "extra": {"caller_id": "+49 30 12345678", "call_start_time": "2026-12-01T11:50:00Z"}})
     item = pending(google_ads_call_conversion.build(event, CALL)[0])
@@ -207,7 +207,7 @@ async def test_a_call_conversion_is_a_phone_event_with_the_caller_hashed(data_ma
 
 
 def refund(kind: str, **adjustment: Any) -> Delivery:
-    event = Event.model_validate({
+    event = Event.from_data({
         "event_name": "refund", "timestamp": T0 + timedelta(days=3), "consent": {"ad_user_data": "granted"},
         "adjustment": {"type": kind, "adjustment_id": f"{kind}-1", "order_id": "ORD-1", "gclid": "test-gclid-1",
                        "conversion_time": T0 - timedelta(hours=1), "adjusted_value": 4.0, "currency": "EUR"}

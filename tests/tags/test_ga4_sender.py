@@ -28,7 +28,7 @@ GRANTED = {"ad_storage": "granted", "analytics_storage": "granted", "ad_user_dat
 
 
 def page_event(name: str, page: int = 1, agent: str = UA, **extra: Any) -> Delivery:
-    event = Event.model_validate({
+    event = Event.from_data({
         "event_name": name, "timestamp": T0, "client_id": f"{page}.1732360000", "user_agent": agent,
         "ip_override": "203.0.113.7", "page_location": f"https://shop.example/p{page}", "consent": GRANTED,
         "extra": {"measurement_id": TID, "x-ga-page_id": page, **extra},
@@ -37,7 +37,7 @@ def page_event(name: str, page: int = 1, agent: str = UA, **extra: Any) -> Deliv
 
 
 def refund(n: int, timestamp: datetime = T0) -> Delivery:
-    event = Event.model_validate({
+    event = Event.from_data({
         "event_name": "refund", "timestamp": timestamp, "transaction_id": f"ORD-{n}", "value": 10.0, "currency": "EUR",
         "consent": GRANTED, "source": {"client": "order_webhook", "authenticated": True},
         "adjustment": {"type": "RESTATEMENT", "adjustment_id": f"ORD-{n}/r1", "order_id": f"ORD-{n}"},

@@ -27,7 +27,7 @@ def config(**overrides: Any) -> tag.Config:
 
 
 def call(**extra: Any) -> Event:
-    return Event.model_validate({
+    return Event.from_data({
         "event_name": "qualified_call", "timestamp": T0, "consent": {"ad_user_data": "granted"},
         "extra": {"caller_id": "+49 30 12345678", "call_start_time": "2026-07-15T10:00:00Z"} | extra,
     })

@@ -29,7 +29,7 @@ def config(**overrides: Any) -> tag.Config:
 
 
 def refund(kind: str = "RETRACTION", **adjustment: Any) -> Event:
-    return Event.model_validate({
+    return Event.from_data({
         "event_name": "refund", "timestamp": CONVERTED + timedelta(days=3), "consent": {"ad_user_data": "granted"},
         "user_data": {"email_address": "test@gmail.com"}, "user_agent": "Mozilla/5.0",
         "adjustment": {"type": kind, "adjustment_id": "adj-1", "order_id": "ORD-1", "gclid": "test-gclid",

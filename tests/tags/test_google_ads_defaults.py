@@ -45,7 +45,7 @@ def test_adjustments_wait_24_hours_after_their_conversion_by_default() -> None:
 
 @pytest.mark.parametrize("kind", ["RETRACTION", "RESTATEMENT", "ENHANCEMENT"])
 def test_every_adjustment_type_is_skipped_after_54_days(kind: str) -> None:
-    event = Event.model_validate({
+    event = Event.from_data({
         "event_name": "refund", "timestamp": T0, "consent": {"ad_user_data": "granted"},
         "user_data": {"email_address": "test@example.com"},
         "adjustment": {"type": kind, "adjustment_id": "a-1", "order_id": "ORD-1", "adjusted_value": 5.0,

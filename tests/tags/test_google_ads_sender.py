@@ -67,7 +67,7 @@ def purchase(n: int, **fields: Any) -> Event:
         "event_name": "purchase", "timestamp": T0 - timedelta(hours=1), "transaction_id": f"ORD-{n}",
         "value": 10.0 + n, "currency": "EUR", "gclid": f"test-gclid-{n}", "consent": {"ad_user_data": "granted"},
     }
-    return Event.model_validate(values | fields)
+    return Event.from_data(values | fields)
 
 
 def click(n: int, tag: google_ads_click_conversion.Config = CLICK, **fields: Any) -> Delivery:
@@ -75,7 +75,7 @@ def click(n: int, tag: google_ads_click_conversion.Config = CLICK, **fields: Any
 
 
 def adjustment(kind: str, tag: google_ads_conversion_adjustment.Config = ADJUST, **fields: Any) -> Delivery:
-    event = Event.model_validate({
+    event = Event.from_data({
         "event_name": "refund", "timestamp": T0, "consent": {"ad_user_data": "granted"},
         "user_data": {"email_address": "test@gmail.com"}, "user_agent": "Mozilla/5.0 (test)",
         "adjustment": {"type": kind, "adjustment_id": f"{kind}-1", "order_id": "ORD-1", "gclid": "test-gclid-1",
@@ -223,7 +223,7 @@ async def test_a_batch_is_one_request_with_google_headers_and_body(fake: FakeGoo
 
 async def test_call_conversions_go_to_upload_call_conversions_without_job_id(fake: FakeGoogleAds, make_sender: Any) -> None:
     sender = await make_sender(destination(fake, job_id=42))
-    events = [Event.model_validate({"event_name": "qualified_call", "timestamp": T0, "consent": {"ad_user_data": "denied"},
+    events = [Event.from_data({"event_name": "qualified_call", "timestamp": T0, "consent": {"ad_user_data": "denied"},
                                     "extra": {"caller_id": f"+49 30 1234567{n}", "call_start_time": "2026-07-15T11:50:00Z"}})
               for n in range(2)]
     items = [pending(google_ads_call_conversion.build(e, CALL)[0], n) for n, e in enumerate(events)]

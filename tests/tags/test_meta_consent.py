@@ -53,7 +53,7 @@ def event(consent: dict[str, str] | None = None, **fields: Any) -> Event:
         "user_data": {"email_address": "jane@example.com", "phone_number": "+49 170 1234567", "external_id": "u-1"},
         "consent": GRANTED | (consent or {}),
     }
-    return Event.model_validate(values | fields)
+    return Event.from_data(values | fields)
 
 
 def item(source: Event, tag: meta_capi.Config | None = None) -> dict[str, Any]:

@@ -45,7 +45,7 @@ class Clock:
 
 def purchase(n: int, *, pixel: str = PIXEL, timestamp: datetime = T0, tag: meta_capi.Config = TAG, **fields: Any) -> Delivery:
     """A delivery the real tag builds from a browser purchase (an order-system one with the webhook's stamp)."""
-    event = Event.model_validate({
+    event = Event.from_data({
         "event_name": "purchase", "timestamp": timestamp, "transaction_id": f"ORD-{n}", "value": 10.0 + n,
         "currency": "EUR", "user_agent": UA, "page_location": "https://shop.example/thanks", "ip_override": "203.0.113.9",
         "user_data": {"email_address": f"customer{n}@example.com"},
