@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Iterable
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
@@ -166,9 +167,12 @@ def _ruled_out(digits: str) -> bool:
       may strip what matched (both readings are tried below) or, with a
       ``national_prefix_transform_rule``, rewrite it (in doubt);
     - a national number of fewer than 2 or more than 17 digits is refused;
-    - a valid number matches the general description (its possible lengths,
-      then its pattern) of the region it is from, one of the calling code's
-      regions (``_number_type_helper`` begins with that test).
+    - a valid number has a type in the region it is from, one of the calling
+      code's regions: it matches that region's general description (its
+      possible lengths, then its pattern) and one of its types' (premium
+      rate, toll free, ... fixed line, mobile), which is ``_number_type_helper``
+      not answering ``UNKNOWN``. Which region ``is_valid_number`` picks is
+      left to it: here any region will do.
 
     ``tests/identity/test_phone_verdict.py`` holds this to ``parse`` and
     ``is_valid_number`` for every region's example numbers and for random digits.
@@ -184,7 +188,8 @@ def _ruled_out(digits: str) -> bool:
     rules = _RULES.get(code) or _rules_for(code)
     if rules is None:
         return False
-    prefix, rewrites, generals = rules
+    prefix, rewrites, anywhere, regions = rules
+    general_anywhere, type_anywhere = anywhere
     national = digits[size:]
     readings = [national]
     if prefix is not None:
@@ -195,34 +200,62 @@ def _ruled_out(digits: str) -> bool:
             readings.append(national[stripped.end():])
     for reading in readings:
         length = len(reading)
-        if 2 <= length <= 17:
-            for lengths, pattern in generals:
-                if (not lengths or length in lengths) and pattern.fullmatch(reading) is not None:
+        if (2 <= length <= 17 and general_anywhere.fullmatch(reading) is not None
+                and type_anywhere.fullmatch(reading) is not None):
+            for general, types in regions:
+                if _matches(general, reading, length) and any(_matches(kind, reading, length) for kind in types):
                     return False
     return True
 
 
+def _matches(desc: _Desc, reading: str, length: int) -> bool:
+    """phonenumbers' ``_is_number_matching_desc``: the possible lengths (none listed: any), then the pattern."""
+    lengths, pattern = desc
+    return (not lengths or length in lengths) and pattern.fullmatch(reading) is not None
+
+
 # Calling code -> what ``_ruled_out`` reads of its regions' metadata: the main region's national prefix for
-# parsing (compiled) and whether it rewrites, and each region's general description (lengths, compiled
-# pattern). Built on first use: each calling code's regions' metadata read once, not once per number (25
-# regions share +1). Bounded by the calling codes phonenumbers knows (about 250).
-_Rules = tuple["re.Pattern[str] | None", bool, list[tuple[frozenset[int], "re.Pattern[str]"]]]
+# parsing (compiled) and whether it rewrites; two patterns tried first, one that any of its regions' general
+# patterns matches and one that any of their types' patterns matches (an order number matches neither: two
+# tests, not one per region and type); and for each region its general description and its types' (lengths,
+# compiled pattern). Built on first use, so each calling code's metadata is read once, not once per number
+# (25 regions share +1); bounded by the calling codes phonenumbers knows (about 250).
+_Desc = tuple[frozenset[int], "re.Pattern[str]"]
+_Rules = tuple["re.Pattern[str] | None", bool, tuple["re.Pattern[str]", "re.Pattern[str]"],
+               list[tuple[_Desc, list[_Desc]]]]
 _RULES: dict[int, _Rules] = {}
+# The descriptions ``_number_type_helper`` tries after the general one: a number matching none is UNKNOWN.
+_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+          "fixed_line", "mobile")
+
+
+def _desc(desc: object) -> _Desc | None:
+    pattern = getattr(desc, "national_number_pattern", None)
+    if not pattern:
+        return None  # phonenumbers: no description, or an empty pattern, matches nothing
+    return frozenset(getattr(desc, "possible_length", None) or ()), re.compile(pattern)
+
+
+def _union(descs: Iterable[_Desc]) -> re.Pattern[str]:
+    """A pattern that matches what any of ``descs``' patterns matches (none: nothing)."""
+    return re.compile("|".join(f"(?:{pattern.pattern})" for _, pattern in descs) or "(?!)")
 
 
 def _rules_for(code: int) -> _Rules | None:
-    regions = COUNTRY_CODE_TO_REGION_CODE[code]
-    main = PhoneMetadata.metadata_for_region_or_calling_code(code, regions[0])
+    names = COUNTRY_CODE_TO_REGION_CODE[code]
+    main = PhoneMetadata.metadata_for_region_or_calling_code(code, names[0])
     if main is None:
         return None
-    generals: list[tuple[frozenset[int], re.Pattern[str]]] = []
-    for region in regions:
-        metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
-        desc = metadata.general_desc if metadata is not None else None
-        if desc is not None and desc.national_number_pattern:
-            generals.append((frozenset(desc.possible_length or ()), re.compile(desc.national_number_pattern)))
+    regions: list[tuple[_Desc, list[_Desc]]] = []
+    for name in names:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, name)
+        general = _desc(metadata.general_desc) if metadata is not None else None
+        if general is not None:
+            types = [kind for kind in (_desc(getattr(metadata, attr, None)) for attr in _TYPES) if kind is not None]
+            regions.append((general, types))
     prefix = main.national_prefix_for_parsing
-    rules = (re.compile(prefix) if prefix else None, bool(main.national_prefix_transform_rule), generals)
+    anywhere = (_union(general for general, _ in regions), _union(kind for _, types in regions for kind in types))
+    rules = (re.compile(prefix) if prefix else None, bool(main.national_prefix_transform_rule), anywhere, regions)
     _RULES[code] = rules
     return rules
 
