@@ -27,7 +27,7 @@ import functools
 import re
 from urllib.parse import unquote_plus
 
-import phonenumbers
+from gateway.identity import phones
 
 REDACTED = "[redacted]"
 
@@ -136,14 +136,7 @@ def digits_read_as_phone(digits: str) -> bool:
         return False
     if digits.startswith("0"):
         return 9 <= len(digits) <= 13
-    candidates = ["+" + digits] + (["+1" + digits] if len(digits) == 10 else [])
-    for candidate in candidates:
-        try:
-            if phonenumbers.is_valid_number(phonenumbers.parse(candidate, None)):
-                return True
-        except phonenumbers.NumberParseException:
-            continue
-    return False
+    return phones.valid_with_country_code(digits) or (len(digits) == 10 and phones.valid_with_country_code("1" + digits))
 
 
 _COUNTER_SUFFIX = re.compile(r"-\d{1,3}$")

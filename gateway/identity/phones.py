@@ -30,9 +30,21 @@ result is checked against what was typed. A number is kept only when:
 
 from __future__ import annotations
 
+import re
 import threading
+from typing import Iterable
 
 import phonenumbers
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
+
+# phonenumbers compiles its metadata's patterns with re.compile, whose cache holds 512 patterns for the
+# whole process and is shared with every other module's; each region a number comes from brings dozens,
+# so past a few regions they were compiled again and again (1.5-4 ms for a region's first number, on the
+# SQLite writer's thread). Since 9.0.43 phonenumbers keeps what it compiled when asked (its
+# ``enable_pattern_cache``: "Keep every compiled metadata regular expression from now on, rather than
+# relying on the re module's own (bounded) cache"), bounded by its metadata: about 750 KB with the
+# patterns of all 245 regions.
+phonenumbers.enable_pattern_cache()
 
 
 def parse(value: str, region: str | None, *, bare_digits_have_country_code: bool) -> phonenumbers.PhoneNumber | None:
@@ -121,6 +133,131 @@ def e164_of(value: str, region: str | None, *, bare_digits_have_country_code: bo
         written.clear()
     written[key] = e164_text
     return e164_text
+
+
+def valid_with_country_code(digits: str) -> bool:
+    """``phonenumbers``' verdict on ``+`` followed by ``digits``: ``is_valid_number(parse("+" + digits))``.
+
+    Asked of order numbers (``gateway.personal.digits_read_as_phone``: is an
+    id that a log line shows a phone number?), which nearly never are, and
+    ``phonenumbers``' parse and validation cost about 300k instructions a
+    number (up to 700k for a log line's one id). So its own metadata rules
+    out first what it would not call valid (``_ruled_out``); only what is
+    left goes through ``parse`` and ``is_valid_number``.
+    """
+    if _ruled_out(digits):
+        return False
+    try:
+        return phonenumbers.is_valid_number(phonenumbers.parse("+" + digits, None))
+    except phonenumbers.NumberParseException:
+        return False
+
+
+def _ruled_out(digits: str) -> bool:
+    """True only when ``phonenumbers`` would not call ``+digits`` valid; False whenever in doubt.
+
+    How phonenumbers 9.0 reads ``+`` and digits, step by step (``parse``,
+    ``is_valid_number``):
+
+    - the calling code is the first of the number's first one, two or three
+      digits that is one (``_extract_country_code``); no calling code: not a
+      number;
+    - the rest is the national number, unless the ``national_prefix_for_parsing``
+      of the calling code's main region matches at its start: then ``parse``
+      may strip what matched (both readings are tried below) or, with a
+      ``national_prefix_transform_rule``, rewrite it (in doubt);
+    - a national number of fewer than 2 or more than 17 digits is refused;
+    - a valid number has a type in the region it is from, one of the calling
+      code's regions: it matches that region's general description (its
+      possible lengths, then its pattern) and one of its types' (premium
+      rate, toll free, ... fixed line, mobile), which is ``_number_type_helper``
+      not answering ``UNKNOWN``. Which region ``is_valid_number`` picks is
+      left to it: here any region will do.
+
+    ``tests/identity/test_phone_verdict.py`` holds this to ``parse`` and
+    ``is_valid_number`` for every region's example numbers and for random digits.
+    """
+    if not digits.isdigit() or digits[0] == "0":
+        return False
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in COUNTRY_CODE_TO_REGION_CODE:
+            break
+    else:
+        return True
+    rules = _RULES.get(code) or _rules_for(code)
+    if rules is None:
+        return False
+    prefix, rewrites, anywhere, regions = rules
+    general_anywhere, type_anywhere = anywhere
+    national = digits[size:]
+    readings = [national]
+    if prefix is not None:
+        stripped = prefix.match(national)
+        if stripped is not None:
+            if rewrites:
+                return False
+            readings.append(national[stripped.end():])
+    for reading in readings:
+        length = len(reading)
+        if (2 <= length <= 17 and general_anywhere.fullmatch(reading) is not None
+                and type_anywhere.fullmatch(reading) is not None):
+            for general, types in regions:
+                if _matches(general, reading, length) and any(_matches(kind, reading, length) for kind in types):
+                    return False
+    return True
+
+
+def _matches(desc: _Desc, reading: str, length: int) -> bool:
+    """phonenumbers' ``_is_number_matching_desc``: the possible lengths (none listed: any), then the pattern."""
+    lengths, pattern = desc
+    return (not lengths or length in lengths) and pattern.fullmatch(reading) is not None
+
+
+# Calling code -> what ``_ruled_out`` reads of its regions' metadata: the main region's national prefix for
+# parsing (compiled) and whether it rewrites; two patterns tried first, one that any of its regions' general
+# patterns matches and one that any of their types' patterns matches (an order number matches neither: two
+# tests, not one per region and type); and for each region its general description and its types' (lengths,
+# compiled pattern). Built on first use, so each calling code's metadata is read once, not once per number
+# (25 regions share +1); bounded by the calling codes phonenumbers knows (about 250).
+_Desc = tuple[frozenset[int], "re.Pattern[str]"]
+_Rules = tuple["re.Pattern[str] | None", bool, tuple["re.Pattern[str]", "re.Pattern[str]"],
+               list[tuple[_Desc, list[_Desc]]]]
+_RULES: dict[int, _Rules] = {}
+# The descriptions ``_number_type_helper`` tries after the general one: a number matching none is UNKNOWN.
+_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
+          "fixed_line", "mobile")
+
+
+def _desc(desc: object) -> _Desc | None:
+    pattern = getattr(desc, "national_number_pattern", None)
+    if not pattern:
+        return None  # phonenumbers: no description, or an empty pattern, matches nothing
+    return frozenset(getattr(desc, "possible_length", None) or ()), re.compile(pattern)
+
+
+def _union(descs: Iterable[_Desc]) -> re.Pattern[str]:
+    """A pattern that matches what any of ``descs``' patterns matches (none: nothing)."""
+    return re.compile("|".join(f"(?:{pattern.pattern})" for _, pattern in descs) or "(?!)")
+
+
+def _rules_for(code: int) -> _Rules | None:
+    names = COUNTRY_CODE_TO_REGION_CODE[code]
+    main = PhoneMetadata.metadata_for_region_or_calling_code(code, names[0])
+    if main is None:
+        return None
+    regions: list[tuple[_Desc, list[_Desc]]] = []
+    for name in names:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, name)
+        general = _desc(metadata.general_desc) if metadata is not None else None
+        if general is not None:
+            types = [kind for kind in (_desc(getattr(metadata, attr, None)) for attr in _TYPES) if kind is not None]
+            regions.append((general, types))
+    prefix = main.national_prefix_for_parsing
+    anywhere = (_union(general for general, _ in regions), _union(kind for _, types in regions for kind in types))
+    rules = (re.compile(prefix) if prefix else None, bool(main.national_prefix_transform_rule), anywhere, regions)
+    _RULES[code] = rules
+    return rules
 
 
 def forget() -> None:
