@@ -1,12 +1,14 @@
-"""``phones.valid_with_country_code`` gives ``phonenumbers``' own verdict on ``+`` and digits, every time.
+"""``phones.valid_with_country_code``, ``phones.is_valid``, ``digits_of`` and ``e164`` give ``phonenumbers``' own answers.
 
-It rules numbers out from ``phonenumbers``' metadata before calling its
-``parse`` and ``is_valid_number`` (``phones._ruled_out``), because an order
-number checked for a phone number costs up to 700k instructions the long
-way. These tests hold the short way to the long one: for every region's
-example numbers of every type, the same written after the region's national
-prefix, the same with a digit changed, and random digits.
-"""
+``valid_with_country_code`` rules numbers out from ``phonenumbers``'
+metadata before calling its ``parse`` and ``is_valid_number``
+(``phones._ruled_out``), because an order number checked for a phone number
+costs up to 700k instructions the long way; ``is_valid`` decides a parsed
+number's validity from the same metadata, and ``digits_of`` and ``e164``
+replace ``normalize_digits_only`` and ``format_number``. These tests hold
+each short way to the long one: for every region's example numbers of every
+type, the same written after the region's national prefix, the same with a
+digit changed, added or dropped, and random digits."""
 
 from __future__ import annotations
 
@@ -97,3 +99,67 @@ def test_order_numbers_are_ruled_out_without_phonenumbers_parse(order_id: str) -
 @pytest.mark.parametrize("digits", ["14155550107", "4915123456767", "4155550107", "442012345678"])
 def test_phone_numbers_are_still_read_as_phone_numbers(digits: str) -> None:
     assert digits_read_as_phone(digits) is True
+
+
+def parsed(digits: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def mutated_examples() -> list[str]:
+    """``EXAMPLES``, each also one digit longer, one shorter and with its national number's first digit changed to
+    every other digit: lengths and leading digits the regions' patterns do not all allow."""
+    out: set[str] = set(EXAMPLES)
+    for digits in EXAMPLES:
+        number = parsed(digits)
+        if number is None:
+            continue
+        code = str(number.country_code)
+        national = phonenumbers.national_significant_number(number)
+        out.update((code + national + "5", code + national[:-1]))
+        out.update(code + first + national[1:] for first in "0123456789")
+    return sorted(out)
+
+
+PARSED = [number for number in map(parsed, mutated_examples()) if number is not None]
+
+
+def test_the_parsed_examples_hold_valid_and_invalid_numbers_of_single_and_shared_calling_codes() -> None:
+    valid = [phonenumbers.is_valid_number(n) for n in PARSED]
+    assert valid.count(True) > 1500 and valid.count(False) > 1000
+    shared = {n.country_code for n in PARSED if len(phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(n.country_code, ())) > 1}
+    assert {1, 7, 44, 262} <= shared
+    assert any(n.italian_leading_zero for n in PARSED)
+
+
+def test_every_parsed_example_gets_phonenumbers_own_validity() -> None:
+    """``phones.is_valid`` against ``is_valid_number`` for every region's example numbers, changed and not."""
+    assert [phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164) for n in PARSED
+            if phones.is_valid(n) != phonenumbers.is_valid_number(n)] == []
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.from_regex(r"[1-9][0-9]{4,16}", fullmatch=True))
+def test_random_parsed_digits_get_phonenumbers_own_validity(digits: str) -> None:
+    number = parsed(digits)
+    if number is not None:
+        assert phones.is_valid(number) == phonenumbers.is_valid_number(number)
+
+
+def test_a_number_with_a_calling_code_phonenumbers_does_not_know_is_not_valid() -> None:
+    number = phonenumbers.PhoneNumber(country_code=999, national_number=1234567)
+    assert phonenumbers.is_valid_number(number) is False
+    assert phones.is_valid(number) is False
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from("0123456789 +-().#*x/٣٤０９²a\u00a0\n"), max_size=30) | st.text(max_size=30))
+def test_digits_of_is_phonenumbers_normalize_digits_only(text: str) -> None:
+    assert phones.digits_of(text) == phonenumbers.normalize_digits_only(text)
+
+
+def test_e164_is_phonenumbers_own_e164_format() -> None:
+    assert [n for n in PARSED if phonenumbers.is_valid_number(n) and not n.extension
+            and phones.e164(n) != phonenumbers.format_number(n, phonenumbers.PhoneNumberFormat.E164)] == []
