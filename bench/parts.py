@@ -27,7 +27,13 @@ The parts (the sample container, ``examples/container.yaml``):
 
 With ``--scenario webhook`` (the signed order webhook): ``parse``, the order
 webhook client's, and ``ledger``, the order ledger's step for a new order
-(``Ledger.run``: what the SQLite writer thread runs inside its transaction).
+(``Ledger.run``: what the SQLite writer thread runs inside its transaction);
+and the phone number work inside them, each call on a number of its own:
+``order_id``, whether a 10-digit order number is a phone number
+(``gateway.personal.digits_read_as_phone``, asked of the id a log line
+shows), ``phone``, one read of ``+49 170 ...`` (``phones.e164_of``, then
+``phones.forget`` as after a request), and ``national_phone``, one read of
+``0170 ...`` with the region DE.
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ from bench import callgrind
 from bench.instructions import SAMPLE_CONTAINER, SCENARIOS, SEQ_START
 
 PARTS = ("parse", "first_party", "pipeline", "ga4_tag", "http_request_tag", "event_json")
-WEBHOOK_PARTS = ("parse", "ledger")  # --scenario webhook
+WEBHOOK_PARTS = ("parse", "ledger", "order_id", "phone", "national_phone")  # --scenario webhook
+PHONE_PARTS = ("order_id", "phone", "national_phone")  # inputs of their own, not requests
 WARMUP = 20
 
 
@@ -142,10 +149,30 @@ def _webhook_setup(calls: int) -> tuple[Parts, list[Any], Callable[[Any], list[A
     return parts, requests, events
 
 
+def _phone_setup(part: str, calls: int) -> tuple[Callable[[Any], Any], list[Any]]:
+    """One of ``PHONE_PARTS``: the function, and a distinct input for each call (no answer is remembered)."""
+    from gateway.identity import phones
+    from gateway.personal import digits_read_as_phone
+
+    numbers = range(WARMUP + calls)
+    if part == "order_id":
+        return digits_read_as_phone, [str(1_000_000_123 + 7919 * n) for n in numbers]
+    region, written = (None, "+49 170 {}") if part == "phone" else ("DE", "0170 {}")
+
+    def read(text: str) -> None:
+        phones.e164_of(text, region, bare_digits_have_country_code=False)
+        phones.forget()
+
+    return read, [written.format(1_000_000 + n) for n in numbers]
+
+
 def child(scenario: str, part: str, calls: int) -> None:
-    parts, requests, events = _setup(scenario, calls)
-    fn, takes_request = parts[part]
-    inputs = requests if takes_request else [events(r) for r in requests]
+    if part in PHONE_PARTS:
+        fn, inputs = _phone_setup(part, calls)
+    else:
+        parts, requests, events = _setup(scenario, calls)
+        fn, takes_request = parts[part]
+        inputs = requests if takes_request else [events(r) for r in requests]
     for each in inputs[:WARMUP]:
         fn(each)
     functools.reduce(lambda _, each: fn(each), inputs[WARMUP:], None)  # counted
