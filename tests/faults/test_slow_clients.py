@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import orjson
+import pytest
 
 from tests.running import GatewayProcess, SQLiteWriteLock, free_port, wait_until
 
@@ -117,6 +118,69 @@ async def test_a_connection_that_never_sends_a_request_is_closed_without_an_answ
             writer.close()
 
     assert (status, closed) == (b"", True)
+
+
+HIT = b"GET /g/collect?v=2&tid=G-KEEP&cid=1.2&en=page_view HTTP/1.1\r\nHost: gw\r\n\r\n"
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """One answer's status line, its head read to the blank line (a 204 has no body)."""
+    async with asyncio.timeout(10):
+        status = await reader.readline()
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+    return status
+
+
+async def test_a_kept_alive_connection_idle_past_the_read_timeout_still_serves_its_next_request(tmp_path):
+    """The head deadline runs from a request's first byte: a kept-alive connection idle between requests for
+    longer than read_timeout (but not uvicorn's keep-alive of 5 s) is not cut off by it."""
+    async with gateway_on(tmp_path, "  read_timeout: 1s") as gateway:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        try:
+            writer.write(HIT)
+            first = await read_head(reader)
+            await asyncio.sleep(1.6)
+            writer.write(HIT)
+            second = await read_head(reader)
+        finally:
+            writer.close()
+
+    assert [first.split(b" ", 2)[:2], second.split(b" ", 2)[:2]] == [[b"HTTP/1.1", b"204"]] * 2
+
+
+@pytest.mark.parametrize("pause", [0.6, 1.4])
+async def test_a_slow_head_on_a_kept_alive_connection_gets_408_a_full_read_timeout_after_it_began(tmp_path, pause):
+    """The second request's head starts ``pause`` seconds after the first answer and trickles: it gets its own
+    full read_timeout from its first byte (not the connection's), then 408 and the close; whether the head
+    began before the connection's first second was out (0.6) or after (1.4)."""
+    async with gateway_on(tmp_path, "  read_timeout: 1s") as gateway:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        try:
+            writer.write(HIT)
+            first = await read_head(reader)
+            await asyncio.sleep(pause)
+            began = time.monotonic()
+            writer.write(b"GET /g/collect?v=2&tid=G-SLOW&en=x HTTP/1.1\r\nHost: gw\r\n")
+            await writer.drain()
+
+            async def trickle() -> None:
+                for n in range(40):
+                    await asyncio.sleep(0.1)
+                    writer.write(b"X-Trickle-%02d: a\r\n" % n)
+
+            trickling = asyncio.create_task(trickle())
+            status, closed = await read_answer(reader, timeout=10)
+            waited = time.monotonic() - began
+            trickling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await trickling
+        finally:
+            writer.close()
+
+    assert first.split(b" ", 2)[:2] == [b"HTTP/1.1", b"204"]
+    assert (status.split(b" ", 2)[:2], closed) == ([b"HTTP/1.1", b"408"], True)
+    assert 0.9 <= waited < 5, waited
 
 
 async def test_request_headers_beyond_32_kib_get_431(tmp_path):
