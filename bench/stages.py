@@ -52,8 +52,8 @@ LADDER: list[tuple[str, Server]] = [
 ADDS_TO: dict[str, tuple[str, str]] = {
     "starlette": ("asgi", "Starlette's app, router, Request and Response"),
     "front": ("asgi", "the gateway's front: outer middleware, request read, client address, metrics, answer"),
-    "parse": ("front", "the GA4 client: query parsing, event building (pydantic), consent signals"),
-    "pipeline": ("parse", "consent, rules, the tags' build (http_request: JSON dict, idempotency key)"),
+    "parse": ("front", "the GA4 client: query parsing, the event (a msgspec Struct), consent signals; first-party cookies"),
+    "pipeline": ("parse", "consent, rules, the tags' build (ga4: the forwarded hit; http_request: the event's JSON, idempotency key)"),
     "commit": ("pipeline", "the outbox commit: loop side and SQLite writer thread"),
     "sink, dispatcher on": ("sink, dispatcher off", "delivering: claim, HTTP request to the sink, settle"),
 }
@@ -71,6 +71,8 @@ BINARIES = {
 
 def binary(path: str) -> str:
     name = Path(path).name
+    if Path(path).parent.name == "msgspec":  # its module is plainly "_core.<abi>.so"
+        return "msgspec"
     return next((label for prefix, label in BINARIES.items() if name.startswith(prefix)), name or "?")
 
 

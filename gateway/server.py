@@ -49,10 +49,11 @@ class DeadlineProtocol(HttpToolsProtocol):
     connection's one timer, when it fires, refuses a head older than
     ``read_timeout``, waits again for the rest of a younger one's time, and
     lets a connection between requests be (uvicorn's keep-alive timeout
-    closes it when it idles). A timer armed and cancelled for every request
-    cost about 10k instructions of a GA4 hit's 1.2M, and the size checks as
-    separate calls about as much again; the base class's callbacks are called
-    directly (``super()`` builds an object per call on Python 3.11).
+    closes it when it idles). The base class's callbacks are called directly
+    (``super()`` builds an object per call on Python 3.11) and the size
+    checks are inline. With a timer armed and cancelled for every request
+    and those extra calls, the protocol cost a GA4 hit 44k instructions over
+    uvicorn's own; now 17k (BENCHMARKS.md, "A seventh pass").
     """
 
     def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
