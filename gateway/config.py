@@ -72,6 +72,12 @@ class StorageSection(_Section):
     synchronous: Literal["full", "normal"] = Field(
         "full", description="SQLite fsync policy: full survives power loss, normal only process crashes."
     )
+    checkpoint_pages: int = Field(
+        250, ge=1, le=100_000,
+        description="SQLite: the write-ahead log is copied into the database file each time it holds this many "
+        "pages, inside the commit that crossed it, which every request then waiting shares. Fewer pages: "
+        "shorter, more frequent pauses (a lower p99); more: a higher maximum rate (SQLite's own default is 1000).",
+    )
     max_outbox_depth: int = Field(1_000_000, ge=1, description="Above this many pending items collection answers 503.")
     pool_size: int = Field(
         10, ge=1, le=1000,

@@ -41,4 +41,4 @@ def open_storage(section: StorageSection) -> Storage:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError([f"{FIELD}: cannot create the directory {parent}: {exc.strerror}"]) from None
-    return SQLiteStorage(target.path, synchronous=section.synchronous)
+    return SQLiteStorage(target.path, synchronous=section.synchronous, checkpoint_pages=section.checkpoint_pages)

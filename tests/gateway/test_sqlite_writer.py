@@ -276,3 +276,41 @@ async def test_a_commit_waits_for_another_processs_write_lock_and_gives_up_after
         assert [key for key, _ in outbox(db_file)] == ["waited"]
     finally:
         await storage.close()
+
+
+def wal_frames(db_file: Path) -> int:
+    """Frames in the write-ahead log since its last restart (a passive checkpoint copies, never waits)."""
+    with reading(db_file) as conn:
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return frames
+
+
+@pytest.mark.parametrize("pages,bounded", [(32, True), (100_000, False)])
+async def test_the_wal_is_checkpointed_every_checkpoint_pages(db_file: Path, pages: int, bounded: bool) -> None:
+    """``storage.checkpoint_pages`` is what the writer's commits checkpoint at: with 32, the log never holds much
+    more than 32 pages and a group's own; with 100,000 (far past what these writes make) it holds every frame."""
+    storage = SQLiteStorage(str(db_file), checkpoint_pages=pages)
+    await storage.open()
+    try:
+        for n in range(60):  # 60 groups of 20 rows of about 1 KB: several hundred pages in all
+            assert await storage.enqueue([delivery(f"k{n}-{i}", pad="x" * 1000) for i in range(20)], T0)
+        frames = wal_frames(db_file)
+    finally:
+        await storage.close()
+    assert storage.transactions >= 60
+    assert (frames < 32 + 40) is bounded, frames
+
+
+def test_storage_checkpoint_pages_reaches_the_sqlite_writer_and_is_refused_below_one(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from gateway.config import StorageSection
+    from gateway.storage import open_storage
+
+    chosen = open_storage(StorageSection(url=f"sqlite:///{tmp_path}/g.db", checkpoint_pages=64))
+    default = open_storage(StorageSection(url=f"sqlite:///{tmp_path}/h.db"))
+    assert isinstance(chosen, SQLiteStorage) and isinstance(default, SQLiteStorage)
+    assert (chosen.checkpoint_pages, default.checkpoint_pages) == (64, 250)
+    with pytest.raises(ValidationError) as refused:
+        StorageSection(checkpoint_pages=0)
+    assert [e["loc"] for e in refused.value.errors()] == [("checkpoint_pages",)]
