@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from gateway.config import Container
 
 MAX_HEAD_BYTES = 32 * 1024  # nginx's default for a request's headers (large_client_header_buffers 4 8k)
+_HEAD_TOO_LARGE = f"request headers larger than {MAX_HEAD_BYTES} bytes"
 LINGER_SECONDS = 2.0  # how long a refused connection's leftover bytes are read and dropped before it closes
 # Open files `gateway serve` asks for: one per connection, and every held connection counts.
 WANTED_OPEN_FILES = 65536
@@ -85,7 +86,7 @@ class DeadlineProtocol(HttpToolsProtocol):
             return  # between requests, or past the head: the next head arms the timer again
         left = self._head_began + self.read_timeout - self.loop.time()  # type: ignore[operator]
         if left > 0:
-            self._deadline = self.loop.call_later(left, self._expired)
+            self._arm(left)
             return
         self._refuse(408, f"request headers not received within {self.read_timeout:g}s")
 
@@ -118,16 +119,16 @@ class DeadlineProtocol(HttpToolsProtocol):
     # -- uvicorn's protocol, with the checks in front ---------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        _base.connection_made(self, transport)
+        HttpToolsProtocol.connection_made(self, transport)
         self._arm(self.read_timeout)  # the first request must start, and its head end, within read_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        _base.connection_lost(self, exc)
+        HttpToolsProtocol.connection_lost(self, exc)
 
     def data_received(self, data: bytes) -> None:
         if not self._refused:
-            _base.data_received(self, data)
+            HttpToolsProtocol.data_received(self, data)
 
     def on_message_begin(self) -> None:
         if self._refused:
@@ -136,42 +137,40 @@ class DeadlineProtocol(HttpToolsProtocol):
         if self._deadline is None:  # the timer of an earlier head fired: this one needs its own
             self._arm(self.read_timeout)
         self._head_bytes = 0
-        _base.on_message_begin(self)
+        HttpToolsProtocol.on_message_begin(self)
 
     def on_url(self, url: bytes) -> None:
         if self._refused:
             return
         self._head_bytes += len(url)
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES} bytes")
+            self._refuse(431, _HEAD_TOO_LARGE)
             return
-        _base.on_url(self, url)
+        HttpToolsProtocol.on_url(self, url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._refused:
             return
         self._head_bytes += len(name) + len(value) + 4
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse(431, f"request headers larger than {MAX_HEAD_BYTES} bytes")
+            self._refuse(431, _HEAD_TOO_LARGE)
             return
-        _base.on_header(self, name, value)
+        HttpToolsProtocol.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
         if self._refused:
             return
         self._head_bytes = -1  # the timer, if it fires before the next head, finds none and lets be
-        _base.on_headers_complete(self)
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
-            _base.on_body(self, body)
+            HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         if not self._refused:
-            _base.on_message_complete(self)
+            HttpToolsProtocol.on_message_complete(self)
 
-
-_base = HttpToolsProtocol
 
 
 def uvicorn_options(container: Container) -> dict[str, Any]:

@@ -76,9 +76,11 @@ def parse(value: str, region: str | None, *, bare_digits_have_country_code: bool
             return None
     except phonenumbers.NumberParseException:
         return None
-    if number.extension or not is_valid(number):
+    if number.extension:
         return None
     national = phonenumbers.national_significant_number(number)
+    if not _is_valid(number, national):
+        return None
     full = f"{number.country_code}{national}"
     if international:
         written = typed == full
@@ -125,16 +127,18 @@ def is_valid(number: phonenumbers.PhoneNumber) -> bool:
     ``phonenumbers``. ``tests/identity/test_phone_verdict.py`` holds the two
     to the same answer for every region's example numbers and random digits.
     """
+    return _is_valid(number, phonenumbers.national_significant_number(number))
+
+
+def _is_valid(number: phonenumbers.PhoneNumber, national: str) -> bool:
+    """``is_valid``, given the number's national significant number (``parse`` has it already)."""
     code = number.country_code
     if code not in COUNTRY_CODE_TO_REGION_CODE:
         return False
     rules = _RULES.get(code) or _rules_for(code)
     if rules is None or len(rules[3]) != 1 or len(COUNTRY_CODE_TO_REGION_CODE[code]) != 1:
         return phonenumbers.is_valid_number(number)
-    general, types = rules[3][0]
-    national = phonenumbers.national_significant_number(number)
-    length = len(national)
-    return _matches(general, national, length) and any(_matches(kind, national, length) for kind in types)
+    return _valid_in(rules[3][0], national, len(national))
 
 
 def e164(number: phonenumbers.PhoneNumber) -> str:
@@ -247,10 +251,15 @@ def _ruled_out(digits: str) -> bool:
         length = len(reading)
         if (2 <= length <= 17 and general_anywhere.fullmatch(reading) is not None
                 and type_anywhere.fullmatch(reading) is not None):
-            for general, types in regions:
-                if _matches(general, reading, length) and any(_matches(kind, reading, length) for kind in types):
-                    return False
+            if any(_valid_in(region, reading, length) for region in regions):
+                return False
     return True
+
+
+def _valid_in(region: tuple[_Desc, list[_Desc]], national: str, length: int) -> bool:
+    """``_number_type_helper`` not answering UNKNOWN: the region's general description, then any of its types."""
+    general, types = region
+    return _matches(general, national, length) and any(_matches(kind, national, length) for kind in types)
 
 
 def _matches(desc: _Desc, reading: str, length: int) -> bool:
