@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from itertools import repeat
+from operator import itemgetter
 from typing import Any, Literal
 
 from pydantic import Field
@@ -69,7 +70,7 @@ from gateway import ga4_params
 from gateway.consent import decode_gcd, decode_gcs
 from gateway.cookies import read_cookies
 from gateway.errors import BadRequest
-from gateway.percent import unquote_plus
+from gateway.percent import unquote, unquote_plus
 from gateway.event import Consent, Event
 
 # Anyone on the internet can send these: events from here never change an order's value (gateway.ledger).
@@ -139,24 +140,63 @@ def _body_lines(raw: RawRequest) -> list[tuple[int, str]]:
 def _params(text: str, where: str) -> dict[str, str]:
     """URL-encoded ``a=1&b=2`` -> dict; the last of repeated names wins.
 
-    Most pieces of a hit need no decoding: the dict is built from the raw
-    pieces in one comprehension, and only the pieces holding ``%`` or ``+``
-    are decoded after. A decoded value replaces the raw one only when that is
-    still what the dict holds (a later repeat of the name may have won), and
-    every such piece is decoded, so a bad one is refused wherever it stands.
+    Every step is a C call over all the pieces at once: the pieces are
+    split at ``=`` by ``map``, and when any of them is escaped, the values
+    are joined with ``\x01``, decoded in one ``unquote`` and split again
+    (into as many values, or a value held an escaped ``\x01``), so a page
+    view's three URLs, or ten items' names, cost one decode instead of one
+    each. An escape cannot reach across the ``\x01`` between two values,
+    nor can a UTF-8 sequence, so the joined decode succeeds exactly when
+    each value's would. Anything else (a name to decode, a value that is not
+    UTF-8 or holds a NUL, a ``\x01`` in the text) is read by
+    ``_params_pieces``, which raises for the first bad piece.
     """
     if not text.isascii():
         text = _utf8_text(text, where)
+    pairs = list(map(str.partition, text.split("&"), repeat("=")))
+    if "%" not in text and "+" not in text:
+        if "\x00" in text:
+            return _params_pieces(text, where)
+        out = dict(zip(map(_NAME, pairs), map(_VALUE, pairs)))
+    else:
+        if "\x01" in text:
+            return _params_pieces(text, where)
+        values = _SEPARATOR.join(map(_VALUE, pairs))
+        if "+" in values:
+            values = values.replace("+", " ")
+        try:
+            decoded = unquote(values)
+        except UnicodeDecodeError:
+            return _params_pieces(text, where)
+        if "\x00" in decoded:
+            return _params_pieces(text, where)
+        values_read = decoded.split(_SEPARATOR)
+        if len(values_read) != len(pairs):  # a value held an escaped separator (%01)
+            return _params_pieces(text, where)
+        out = dict(zip(map(_NAME, pairs), values_read))
+        names = "".join(out)
+        if "%" in names or "+" in names:
+            return _params_each(text.split("&"), where)  # a name to decode: rare, done in order by the general loop
+    out.pop("", None)  # a piece without a name says nothing
+    return out
+
+
+_NAME = itemgetter(0)  # of a partitioned piece (name, "=", value), and of an item entry (index, name, value)
+_VALUE = itemgetter(2)
+_INDEX = _NAME
+_SEPARATOR = "\x01"
+
+
+def _params_pieces(text: str, where: str) -> dict[str, str]:
+    """``_params`` one escaped piece at a time: what raises for the first bad piece, in the order of the pieces."""
     pieces = text.split("&")
     out = {key: value for key, _, value in map(str.partition, pieces, repeat("=")) if key}
-    if "%" not in text and "+" not in text and "\x00" not in text:
-        return out
     if "\x00" in text:
         return _params_each(pieces, where)
     for piece in [piece for piece in pieces if "%" in piece or "+" in piece]:
         key, _, raw = piece.partition("=")
         if "%" in key or "+" in key:
-            return _params_each(pieces, where)  # a name to decode: rare, done in order by the general loop
+            return _params_each(pieces, where)
         if not key:
             continue
         value = _unquote_plus(raw, key)
@@ -277,7 +317,7 @@ def _event(params: dict[str, str], shared: _Shared) -> Event:
     if currency_param is not None:
         data["currency"] = read_currency(params[currency_param], currency_param)
     if items is not None:
-        items.sort(key=lambda entry: entry[0])
+        items.sort(key=_INDEX)  # stable: a repeated index keeps the order of the query
         built = [item for _, key, value in items if (item := read_item(value, key))]
         if built:
             data["items"] = built

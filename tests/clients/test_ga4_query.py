@@ -8,7 +8,7 @@ from clients import ga4
 from gateway.errors import BadRequest
 
 PIECES = ["a", "b", "en", "dl", "=", "&", "%", "+", "%20", "%3D", "%26", "%2B", "%C3%A9", "%C3", "%ff", "%00", "\x00",
-          "%zz", "x", "\u00e9", "1", "\x01", "\x02", "%%26", "%2526", "%3d", "%2", "%3"]
+          "%zz", "x", "\u00e9", "1", "\x01", "\x02", "%%26", "%2526", "%3d", "%2", "%3", "%01", "%0"]
 texts = st.lists(st.sampled_from(PIECES), max_size=4).map("".join)
 names = st.sampled_from(["a", "b", "", "a%62", "a+", "%"]) | texts
 pairs = st.tuples(names, st.sampled_from(["=", ""]), texts).map("".join)
