@@ -68,7 +68,8 @@ from gateway.dispatch_link import DISPATCH_DIR_ENV, DispatcherLink
 from gateway.errors import BadRequest
 from gateway.event import Event
 from gateway.first_party import FirstPartyCookies
-from gateway.identity import countries, phones
+from gateway import identity
+from gateway.identity import countries
 from gateway.ledger import LEDGER_DESTINATION, LedgerState, LedgerWrite, order_id_of
 from gateway.netaddr import TrustedProxies
 from gateway.openapi import build_openapi
@@ -345,7 +346,7 @@ class Gateway:
                 try:
                     outcome = self.pipeline.process(result.events, client_name)
                 finally:
-                    phones.forget()  # the phone numbers its tags read: none outlives the request (Ledger.run: the same)
+                    identity.forget()  # the phone numbers and digests its tags read: none outlives the request (Ledger.run: the same)
                 if outcome.deliveries or result.request_key:
                     self._check_depth()
                     began = time.perf_counter()

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from gateway.delivery import Delivery
 from gateway.event import CONSENT_SIGNALS, Event
-from gateway.identity import phones
+from gateway import identity
 from gateway.ledger import (
     PURCHASE,
     REFUND_CURRENCY_MISMATCH,
@@ -110,7 +110,7 @@ class Ledger:
         try:
             return self._run(events, source, state, now)
         finally:
-            phones.forget()  # the numbers this step read (tags and kept identifiers): none outlives the request
+            identity.forget()  # the numbers and digests this step read (tags and kept identifiers): none outlives the request
 
     def _run(self, events: Sequence[Event], source: str, state: LedgerState, now: datetime) -> LedgerWrite:
         write = LedgerWrite()
@@ -134,7 +134,7 @@ class Ledger:
         try:
             return self._release(state, now)
         finally:
-            phones.forget()
+            identity.forget()
 
     def _release(self, state: LedgerState, now: datetime) -> LedgerWrite:
         write = LedgerWrite()

@@ -48,7 +48,7 @@ from gateway.debug.trace import Trace, new_trace_id
 from gateway.delivery import Delivery
 from gateway.errors import BadRequest
 from gateway.event import Event
-from gateway.identity import phones
+from gateway import identity
 from gateway.ledger import order_id_of
 from gateway.netaddr import resolve_client_ip
 from gateway.pipeline import Outcome
@@ -133,7 +133,7 @@ def run_pipeline(container: Container, events: list[Event], consent: ConsentPoli
     try:
         _run_tags(container, events, consent, outcome)
     finally:
-        phones.forget()  # as after a request: no phone number the tags read stays in memory
+        identity.forget()  # as after a request: no phone number or digest the tags read stays in memory
     return outcome
 
 

@@ -23,8 +23,30 @@ import base64
 import binascii
 import hashlib
 import re
+from typing import Callable
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+# What the modules that remember personal values for the length of one request (``phones``' numbers, ``meta``'s
+# digests) empty on ``forget``: each adds its own on import, so this module imports none of them.
+_FORGETTERS: list[Callable[[], None]] = []
+
+
+def remembers_for_a_request(forget_this_thread: Callable[[], None]) -> None:
+    """Register what empties one module's per-thread memory of personal values (called on its import)."""
+    _FORGETTERS.append(forget_this_thread)
+
+
+def forget() -> None:
+    """Drop every personal value this thread remembers: called as soon as the work that read them is over.
+
+    The collection path calls it after ``Pipeline.process``, ``Ledger.run``
+    and ``Ledger.release`` before they return to the storage's writer, and
+    the debugger's explanation after its tags: no request finds another's
+    phone number or digest, and none outlives the request that read it.
+    """
+    for forget_this_thread in _FORGETTERS:
+        forget_this_thread()
 
 # What serialisers and forms write for "nothing was entered", in any field.
 BLANKS = frozenset({"", "null", "none", "undefined", "n/a", "-", "--", "nil", "[object object]"})

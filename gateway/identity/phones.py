@@ -37,6 +37,8 @@ from typing import Iterable
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
+from gateway.identity import remembers_for_a_request
+
 # phonenumbers compiles its metadata's patterns with re.compile, whose cache holds 512 patterns for the
 # whole process and is shared with every other module's; each region a number comes from brings dozens,
 # so past a few regions they were compiled again and again (1.5-4 ms for a region's first number, on the
@@ -318,6 +320,9 @@ def _rules_for(code: int) -> _Rules | None:
 def forget() -> None:
     """Drop every number this thread remembers: called when the work that read them is over."""
     _READS.written.clear()
+
+
+remembers_for_a_request(forget)
 
 
 def _placeholder(national: str) -> bool:

@@ -1,0 +1,139 @@
+"""Meta's digest of a value is worked out once per request, and none outlives its request in memory.
+
+An order webhook's purchase is hashed for Meta twice with the same values:
+by the Meta tag, then for the identifiers the order ledger keeps for its
+refunds. ``meta.hashed`` remembers its answers, per thread, until
+``gateway.identity.forget``, which empties the phone numbers' memory too and
+which ``Ledger.run`` and the collection path call as soon as the step that
+read them is over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from gateway import identity
+from gateway.app import create_app
+from gateway.config import load_container_file
+from gateway.identity import meta, phones
+from tests.conftest import FIXTURES
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "meta-digest-reads-secret-0123456789"
+
+# (field, value, country, region): each field, a value already hashed, placeholders, blanks, and the fields whose
+# digest depends on the country (zip, state) or on the region (phone).
+CASES = [
+    ("em", " Alex.Doe@Gmail.com ", None, None),
+    ("em", "test@example.com", None, None),
+    ("em", "A" * 64, None, None),
+    ("ph", "+49 170 1234567", None, None),
+    ("ph", "0170 1234567", None, "DE"),
+    ("ph", "0170 1234567", None, None),
+    ("fn", "Test", None, None),
+    ("ln", "O'Brien", None, None),
+    ("ct", "L'Aquila", None, None),
+    ("st", "California", "us", None),
+    ("st", "California", "de", None),
+    ("zp", "12345-6789", "us", None),
+    ("zp", "12345-678", "br", None),
+    ("zp", "12345-678", None, None),
+    ("country", "United States", None, None),
+    ("db", "2/16/1997", None, None),
+    ("ge", "Female", None, None),
+    ("external_id", " ID-1 ", None, None),
+    ("em", "null", None, None),
+    ("em", None, None, None),
+]
+
+
+@pytest.fixture(autouse=True)
+def _empty() -> Any:
+    identity.forget()
+    yield
+    identity.forget()
+
+
+def _worked_out(field: str, value: Any, country: str | None, region: str | None) -> str | None:
+    """The digest with nothing remembered."""
+    identity.forget()
+    return meta.hashed(field, value, country=country, region=region)
+
+
+@pytest.mark.parametrize("field,value,country,region", CASES)
+def test_a_remembered_digest_is_the_one_worked_out(field: str, value: Any, country: str | None,
+                                                   region: str | None) -> None:
+    expected = _worked_out(field, value, country, region)
+    identity.forget()
+    assert meta.hashed(field, value, country=country, region=region) == expected  # worked out
+    assert meta.hashed(field, value, country=country, region=region) == expected  # remembered
+
+
+def test_a_digest_is_not_reused_where_the_country_or_the_region_changes_it() -> None:
+    """Every case, asked in one request in turn, gives what it gives alone."""
+    expected = [_worked_out(*case) for case in CASES]
+    identity.forget()
+    assert [meta.hashed(f, v, country=c, region=r) for f, v, c, r in CASES] == expected
+    assert expected[4] != expected[5] and expected[9] != expected[10] and expected[11] != expected[12]
+
+
+def test_the_memory_is_bounded_and_forget_empties_it_with_the_phone_numbers() -> None:
+    for n in range(200):
+        meta.hashed("em", f"user{n}@shop.example")
+        assert len(meta._DIGESTS.written) <= meta._DIGEST_BOUND
+    meta.hashed("ph", "+49 170 1234567")
+    assert meta._DIGESTS.written and phones._READS.written
+    identity.forget()
+    assert not meta._DIGESTS.written and not phones._READS.written
+
+
+def _count_emails(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every email Meta's rules normalise (``meta.email``), recorded as it passes through."""
+    seen: list[str] = []
+    real = meta.email
+
+    def counted(value: str) -> str | None:
+        seen.append(value)
+        return real(value)
+
+    monkeypatch.setattr(meta, "email", counted)
+    return seen
+
+
+def test_a_digest_worked_out_on_one_thread_is_not_found_on_another(monkeypatch) -> None:
+    """The storage's writer thread runs the ledger's step while the event loop's thread runs other requests."""
+    seen = _count_emails(monkeypatch)
+    meta.hashed("em", "alex@shop.example")
+    other = threading.Thread(target=lambda: meta.hashed("em", "alex@shop.example"))
+    other.start()
+    other.join(10)
+    assert seen == ["alex@shop.example", "alex@shop.example"]
+
+
+def test_an_order_webhook_hashes_its_email_for_meta_once_and_the_next_request_again(monkeypatch, tmp_path) -> None:
+    """The sample container: the Meta tag fires on the purchase and the ledger keeps the same digests.
+
+    Two uses, one normalisation; a second order with the same address is normalised again, because
+    nothing of the first request's values is kept once its step is over.
+    """
+    env = {"ORDER_WEBHOOK_SECRET": SECRET, "GATEWAY_STORAGE_URL": f"sqlite:///{tmp_path / 'g.db'}"}
+    container = load_container_file(ROOT / "examples/container.yaml", env=env)
+    seen = _count_emails(monkeypatch)
+    order = orjson.loads((FIXTURES / "webhooks" / "order_created.json").read_bytes())
+    with TestClient(create_app(container, run_dispatcher=False)) as client:
+        for order_id in ("ORD-1", "ORD-2"):
+            body = orjson.dumps(order | {"order_id": order_id})
+            signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            answer = client.post("/webhooks/order-update", content=body,
+                                 headers={"Content-Type": "application/json", "X-Signature": signature})
+            assert answer.status_code == 200, answer.text
+            assert len(seen) == (1 if order_id == "ORD-1" else 2), seen
+    assert seen == [order["customer"]["email"].strip()] * 2
