@@ -112,20 +112,24 @@ def encode_query(pairs: list[tuple[str, str]]) -> str:
     joined = _PAIR.join(map(_EQUALS.join, pairs))  # str.join of each (name, value): no Python frame per pair
     if joined.count(_EQUALS) != len(pairs) or joined.count(_PAIR) != len(pairs) - 1:
         return "&".join([f"{encode_component(name)}={encode_component(value)}" for name, value in pairs])
+    raw = joined.encode("utf-8")
     # Non-ASCII text: its UTF-8 bytes, one character each, so that each byte is escaped on its own below.
-    text = joined if joined.isascii() else joined.encode("utf-8").decode("latin-1")
-    found = text.translate(_DROP_KEPT)  # what is left once every character kept as it is went (one C pass)
+    text = joined if len(raw) == len(joined) else raw.decode("latin-1")
+    # The bytes left once every byte kept as it is went: bytes.translate deletes from a 256-entry table, a
+    # quarter of str.translate's cost, which looks each character up in a dict.
+    found = raw.translate(None, _KEPT_BYTES)
     if found:
-        chars = set(found)
-        if "%" in chars:
+        escaped = set(found)
+        if _PERCENT in escaped:
             text = text.replace("%", "%25")  # first, so that no escape written below is escaped again
-            chars.discard("%")
-        for char in chars:
-            text = text.replace(char, _ESCAPE[ord(char)])
+            escaped.discard(_PERCENT)
+        for byte in escaped:
+            text = text.replace(chr(byte), _ESCAPE[byte])
     return text.replace(_EQUALS, "=").replace(_PAIR, "&")
 
 
 # Stand-ins for the separators while the joined pairs are escaped (control characters: rare in a name or value).
 _EQUALS, _PAIR = "\x00", "\x01"
-# Deletes what encodeURIComponent keeps, and the stand-ins: what remains is what to escape.
-_DROP_KEPT = str.maketrans("", "", _UNRESERVED + _EQUALS + _PAIR)
+# What encodeURIComponent keeps, and the stand-ins: the bytes ``encode_query`` deletes to find what to escape.
+_KEPT_BYTES = (_UNRESERVED + _EQUALS + _PAIR).encode("ascii")
+_PERCENT = ord("%")

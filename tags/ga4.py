@@ -43,6 +43,7 @@ import ipaddress
 import socket
 from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import Field, StringConstraints
 
 from gateway import ga4_params
@@ -89,7 +90,8 @@ def build(event: Event, config: Config) -> list[Delivery]:
     query = _encode_page(_page(event, analytics, page))
     line = _encode(_event(event, config, analytics, custom))
     agent = event.user_agent or ""
-    basis = "\n".join((query, line, agent, event.timestamp.isoformat()))
+    # The time as msgspec writes it (RFC 3339, to the microsecond, in C): datetime.isoformat costs ten times more.
+    basis = "\n".join((query, line, agent, _rfc3339(event.timestamp).decode("ascii")))
     digest = hashlib.sha256(basis.encode("utf-8")).hexdigest()[:32]
     return [
         Delivery(
@@ -216,6 +218,7 @@ def _cookieless_id(event: Event) -> str:
     return f"{digest_number('cookieless', basis)}.{seconds}"
 
 
+_rfc3339 = msgspec.json.encode  # of a datetime: b'"2026-12-07T15:00:00.123456Z"'
 _encode = encode_query  # name=value&..., each percent-encoded as gtag.js does (encodeURIComponent)
 # The last page-level parameters encoded, and their encoding. The events of one batched hit share their page's
 # parameters (the query string), so each event after the first finds them here; one slot, so nothing grows.
