@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from operator import attrgetter
+from typing import Any, Callable
 
 from gateway import metrics
 from gateway.config import Container
@@ -17,6 +18,8 @@ from gateway.consent import ConsentDecision, ConsentPolicy
 from gateway.delivery import Delivery
 from gateway.event import CONSENT_SIGNALS, Event
 from gateway.tag import Skip
+
+_SIGNAL_STATES = attrgetter(*CONSENT_SIGNALS)  # a Consent -> its four states, in CONSENT_SIGNALS' order
 
 log = logging.getLogger("gateway.pipeline")
 
@@ -36,6 +39,7 @@ class Pipeline:
         self.consent = ConsentPolicy.for_container(container)
         # Resolved once: the loop below runs for every tag of every event.
         self._consent_counts = metrics.LabelCache(metrics.CONSENT)
+        self._consent_children: dict[tuple[tuple[str | None, ...], tuple[str, ...]], tuple[Any, ...]] = {}
         self._fires = metrics.LabelCache(metrics.TAG_FIRES)
         self._redactions = metrics.LabelCache(metrics.PII_REDACTED)
         self.tags = [(t.trigger.matches, t.module.build, t.config, t.config.name) for t in container.tags]
@@ -71,8 +75,18 @@ class Pipeline:
         return outcome
 
     def _count_consent(self, event: Event, decision: ConsentDecision) -> None:
-        consent = event.consent
-        defaulted = decision.defaulted
-        for signal in CONSENT_SIGNALS:
-            state = getattr(consent, signal) or "unset"
-            self._consent_counts.get(signal, state, "default" if signal in defaulted else "request").inc()
+        """One count per signal: its state, and whether the request or a default set it.
+
+        The four counters of each (states, defaulted signals) combination are
+        looked up once and kept (at most 3^4 x 2^4 combinations, and every one
+        of them is a label set the metric keeps anyway).
+        """
+        key = (_SIGNAL_STATES(event.consent), decision.defaulted)
+        counts = self._consent_children.get(key)
+        if counts is None:
+            states, defaulted = key
+            counts = self._consent_children[key] = tuple(
+                self._consent_counts.get(signal, state or "unset", "default" if signal in defaulted else "request")
+                for signal, state in zip(CONSENT_SIGNALS, states))
+        for count in counts:
+            count.inc()
