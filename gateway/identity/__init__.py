@@ -23,18 +23,37 @@ import base64
 import binascii
 import hashlib
 import re
-from typing import Callable
+import threading
+from typing import Any
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 
-# What the modules that remember personal values for the length of one request (``phones``' numbers, ``meta``'s
-# digests) empty on ``forget``: each adds its own on import, so this module imports none of them.
-_FORGETTERS: list[Callable[[], None]] = []
+
+class RequestMemory(threading.local):
+    """Answers worked out from personal values, remembered on one thread until ``forget``: key -> answer.
+
+    An order webhook reads its phone number three times and hashes its
+    customer's values for Meta twice (the tags, then the identifiers the
+    order ledger keeps); each module that remembers such answers keeps them
+    in one of these (``phones``, ``meta``). The keys hold raw values, so the
+    memory is per thread, bounded by its user (full, it is emptied before
+    the next answer is kept), and emptied by ``forget`` as soon as the step
+    that read the values is over: no request finds another's values here,
+    and none outlives the request that read it.
+    """
+
+    def __init__(self) -> None:
+        self.written: dict[Any, Any] = {}
 
 
-def remembers_for_a_request(forget_this_thread: Callable[[], None]) -> None:
-    """Register what empties one module's per-thread memory of personal values (called on its import)."""
-    _FORGETTERS.append(forget_this_thread)
+_MEMORIES: list[RequestMemory] = []
+
+
+def request_memory() -> RequestMemory:
+    """A ``RequestMemory`` that ``forget`` empties (made once, at a module's import)."""
+    memory = RequestMemory()
+    _MEMORIES.append(memory)
+    return memory
 
 
 def forget() -> None:
@@ -42,11 +61,11 @@ def forget() -> None:
 
     The collection path calls it after ``Pipeline.process``, ``Ledger.run``
     and ``Ledger.release`` before they return to the storage's writer, and
-    the debugger's explanation after its tags: no request finds another's
-    phone number or digest, and none outlives the request that read it.
+    the debugger's explanation after its tags.
     """
-    for forget_this_thread in _FORGETTERS:
-        forget_this_thread()
+    for memory in _MEMORIES:
+        memory.written.clear()
+
 
 # What serialisers and forms write for "nothing was entered", in any field.
 BLANKS = frozenset({"", "null", "none", "undefined", "n/a", "-", "--", "nil", "[object object]"})

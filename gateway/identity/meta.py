@@ -51,13 +51,12 @@ where the two agree:
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
 from datetime import date, datetime
 
 from gateway.event import UserData
 from gateway.identity import (
-    clean, digest_to_hex, is_placeholder_email, is_sha256_hex, present, remembers_for_a_request, sha256_hex,
+    clean, digest_to_hex, is_placeholder_email, is_sha256_hex, present, request_memory, sha256_hex,
 )
 from gateway.identity import countries, phones
 
@@ -250,35 +249,13 @@ def _hashed(field: str, value: object, country: str | None, region: str | None) 
     return sha256_hex(normalised) if normalised is not None else None
 
 
-class _Digests(threading.local):
-    """What ``hashed`` answered on this thread since its last ``forget``: (field, value, what the rule reads) -> digest.
-
-    An order webhook's purchase is hashed twice with the same values: by the
-    Meta tag, then for the identifiers the order ledger keeps for its refunds
-    (``contact_information``); the second time costs 117k instructions
-    without this (``bench.parts``-style count, the benchmark's webhook). The
-    key holds the raw value, so the memory is per thread, bounded, and
-    emptied with the phone numbers' (``gateway.identity.forget``) as soon as
-    the step that read them is over. The phone's digest depends on its
-    default region, a zip's and a state's on the country; no other field's
-    does, so the key holds that and nothing else.
-    """
-
-    def __init__(self) -> None:
-        self.written: dict[tuple[str, object, str | None], str | None] = {}
-
-
-_DIGESTS = _Digests()
+# What ``hashed`` answered on this thread since the last ``gateway.identity.forget``: (field, value, what the rule
+# reads) -> digest. An order webhook's purchase is hashed twice with the same values (the Meta tag, then the
+# identifiers the ledger keeps for refunds): 117k instructions the second time. A phone's digest depends on its
+# default region, a city's, state's and zip's on the country; no other field's does, so the key holds that alone.
 _DIGEST_BOUND = 32
+_DIGESTS = request_memory()
 _BY_COUNTRY = frozenset({"ct", "st", "zp"})
-
-
-def forget() -> None:
-    """Drop every digest this thread remembers (``gateway.identity.forget`` calls it)."""
-    _DIGESTS.written.clear()
-
-
-remembers_for_a_request(forget)
 
 
 _NAMES = frozenset({"fn", "ln"})

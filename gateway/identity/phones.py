@@ -31,13 +31,12 @@ result is checked against what was typed. A number is kept only when:
 from __future__ import annotations
 
 import re
-import threading
 from typing import Iterable
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
-from gateway.identity import remembers_for_a_request
+from gateway.identity import request_memory
 
 # phonenumbers compiles its metadata's patterns with re.compile, whose cache holds 512 patterns for the
 # whole process and is shared with every other module's; each region a number comes from brings dozens,
@@ -148,24 +147,10 @@ def e164(number: phonenumbers.PhoneNumber) -> str:
     return f"+{number.country_code}{phonenumbers.national_significant_number(number)}"
 
 
-class _Reads(threading.local):
-    """What ``e164_of`` read on this thread since its last ``forget``: (text, region, bare digits rule) -> E.164.
-
-    One order webhook reads its phone number three times (the Google Ads tag,
-    the Meta tag, the identifiers the ledger keeps), and one read costs about
-    290k instructions, half of the ledger's step. The memory holds raw
-    numbers, so it is per thread and emptied as soon as the step that read
-    them is over (``Ledger.run`` on the storage's writer thread, the
-    collection path after ``Pipeline.process``); no request ever finds
-    another's number here, and it is bounded in between.
-    """
-
-    def __init__(self) -> None:
-        self.written: dict[tuple[str, str | None, bool], str | None] = {}
-
-
-_READS = _Reads()
+# What ``e164_of`` read on this thread since the last ``forget``: (text, region, bare digits rule) -> E.164. One
+# read costs about 290k instructions, half of the ledger's step; an order webhook's number is read three times.
 _READ_BOUND = 32
+_READS = request_memory()
 
 
 def e164_of(value: str, region: str | None, *, bare_digits_have_country_code: bool) -> str | None:
@@ -320,9 +305,6 @@ def _rules_for(code: int) -> _Rules | None:
 def forget() -> None:
     """Drop every number this thread remembers: called when the work that read them is over."""
     _READS.written.clear()
-
-
-remembers_for_a_request(forget)
 
 
 def _placeholder(national: str) -> bool:

@@ -10,23 +10,15 @@ read them is over.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import threading
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from starlette.testclient import TestClient
 
 from gateway import identity
-from gateway.app import create_app
-from gateway.config import load_container_file
 from gateway.identity import meta, phones
-from tests.conftest import FIXTURES
+from tests.identity.sample_orders import ORDER, post_orders
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "meta-digest-reads-secret-0123456789"
 
 # (field, value, country, region): each field, a value already hashed, placeholders, blanks, and the fields whose
@@ -124,16 +116,7 @@ def test_an_order_webhook_hashes_its_email_for_meta_once_and_the_next_request_ag
     Two uses, one normalisation; a second order with the same address is normalised again, because
     nothing of the first request's values is kept once its step is over.
     """
-    env = {"ORDER_WEBHOOK_SECRET": SECRET, "GATEWAY_STORAGE_URL": f"sqlite:///{tmp_path / 'g.db'}"}
-    container = load_container_file(ROOT / "examples/container.yaml", env=env)
     seen = _count_emails(monkeypatch)
-    order = orjson.loads((FIXTURES / "webhooks" / "order_created.json").read_bytes())
-    with TestClient(create_app(container, run_dispatcher=False)) as client:
-        for order_id in ("ORD-1", "ORD-2"):
-            body = orjson.dumps(order | {"order_id": order_id})
-            signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            answer = client.post("/webhooks/order-update", content=body,
-                                 headers={"Content-Type": "application/json", "X-Signature": signature})
-            assert answer.status_code == 200, answer.text
-            assert len(seen) == (1 if order_id == "ORD-1" else 2), seen
-    assert seen == [order["customer"]["email"].strip()] * 2
+    for order_id in post_orders(tmp_path, SECRET, ("ORD-1", "ORD-2")):
+        assert len(seen) == (1 if order_id == "ORD-1" else 2), seen
+    assert seen == [ORDER["customer"]["email"].strip()] * 2

@@ -4,30 +4,23 @@ Reading a number (``phonenumbers`` parse, validity, the typed-digits check)
 costs about 290k instructions; an order webhook's phone used to be read
 three times (the Google Ads tag, the Meta tag, the identifiers the ledger
 keeps). ``phones.e164_of`` remembers what it read, per thread, until
-``phones.forget``, which ``Ledger.run`` and the collection path call as soon
-as the step that read the numbers is over.
+``gateway.identity.forget``, which ``Ledger.run`` and the collection path
+call as soon as the step that read the numbers is over.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import sqlite3
 import threading
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from starlette.testclient import TestClient
 
-from gateway.app import create_app
-from gateway.config import load_container_file
 from gateway.identity import google, meta, phones
-from tests.conftest import FIXTURES
+from tests.identity.sample_orders import post_orders
 
-ROOT = Path(__file__).resolve().parents[2]
 SECRET = "phone-reads-secret-0123456789"
 
 # (text, region, bare digits rule): valid, invalid, national with and without a region, 00-prefixed, blank-padded.
@@ -113,18 +106,9 @@ def test_an_order_webhook_reads_its_phone_once_and_the_next_request_reads_its_ow
     Three uses, one read; a second order with the same number reads it again, because nothing of the first
     request's numbers is kept once its step is over.
     """
-    env = {"ORDER_WEBHOOK_SECRET": SECRET, "GATEWAY_STORAGE_URL": f"sqlite:///{tmp_path / 'g.db'}"}
-    container = load_container_file(ROOT / "examples/container.yaml", env=env)
     reads = _count_reads(monkeypatch)
-    order = orjson.loads((FIXTURES / "webhooks" / "order_created.json").read_bytes())
-    with TestClient(create_app(container, run_dispatcher=False)) as client:
-        for order_id in ("ORD-1", "ORD-2"):
-            body = orjson.dumps(order | {"order_id": order_id})
-            signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            answer = client.post("/webhooks/order-update", content=body,
-                                 headers={"Content-Type": "application/json", "X-Signature": signature})
-            assert answer.status_code == 200, answer.text
-            assert reads == ["+49 170 1234567"] * (1 if order_id == "ORD-1" else 2)
+    for order_id in post_orders(tmp_path, SECRET, ("ORD-1", "ORD-2")):
+        assert reads == ["+49 170 1234567"] * (1 if order_id == "ORD-1" else 2)
     # Each vendor still got the number, hashed: Google's E.164 and Meta's digits.
     with contextlib.closing(sqlite3.connect(tmp_path / "g.db")) as conn:
         stored = b"\n".join(bytes(row[0]) for row in conn.execute("SELECT item FROM outbox"))
