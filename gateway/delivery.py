@@ -16,7 +16,37 @@ Outcome = Literal["delivered", "retry", "permanent", "skipped", "superseded"]
 FINAL_OUTCOMES: frozenset[str] = frozenset({"delivered", "skipped", "superseded"})
 
 
-class Delivery:
+class JsonItem:
+    """An item held as a dict, as its JSON, or both: each form made from the other on first use.
+
+    A tag builds an item as a dict or, when it has the JSON already, as bytes;
+    the outbox stores the bytes and hands them back. Whoever needs the other
+    form makes it once. ``Delivery`` (on the way in) and ``PendingItem`` (on
+    the way out, ``gateway.sender``) are both such items; each sets ``_item``
+    and ``_raw`` in its own ``__init__`` (one of them may be None, not both).
+    """
+
+    __slots__ = ("_item", "_raw")
+    _item: dict[str, Any] | None
+    _raw: bytes | None
+
+    @property
+    def item(self) -> dict[str, Any]:
+        item = self._item
+        if item is None:
+            item = self._item = orjson.loads(self._raw)  # type: ignore[arg-type] - one of the two is set
+        return item
+
+    @property
+    def raw(self) -> bytes:
+        """The item's JSON: the outbox's own bytes when the item came from there."""
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = orjson.dumps(self._item)
+        return raw
+
+
+class Delivery(JsonItem):
     """One item for one destination, built by a tag, committed to the outbox; nothing changes one once built.
 
     ``batch_key`` groups items that may travel in one vendor request (a Google
@@ -37,7 +67,7 @@ class Delivery:
     dataclass sets each field through ``object.__setattr__``, 2.4x the cost.
     """
 
-    __slots__ = ("destination", "batch_key", "idempotency_key", "tag", "not_before", "_item", "_raw")
+    __slots__ = ("destination", "batch_key", "idempotency_key", "tag", "not_before")
 
     def __init__(self, destination: str, batch_key: str, idempotency_key: str, item: dict[str, Any] | None,
                  tag: str, not_before: datetime | None = None, *, raw: bytes | None = None) -> None:
@@ -50,20 +80,6 @@ class Delivery:
         self.not_before = not_before
         self._item = item
         self._raw = raw
-
-    @property
-    def item(self) -> dict[str, Any]:
-        item = self._item
-        if item is None:
-            item = self._item = orjson.loads(self._raw)  # type: ignore[arg-type] - one of the two is set
-        return item
-
-    @property
-    def raw(self) -> bytes:
-        raw = self._raw
-        if raw is None:
-            raw = self._raw = orjson.dumps(self._item)
-        return raw
 
     def _fields(self) -> tuple[Any, ...]:
         return (self.destination, self.batch_key, self.idempotency_key, self.item, self.tag, self.not_before)

@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 
 from gateway import secrets_mask
-from gateway.delivery import Result
+from gateway.delivery import JsonItem, Result
 from gateway.tag import TagConfig
 
 
@@ -108,7 +108,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-class PendingItem:
+class PendingItem(JsonItem):
     """An outbox item handed to a sender: the item, and its JSON as the outbox stores it (``raw``).
 
     The storage hands over the stored JSON and the item is read from it on
@@ -120,7 +120,7 @@ class PendingItem:
     first use.
     """
 
-    __slots__ = ("id", "idempotency_key", "tag", "attempts", "created_at", "_item", "_raw")
+    __slots__ = ("id", "idempotency_key", "tag", "attempts", "created_at")
 
     def __init__(self, id: int, idempotency_key: str, item: dict[str, Any] | None, tag: str, attempts: int,
                  created_at: datetime, *, raw: bytes | None = None) -> None:
@@ -133,21 +133,6 @@ class PendingItem:
         self.created_at = created_at
         self._item = item
         self._raw = raw
-
-    @property
-    def item(self) -> dict[str, Any]:
-        item = self._item
-        if item is None:
-            item = self._item = orjson.loads(self._raw)  # type: ignore[arg-type] - one of the two is set
-        return item
-
-    @property
-    def raw(self) -> bytes:
-        """The item's JSON: the outbox's own bytes when the item came from there."""
-        raw = self._raw
-        if raw is None:
-            raw = self._raw = orjson.dumps(self._item)
-        return raw
 
     def __repr__(self) -> str:
         return (f"PendingItem(id={self.id!r}, idempotency_key={self.idempotency_key!r}, tag={self.tag!r}, "
