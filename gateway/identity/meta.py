@@ -222,7 +222,8 @@ def hashed(field: str, value: object, *, country: str | None = None, region: str
     """
     if value is None:
         return None
-    key = (field, value, region if field == "ph" else country if field in _BY_COUNTRY else None)
+    # The value's type too: 1, 1.0 and True are one dict key, but Meta's rules write them apart ("1", "1.0").
+    key = (field, type(value), value, region if field == "ph" else country if field in _BY_COUNTRY else None)
     written = _DIGESTS.written
     try:
         return written[key]
@@ -249,7 +250,7 @@ def _hashed(field: str, value: object, country: str | None, region: str | None) 
     return sha256_hex(normalised) if normalised is not None else None
 
 
-# What ``hashed`` answered on this thread since the last ``gateway.identity.forget``: (field, value, what the rule
+# What ``hashed`` answered on this thread since the last ``gateway.identity.forget``: (field, type, value, what the rule
 # reads) -> digest. An order webhook's purchase is hashed twice with the same values (the Meta tag, then the
 # identifiers the ledger keeps for refunds): 117k instructions the second time. A phone's digest depends on its
 # default region, a city's, state's and zip's on the country; no other field's does, so the key holds that alone.

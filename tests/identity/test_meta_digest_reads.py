@@ -77,6 +77,24 @@ def test_a_digest_is_not_reused_where_the_country_or_the_region_changes_it() -> 
     assert expected[4] != expected[5] and expected[9] != expected[10] and expected[11] != expected[12]
 
 
+# Values Python counts as equal (1 == 1.0 == True, so one dict key) that Meta's rules write differently.
+EQUAL_BUT_WRITTEN_APART = [
+    ("external_id", [1, 1.0, True]),
+    ("zp", [12345, 12345.0]),
+    ("ph", [4917012345678, 4917012345678.0]),
+]
+
+
+@pytest.mark.parametrize("field,values", EQUAL_BUT_WRITTEN_APART)
+def test_values_that_are_equal_in_python_but_not_on_the_wire_keep_their_own_digests(field: str,
+                                                                                       values: list[Any]) -> None:
+    """A beacon's body may carry a number where a text is usual; the memory must not hand one type's digest to another."""
+    expected = [_worked_out(field, value, "de", "DE") for value in values]
+    assert len(set(expected)) == len(values)  # the rules really do tell them apart
+    identity.forget()
+    assert [meta.hashed(field, value, country="de", region="DE") for value in values] == expected
+
+
 def test_the_memory_is_bounded_and_forget_empties_it_with_the_phone_numbers() -> None:
     for n in range(200):
         meta.hashed("em", f"user{n}@shop.example")
