@@ -32,7 +32,7 @@ and the phone number work inside them, each call on a number of its own:
 ``order_id``, whether a 10-digit order number is a phone number
 (``gateway.personal.digits_read_as_phone``, asked of the id a log line
 shows), ``phone``, one read of ``+49 170 ...`` (``phones.e164_of``, then
-``phones.forget`` as after a request), and ``national_phone``, one read of
+``gateway.identity.forget`` as after a request), and ``national_phone``, one read of
 ``0170 ...`` with the region DE.
 """
 
@@ -151,6 +151,7 @@ def _webhook_setup(calls: int) -> tuple[Parts, list[Any], Callable[[Any], list[A
 
 def _phone_setup(part: str, calls: int) -> tuple[Callable[[Any], Any], list[Any]]:
     """One of ``PHONE_PARTS``: the function, and a distinct input for each call (no answer is remembered)."""
+    from gateway import identity
     from gateway.identity import phones
     from gateway.personal import digits_read_as_phone
 
@@ -161,7 +162,7 @@ def _phone_setup(part: str, calls: int) -> tuple[Callable[[Any], Any], list[Any]
 
     def read(text: str) -> None:
         phones.e164_of(text, region, bare_digits_have_country_code=False)
-        phones.forget()
+        identity.forget()
 
     return read, [written.format(1_000_000 + n) for n in numbers]
 

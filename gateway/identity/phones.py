@@ -302,11 +302,6 @@ def _rules_for(code: int) -> _Rules | None:
     return rules
 
 
-def forget() -> None:
-    """Drop every number this thread remembers: called when the work that read them is over."""
-    _READS.written.clear()
-
-
 def _placeholder(national: str) -> bool:
     """``0000000``, ``5555555555``: what forms hold when the customer would not say."""
     return len(set(national)) == 1

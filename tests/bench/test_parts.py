@@ -22,6 +22,7 @@ def test_each_part_runs_on_its_scenarios_requests(scenario: str, names: tuple[st
 def test_the_phone_parts_read_distinct_numbers_the_way_they_say(part: str, answer: str | None) -> None:
     """Each call gets a number of its own (nothing remembered is counted), and the phone reads take the path of
     a valid number, the order ids that of digits that are no phone number."""
+    from gateway import identity
     from gateway.identity import phones
 
     fn, inputs = parts._phone_setup(part, 5)
@@ -31,7 +32,7 @@ def test_the_phone_parts_read_distinct_numbers_the_way_they_say(part: str, answe
         if answer is not None:
             region = "DE" if part == "national_phone" else None
             written = phones.e164_of(text, region, bare_digits_have_country_code=False)
-            phones.forget()
+            identity.forget()
             assert written is not None and written.startswith(answer) and written[6:] == text.split()[-1]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gateway import identity
 from gateway.identity import google, meta, phones
 from tests.identity.sample_orders import post_orders
 
@@ -42,9 +43,9 @@ CASES = [
 
 @pytest.fixture(autouse=True)
 def _empty() -> Any:
-    phones.forget()
+    identity.forget()
     yield
-    phones.forget()
+    identity.forget()
 
 
 @pytest.mark.parametrize("text,region,bare", CASES)
@@ -66,7 +67,7 @@ def test_the_memory_is_bounded_and_forget_empties_it() -> None:
         phones.e164_of(f"+49 170 {1000000 + n}", None, bare_digits_have_country_code=False)
         assert len(phones._READS.written) <= phones._READ_BOUND
     assert len(phones._READS.written) > 0
-    phones.forget()
+    identity.forget()
     assert len(phones._READS.written) == 0
 
 
